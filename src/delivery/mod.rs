@@ -1,0 +1,214 @@
+//! Getting records from the emitting thread to every sink, losing none
+//! silently.
+//!
+//! The emitting thread only enqueues ([`Delivery::submit`]); each sink has a
+//! bounded queue and a worker thread ([`worker`]). Flush barriers travel
+//! through the queues as markers, so "everything emitted before the flush"
+//! is exact per sink without a lock on the emitting path.
+
+pub(crate) mod signal;
+pub(crate) mod slot;
+pub(crate) mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use self::signal::Signal;
+use self::slot::SinkSlot;
+use crate::record::RecordBuilder;
+use crate::report::Report;
+use crate::Overflow;
+
+/// State shared with the workers.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// Notified when a marker is reached, a sink changes health or a worker
+    /// finishes.
+    pub(crate) progress: Signal,
+    closing: AtomicBool,
+    deadline: OnceLock<Instant>,
+    pub(crate) warnings: RateLimit,
+}
+
+impl Control {
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Past this instant, workers stop retrying at shutdown.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline.get().copied()
+    }
+}
+
+/// The emitting side: held by the layer and by every handle.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) slots: Vec<Arc<SinkSlot>>,
+    pub(crate) control: Arc<Control>,
+    overflow: Overflow,
+    emitted: AtomicU64,
+    invalid: AtomicU64,
+    drop_warnings: RateLimit,
+    invalid_warnings: RateLimit,
+    shutdown_timeout: Duration,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    final_report: OnceLock<Report>,
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        slots: Vec<Arc<SinkSlot>>,
+        control: Arc<Control>,
+        overflow: Overflow,
+        shutdown_timeout: Duration,
+        workers: Vec<JoinHandle<()>>,
+    ) -> Self {
+        Self {
+            slots,
+            control,
+            overflow,
+            emitted: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            drop_warnings: RateLimit::default(),
+            invalid_warnings: RateLimit::default(),
+            shutdown_timeout,
+            workers: Mutex::new(workers),
+            final_report: OnceLock::new(),
+        }
+    }
+
+    /// Hands a finished record to every sink's queue. Never blocks, unless
+    /// the overflow policy is [`Overflow::Block`].
+    pub(crate) fn submit(&self, record: RecordBuilder) {
+        if record.action_is_empty() {
+            let n = self.invalid.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.invalid_warnings.allow() {
+                tracing::warn!(
+                    target: "fabric_audit",
+                    invalid_total = n,
+                    "audit event without an action was not recorded"
+                );
+            }
+            return;
+        }
+        self.emitted.fetch_add(1, Ordering::Relaxed);
+        let record = Arc::new(record.build());
+        let mut dropped = false;
+        for slot in &self.slots {
+            dropped |= !slot.offer(record.clone(), self.overflow);
+        }
+        if dropped && !self.control.is_closing() && self.drop_warnings.allow() {
+            self.warn_dropped();
+        }
+    }
+
+    #[cold]
+    fn warn_dropped(&self) {
+        let report = self.report();
+        for sink in report.sinks().iter().filter(|s| s.dropped() > 0) {
+            tracing::warn!(
+                target: "fabric_audit",
+                sink = sink.name(),
+                dropped_total = sink.dropped(),
+                "audit queue full; dropping records"
+            );
+        }
+    }
+
+    pub(crate) fn report(&self) -> Report {
+        if let Some(report) = self.final_report.get() {
+            return report.clone();
+        }
+        Report {
+            emitted: self.emitted.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+            sinks: self.slots.iter().map(|s| s.report()).collect(),
+        }
+    }
+
+    /// Stops accepting records, lets every worker drain its queue (retrying
+    /// failing sinks until the shutdown timeout), and wakes them all.
+    pub(crate) fn begin_shutdown(&self) {
+        let _ = self
+            .control
+            .deadline
+            .set(Instant::now() + self.shutdown_timeout);
+        self.control.closing.store(true, Ordering::Release);
+        for slot in &self.slots {
+            slot.close();
+        }
+    }
+
+    pub(crate) fn workers_finished(&self) -> bool {
+        self.slots.iter().all(|s| s.is_finished())
+    }
+
+    /// After every worker has finished: joins them and freezes the report.
+    pub(crate) fn finish_shutdown(&self) -> Report {
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        for worker in workers {
+            // A panicking sink is reported through its counters; the panic
+            // itself has already been printed by the panic hook.
+            let _ = worker.join();
+        }
+        for slot in &self.slots {
+            slot.drop_leftovers();
+        }
+        self.final_report.get_or_init(|| self.report()).clone()
+    }
+}
+
+impl Drop for Delivery {
+    /// The last producer is gone without a shutdown: let the workers drain
+    /// what is queued and exit on their own.
+    fn drop(&mut self) {
+        self.begin_shutdown();
+    }
+}
+
+/// Allows one event per second: for warnings on paths that can fire a
+/// million times a second.
+#[derive(Debug)]
+pub(crate) struct RateLimit {
+    origin: Instant,
+    next_ms: AtomicU64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            next_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RateLimit {
+    const PERIOD_MS: u64 = 1000;
+
+    pub(crate) fn allow(&self) -> bool {
+        let now = self.origin.elapsed().as_millis() as u64;
+        let next = self.next_ms.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now + Self::PERIOD_MS, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_one_per_period() {
+        let limit = RateLimit::default();
+        assert!(limit.allow());
+        assert!(!limit.allow());
+        assert!(!limit.allow());
+    }
+}

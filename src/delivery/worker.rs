@@ -1,0 +1,112 @@
+//! A sink's worker thread: drain the queue in batches, write, retry.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::slot::{Item, SinkSlot};
+use super::Control;
+use crate::sink::{Batch, Sink};
+use crate::AuditRecord;
+
+/// How a worker batches and retries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WorkerConfig {
+    pub(crate) batch_size: usize,
+    pub(crate) interval: Duration,
+    pub(crate) min_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+}
+
+pub(crate) struct Worker {
+    pub(crate) slot: Arc<SinkSlot>,
+    pub(crate) sink: Box<dyn Sink + Send>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) config: WorkerConfig,
+}
+
+impl Worker {
+    /// Runs until shutdown (or until every producer is gone) and the queue
+    /// is empty.
+    pub(crate) fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.config.batch_size);
+        loop {
+            let marker = self.drain(&mut batch);
+            let drained = !batch.is_empty() || marker.is_some();
+            if !batch.is_empty() {
+                self.write(&batch);
+                batch.clear();
+            }
+            if let Some(marker) = marker {
+                marker.store(true, Ordering::Release);
+                self.control.progress.notify();
+            }
+            if drained {
+                self.slot.space.notify();
+            } else if self.control.is_closing() {
+                break;
+            } else {
+                self.slot.sleep(self.config.interval);
+            }
+        }
+        if let Err(e) = self.sink.close() {
+            self.slot.record_error(&e);
+            warn_failed(&self.slot.name, &e, "closing");
+        }
+        self.slot.set_finished();
+        self.control.progress.notify();
+    }
+
+    /// Pops up to a batch of records, stopping after a flush marker so that
+    /// the marker is acknowledged only once the records before it are
+    /// written.
+    fn drain(&self, batch: &mut Vec<Arc<AuditRecord>>) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        while batch.len() < self.config.batch_size {
+            match self.slot.queue.pop()? {
+                Item::Record(record) => batch.push(record),
+                Item::Marker(marker) => return Some(marker),
+            }
+        }
+        None
+    }
+
+    /// Writes `batch`, retrying transient errors with capped exponential
+    /// backoff until it succeeds or the shutdown deadline passes.
+    fn write(&mut self, batch: &[Arc<AuditRecord>]) {
+        let mut backoff = self.config.min_backoff;
+        loop {
+            let error = match self.sink.write(&Batch::new(batch)) {
+                Ok(()) => {
+                    if self.slot.record_written(batch.len()) {
+                        self.control.progress.notify();
+                    }
+                    return;
+                }
+                Err(error) => error,
+            };
+            if self.slot.record_error(&error) {
+                self.control.progress.notify();
+            }
+            let deadline = self.control.deadline();
+            if !error.is_transient() || deadline.is_some_and(|d| Instant::now() >= d) {
+                warn_failed(&self.slot.name, &error, "giving up on a batch");
+                self.slot.record_failed(batch.len());
+                return;
+            }
+            if self.control.warnings.allow() {
+                warn_failed(&self.slot.name, &error, "retrying");
+            }
+            let wait = match deadline {
+                Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
+                None => backoff,
+            };
+            // Shutdown unparks us so that the deadline is noticed at once.
+            std::thread::park_timeout(wait);
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+}
+
+fn warn_failed(sink: &str, error: &dyn std::fmt::Display, what: &str) {
+    tracing::warn!(target: "fabric_audit", sink, %error, "audit sink write failed; {what}");
+}

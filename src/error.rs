@@ -1,0 +1,83 @@
+//! The crate's error type.
+
+use std::error::Error as StdError;
+use std::{fmt, io};
+
+/// A specialized `Result` for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error from setting up or flushing the audit pipeline.
+///
+/// Emitting never returns an error: failures on that path are counted in
+/// the [`Report`](crate::Report) instead.
+pub struct Error {
+    kind: ErrorKind,
+}
+
+#[derive(Debug)]
+enum ErrorKind {
+    Io {
+        context: String,
+        source: io::Error,
+    },
+    Config(String),
+    Unflushed(Vec<String>),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self {
+            kind: ErrorKind::Io {
+                context: context.into(),
+                source,
+            },
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Config(message.into()),
+        }
+    }
+
+    pub(crate) fn unflushed(sinks: Vec<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unflushed(sinks),
+        }
+    }
+
+    /// The sinks a flush could not complete on, because they were failing.
+    pub fn unflushed_sinks(&self) -> &[String] {
+        match &self.kind {
+            ErrorKind::Unflushed(sinks) => sinks,
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.kind, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Io { context, source } => write!(f, "{context}: {source}"),
+            ErrorKind::Config(message) => f.write_str(message),
+            ErrorKind::Unflushed(sinks) => {
+                write!(f, "failing sinks not flushed: {}", sinks.join(", "))
+            }
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match &self.kind {
+            ErrorKind::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

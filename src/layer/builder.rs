@@ -1,0 +1,236 @@
+//! Configuring the layer, its sinks and their queues.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing_core::Subscriber;
+use tracing_subscriber::filter::Filtered;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer as _;
+
+use super::{AuditFilter, AuditLayer};
+use crate::delivery::slot::SinkSlot;
+use crate::delivery::worker::{Worker, WorkerConfig};
+use crate::delivery::{Control, Delivery};
+use crate::sink::{FileSink, Sink};
+use crate::{AuditHandle, Error, Result};
+
+/// What to do with a record when a sink's queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Drop the new record, count it in the sink's
+    /// [`dropped`](crate::SinkReport::dropped) counter and log a warning (at
+    /// most one a second, on target `fabric_audit`). The emitting thread
+    /// never waits.
+    #[default]
+    DropNewest,
+    /// Make the emitting thread wait for room: no record is dropped, at the
+    /// cost of the caller's latency while a sink is slow or failing.
+    Block,
+}
+
+/// Builds an [`AuditLayer`] with its sinks; made by [`AuditLayer::builder`].
+///
+/// | setting | default |
+/// |---|---|
+/// | sinks | none: add [`file`](Self::file) and/or [`sink`](Self::sink) |
+/// | [`queue_capacity`](Self::queue_capacity) (`queue_maxsize`) | 10 000 records per sink |
+/// | [`overflow`](Self::overflow) | [`Overflow::DropNewest`] |
+/// | [`batch_size`](Self::batch_size) | 1 024 records |
+/// | [`flush_interval`](Self::flush_interval) | 50 ms |
+/// | [`max_backoff`](Self::max_backoff) | 5 s |
+/// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s |
+///
+/// # Examples
+///
+/// ```
+/// use fabric_audit::{audit, AuditLayer};
+/// use tracing_subscriber::prelude::*;
+///
+/// # fn main() -> fabric_audit::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let (layer, audit) = AuditLayer::builder()
+///     .file(dir.path().join("audit.jsonl"))
+///     .build()?;
+/// let subscriber = tracing_subscriber::registry().with(layer);
+/// tracing::subscriber::with_default(subscriber, || {
+///     audit!(action = "user.login", "actor.id" = "u1");
+/// });
+/// let report = audit.shutdown_blocking();
+/// assert_eq!(report.sink("file").unwrap().written(), 1);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct AuditLayerBuilder {
+    file: Option<PathBuf>,
+    sinks: Vec<(String, Box<dyn Sink + Send>)>,
+    queue_capacity: usize,
+    overflow: Overflow,
+    worker: WorkerConfig,
+    shutdown_timeout: Duration,
+}
+
+impl AuditLayerBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            file: None,
+            sinks: Vec::new(),
+            queue_capacity: 10_000,
+            overflow: Overflow::DropNewest,
+            worker: WorkerConfig {
+                batch_size: 1024,
+                interval: Duration::from_millis(50),
+                min_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_secs(5),
+            },
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Adds the JSON-lines file sink, named `file`, with its defaults:
+    /// `logs/audit.jsonl` becomes `logs/audit.2026-11-27.jsonl`, rotated
+    /// daily (UTC), 90 days kept. For other settings build a
+    /// [`FileSink`] and add it with [`sink`](Self::sink).
+    pub fn file(self, path: impl Into<PathBuf>) -> Self {
+        Self {
+            file: Some(path.into()),
+            ..self
+        }
+    }
+
+    /// Adds a sink under `name` (used in reports and warnings; unique).
+    pub fn sink(mut self, name: impl Into<String>, sink: impl Sink + Send + 'static) -> Self {
+        self.sinks.push((name.into(), Box::new(sink)));
+        self
+    }
+
+    /// The capacity of each sink's queue (the `queue_maxsize` setting).
+    /// Memory is bounded by it: at most this many records wait per sink.
+    pub fn queue_capacity(self, records: usize) -> Self {
+        Self {
+            queue_capacity: records,
+            ..self
+        }
+    }
+
+    /// What to do when a queue is full.
+    pub fn overflow(self, overflow: Overflow) -> Self {
+        Self { overflow, ..self }
+    }
+
+    /// The most records handed to a sink in one write.
+    pub fn batch_size(mut self, records: usize) -> Self {
+        self.worker.batch_size = records;
+        self
+    }
+
+    /// How long a worker sleeps while its queue is below a batch's worth;
+    /// the longest a record waits before being written.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.worker.interval = interval;
+        self
+    }
+
+    /// The longest wait between two retries of a failing sink.
+    pub fn max_backoff(mut self, backoff: Duration) -> Self {
+        self.worker.max_backoff = backoff;
+        self
+    }
+
+    /// How long [`shutdown`](AuditHandle::shutdown) keeps retrying failing
+    /// sinks before counting what they hold as failed.
+    pub fn shutdown_timeout(self, timeout: Duration) -> Self {
+        Self {
+            shutdown_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// Opens the sinks, starts one worker thread per sink, and returns the
+    /// layer (wrapped in its [`AuditFilter`]) with the handle that flushes
+    /// and shuts it down.
+    ///
+    /// # Errors
+    ///
+    /// No sink; a zero capacity or batch size; two sinks with one name; a
+    /// file sink whose directory cannot be created or file opened; a worker
+    /// thread that cannot be spawned.
+    pub fn build<S>(mut self) -> Result<(Filtered<AuditLayer, AuditFilter, S>, AuditHandle)>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if let Some(path) = self.file.take() {
+            let file = FileSink::builder(path).build()?;
+            self.sinks.insert(0, ("file".to_owned(), Box::new(file)));
+        }
+        self.validate()?;
+        let control = Arc::new(Control::default());
+        let mut slots = Vec::with_capacity(self.sinks.len());
+        let mut workers = Vec::with_capacity(self.sinks.len());
+        for (name, sink) in self.sinks {
+            let slot = Arc::new(SinkSlot::new(
+                name.clone(),
+                self.queue_capacity,
+                self.worker.batch_size,
+            ));
+            let worker = Worker {
+                slot: slot.clone(),
+                sink,
+                control: control.clone(),
+                config: self.worker,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("fabric-audit-{name}"))
+                .spawn(move || worker.run())
+                .map_err(|e| Error::io(format!("cannot start the worker of sink `{name}`"), e))?;
+            slot.set_worker(thread.thread().clone());
+            slots.push(slot);
+            workers.push(thread);
+        }
+        let delivery = Arc::new(Delivery::new(
+            slots,
+            control,
+            self.overflow,
+            self.shutdown_timeout,
+            workers,
+        ));
+        let layer = AuditLayer::new(delivery.clone()).with_filter(AuditFilter::default());
+        Ok((layer, AuditHandle::new(delivery)))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.sinks.is_empty() {
+            return Err(Error::config(
+                "no audit sink configured: add `file(..)` or `sink(..)`",
+            ));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::config("`queue_capacity` must be at least 1"));
+        }
+        if self.worker.batch_size == 0 {
+            return Err(Error::config("`batch_size` must be at least 1"));
+        }
+        for (i, (name, _)) in self.sinks.iter().enumerate() {
+            if self.sinks[..i].iter().any(|(other, _)| other == name) {
+                return Err(Error::config(format!("two sinks are named `{name}`")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for AuditLayerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLayerBuilder")
+            .field("file", &self.file)
+            .field("sinks", &self.sinks.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("queue_capacity", &self.queue_capacity)
+            .field("overflow", &self.overflow)
+            .field("worker", &self.worker)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}

@@ -1,0 +1,218 @@
+//! Turning an event's fields, and its spans' fields, into a record.
+
+use std::fmt;
+
+use tracing_core::field::{Field as TracingField, Visit};
+
+use crate::record::{is_flags_name, Field, RecordBuilder, Value};
+
+/// Visits an audit event's fields into a record: the record's own fields
+/// into their slots, everything else into `detail` with its type.
+pub(crate) struct EventVisitor<'a> {
+    pub(crate) record: &'a mut RecordBuilder,
+}
+
+impl EventVisitor<'_> {
+    fn scalar(&mut self, field: &TracingField, value: Value, text: &dyn fmt::Display) {
+        let name = field.name();
+        match Field::from_name(name) {
+            Some(slot) => self.record.set_display(slot, text),
+            None if is_flags_name(name) => push_flags(self.record, &text.to_string()),
+            None => self.record.push_detail(name, value),
+        }
+    }
+}
+
+impl Visit for EventVisitor<'_> {
+    fn record_str(&mut self, field: &TracingField, value: &str) {
+        let name = field.name();
+        match Field::from_name(name) {
+            Some(slot) => self.record.set(slot, value),
+            None if is_flags_name(name) => push_flags(self.record, value),
+            None => self.record.push_detail_str(name, value),
+        }
+    }
+
+    fn record_debug(&mut self, field: &TracingField, value: &dyn fmt::Debug) {
+        let name = field.name();
+        match Field::from_name(name) {
+            Some(slot) => self.record.set_debug(slot, value),
+            None if is_flags_name(name) => push_flags(self.record, &format!("{value:?}")),
+            None => self.record.push_detail_debug(name, value),
+        }
+    }
+
+    fn record_i64(&mut self, field: &TracingField, value: i64) {
+        self.scalar(field, Value::I64(value), &value);
+    }
+
+    fn record_u64(&mut self, field: &TracingField, value: u64) {
+        self.scalar(field, Value::U64(value), &value);
+    }
+
+    fn record_i128(&mut self, field: &TracingField, value: i128) {
+        match i64::try_from(value) {
+            Ok(n) => self.record_i64(field, n),
+            Err(_) => self.record_debug(field, &value),
+        }
+    }
+
+    fn record_u128(&mut self, field: &TracingField, value: u128) {
+        match u64::try_from(value) {
+            Ok(n) => self.record_u64(field, n),
+            Err(_) => self.record_debug(field, &value),
+        }
+    }
+
+    fn record_f64(&mut self, field: &TracingField, value: f64) {
+        self.scalar(field, Value::F64(value), &value);
+    }
+
+    fn record_bool(&mut self, field: &TracingField, value: bool) {
+        self.scalar(field, Value::Bool(value), &value);
+    }
+
+    fn record_error(&mut self, field: &TracingField, value: &(dyn std::error::Error + 'static)) {
+        // Display, not Debug: an error's Debug is for developers.
+        let name = field.name();
+        let text = value.to_string();
+        match Field::from_name(name) {
+            Some(slot) => self.record.set(slot, &text),
+            None => self.record.push_detail_str(name, &text),
+        }
+    }
+}
+
+/// Reads flags given as a JSON array of strings (what `audit!` emits for a
+/// principal), else as a comma-separated list.
+pub(crate) fn push_flags(record: &mut RecordBuilder, text: &str) {
+    let text = text.trim();
+    if text.starts_with('[') {
+        if let Ok(flags) = serde_json::from_str::<Vec<String>>(text) {
+            flags.iter().for_each(|f| record.push_flag(f));
+            return;
+        }
+    }
+    text.split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .for_each(|f| record.push_flag(f));
+}
+
+/// The audit context a span carries, kept in the span's extensions.
+///
+/// Only context fields are stored, as text; they are copied into a record
+/// when an event inside the span is emitted, so a value recorded after the
+/// span was created (auth middleware filling `actor.id`) is seen.
+#[derive(Debug, Default)]
+pub(crate) struct SpanContext {
+    values: Vec<(Key, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    Field(Field),
+    Flags,
+}
+
+impl SpanContext {
+    fn set(&mut self, key: Key, value: String) {
+        match self.values.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.values.push((key, value)),
+        }
+    }
+
+    /// Takes the values recorded on the span later.
+    pub(crate) fn merge(&mut self, update: SpanContext) {
+        for (key, value) in update.values {
+            self.set(key, value);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Fills the record's missing request context from this span.
+    pub(crate) fn fill_request(&self, record: &mut RecordBuilder) {
+        for (key, value) in &self.values {
+            if let Key::Field(field) = *key {
+                if field.is_request() && !record.has(field) {
+                    record.set(field, value);
+                }
+            }
+        }
+    }
+
+    /// Copies this span's actor into the record, if it names one: all of
+    /// its actor fields, so that no field of another actor is mixed in.
+    pub(crate) fn fill_actor(&self, record: &mut RecordBuilder) -> bool {
+        if !self.values.iter().any(|(k, _)| *k == Key::Field(Field::ActorId)) {
+            return false;
+        }
+        let flags_given = record.has_flags();
+        for (key, value) in &self.values {
+            match *key {
+                Key::Field(field) if field.is_actor() => record.set(field, value),
+                Key::Flags if !flags_given => push_flags(record, value),
+                Key::Flags => {}
+                Key::Field(_) => {}
+            }
+        }
+        true
+    }
+}
+
+impl SpanContext {
+    fn record(&mut self, field: &TracingField, value: impl FnOnce() -> String) {
+        let name = field.name();
+        let key = match Field::from_name(name) {
+            Some(f) if f.is_actor() || f.is_request() => Key::Field(f),
+            None if is_flags_name(name) => Key::Flags,
+            _ => return,
+        };
+        self.set(key, value());
+    }
+}
+
+impl Visit for SpanContext {
+    fn record_str(&mut self, field: &TracingField, value: &str) {
+        self.record(field, || value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &TracingField, value: &dyn fmt::Debug) {
+        self.record(field, || format!("{value:?}"));
+    }
+
+    fn record_i64(&mut self, field: &TracingField, value: i64) {
+        self.record(field, || value.to_string());
+    }
+
+    fn record_u64(&mut self, field: &TracingField, value: u64) {
+        self.record(field, || value.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AuditRecord;
+
+    #[test]
+    fn flags_parse_from_json_or_commas() {
+        let cases: [(&str, &[&str]); 5] = [
+            (r#"["admin","ops"]"#, &["admin", "ops"]),
+            (r#"["a,b"]"#, &["a,b"]),
+            ("admin, ops", &["admin", "ops"]),
+            ("", &[]),
+            ("[not json", &["[not json"]),
+        ];
+        for (text, want) in cases {
+            let mut b = AuditRecord::builder("a");
+            push_flags(&mut b, text);
+            let r = b.build();
+            assert_eq!(r.actor_flags().collect::<Vec<_>>(), want, "{text}");
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Immutable audit logging for Rust web services, built on [`tracing`].
+//!
+//! An audit event is an ordinary `tracing` event with target `"audit"`,
+//! emitted with [`audit!`]. An [`AuditLayer`] in your subscriber turns each
+//! one into an [`AuditRecord`] (who did what to which resource, when, from
+//! where) and hands it, without blocking, to background sinks: a daily
+//! JSON-lines [`FileSink`], or any [`Sink`] of yours. Your other layers keep
+//! working; [`exclude_audit`] keeps audit events out of the ones where
+//! personal data does not belong.
+//!
+//! # Quick start
+//!
+//! ```
+//! use fabric_audit::{audit, exclude_audit, AuditLayer, Principal};
+//! use tracing_subscriber::filter::{FilterExt, LevelFilter};
+//! use tracing_subscriber::prelude::*;
+//!
+//! struct User { id: String }
+//! impl Principal for User {
+//!     fn id(&self) -> &str { &self.id }
+//!     fn kind(&self) -> Option<&str> { Some("user") }
+//! }
+//!
+//! # fn main() -> fabric_audit::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("audit.jsonl");
+//! // 1. Install the layer next to the layers you already have.
+//! let (audit_layer, audit) = AuditLayer::builder()
+//!     .file(&path) // logs/audit.jsonl: daily files, 90 days kept
+//!     .build()?;
+//! let subscriber = tracing_subscriber::registry()
+//!     .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::WARN.and(exclude_audit())))
+//!     .with(audit_layer);
+//! # let _guard = tracing::subscriber::set_default(subscriber);
+//! # /*
+//! subscriber.init();
+//! # */
+//!
+//! // 2. Emit anywhere: sync or async, inside or outside a runtime.
+//! let user = User { id: "u-1".into() };
+//! audit!(action = "post.created", actor = &user,
+//!        resource_type = "post", resource_id = 42, title = "Hello");
+//!
+//! // 3. At shutdown, everything emitted so far reaches every sink.
+//! let report = audit.shutdown_blocking();
+//! assert_eq!(report.emitted(), 1);
+//! assert!(report.is_lossless());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The record
+//!
+//! One flat JSON object per record, the same in every sink:
+//!
+//! | field | type | notes |
+//! |---|---|---|
+//! | `id` | string | UUID v7, made in the layer before any write |
+//! | `timestamp` | string | RFC 3339 UTC, microseconds, `Z` |
+//! | `action` | string | required, dotted: `post.created` |
+//! | `actor_id`, `actor_type`, `actor_email`, `actor_name` | string or null | from the principal, else from an enclosing span |
+//! | `actor_flags` | array of strings | `[]` when none |
+//! | `resource_type`, `resource_id` | string or null | |
+//! | `detail` | object | every other field, typed |
+//! | `request_id`, `client_ip`, `user_agent` | string or null | from an enclosing request span |
+//!
+//! # Delivery
+//!
+//! Each sink has a bounded queue ([`AuditLayerBuilder::queue_capacity`])
+//! and a worker thread that writes in batches. Emitting never does I/O and
+//! never waits: a full queue drops the record and counts it (or, with
+//! [`Overflow::Block`], waits for room). Failing writes are retried with
+//! capped backoff while the records stay queued.
+//! [`AuditHandle::flush`] waits for everything emitted before it;
+//! [`AuditHandle::shutdown`] drains, joins and returns a [`Report`] in
+//! which `emitted == written + dropped + failed` for every sink.
+//!
+//! # Layout
+//!
+//! - `macros`: [`audit!`].
+//! - `layer`: [`AuditLayer`], its builder and filters.
+//! - `record`: [`AuditRecord`] and its JSON form.
+//! - `delivery`: queues, workers, flush barriers (private).
+//! - `sink`: the [`Sink`] trait and the [`FileSink`].
+//! - `handle`, `report`: [`AuditHandle`] and its [`Report`].
+
+pub use crate::error::{Error, Result};
+pub use crate::handle::AuditHandle;
+pub use crate::layer::{
+    exclude_audit, AuditFilter, AuditLayer, AuditLayerBuilder, ExcludeAudit, Overflow,
+};
+pub use crate::principal::Principal;
+pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
+pub use crate::report::{Report, SinkReport};
+pub use crate::sink::{Batch, FileSink, FileSinkBuilder, Sink, SinkError};
+
+mod delivery;
+mod error;
+mod handle;
+mod layer;
+mod macros;
+mod principal;
+mod record;
+mod report;
+mod sink;
+
+/// What `audit!` expands to; not public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::fmt;
+
+    pub use tracing;
+
+    /// A principal's flags, recorded as a JSON array of strings.
+    pub struct Flags<'a>(pub &'a [String]);
+
+    impl fmt::Debug for Flags<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let json = serde_json::to_string(self.0).map_err(|_| fmt::Error)?;
+            f.write_str(&json)
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The `audit!` macro: an ordinary `tracing` event with target `"audit"`.
+
+/// Emits an audit event: a `tracing` event with target `"audit"` and level
+/// `INFO`, which [`AuditLayer`](crate::AuditLayer) turns into an
+/// [`AuditRecord`](crate::AuditRecord).
+///
+/// `action = ".."` is required; leaving it out is a compile error. The
+/// other fields, in any order:
+///
+/// | field | becomes |
+/// |---|---|
+/// | `actor = &principal` | `actor_id`, `actor_type`, `actor_email`, `actor_name`, `actor_flags`, from any [`Principal`](crate::Principal) |
+/// | `resource_type = ..`, `resource_id = ..` | the resource; any value, recorded as text |
+/// | `request_id`, `client_ip`, `user_agent` | the request context (usually inherited from a span) |
+/// | `key = value` | `detail.key`, keeping its type: integers, floats, booleans, strings |
+/// | `key = %value`, `key = ?value` | `detail.key` as a string, through `Display` or `Debug` |
+/// | `key`, `%key`, `?key` | shorthand for `key = key`, … |
+///
+/// Fields not given fall back to the enclosing spans: the actor from the
+/// nearest span that records `actor.id`, the request context from the
+/// nearest span that records each of its fields. See
+/// [`AuditLayer`](crate::AuditLayer).
+///
+/// Emitting never blocks on I/O and never fails: without a subscriber, or
+/// without an `AuditLayer` in it, the event costs about as much as any
+/// disabled `tracing` event. The field expressions are evaluated only when
+/// the event is enabled, except `actor = ..`, which is evaluated once in any
+/// case: pass a reference. The event is also seen by your other layers; keep
+/// it out of those with [`exclude_audit`](crate::exclude_audit).
+///
+/// # Examples
+///
+/// ```
+/// use fabric_audit::{audit, Principal};
+///
+/// struct User(String);
+/// impl Principal for User {
+///     fn id(&self) -> &str { &self.0 }
+///     fn kind(&self) -> Option<&str> { Some("user") }
+/// }
+///
+/// let user = User("u-1".into());
+/// let post_id = 42;
+/// let title = "Hello";
+/// audit!(
+///     action = "post.created",
+///     actor = &user,
+///     resource_type = "post",
+///     resource_id = post_id,
+///     title = %title,
+///     words = 120,
+///     draft = false,
+/// );
+/// ```
+///
+/// Without an action it does not compile:
+///
+/// ```compile_fail
+/// fabric_audit::audit!(resource_type = "post", resource_id = 1);
+/// ```
+#[macro_export]
+macro_rules! audit {
+    ($($input:tt)*) => {
+        $crate::__audit_munch!(@ [] [] [] $($input)* ,)
+    };
+}
+
+/// Sorts `audit!`'s fields into the action, the actor and the rest, one
+/// field per step, then emits the event. Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __audit_munch {
+    // Done: exactly one action.
+    (@ [$action:expr] [$($actor:expr)?] [$($fields:tt)*] $(,)*) => {
+        $crate::__audit_emit!([$action] [$($actor)?] [$($fields)*])
+    };
+    (@ [] [$($actor:tt)*] [$($fields:tt)*] $(,)*) => {
+        ::core::compile_error!("audit! needs an action: audit!(action = \"post.created\", ..)")
+    };
+    (@ [$($action:tt)*] [$($actor:tt)*] [$($fields:tt)*] $(,)*) => {
+        ::core::compile_error!("audit! takes one action and at most one actor")
+    };
+    // Stray commas.
+    (@ $a:tt $p:tt $f:tt , $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p $f $($rest)*)
+    };
+    // The reserved fields.
+    (@ [$($action:tt)*] $p:tt $f:tt action = $v:expr, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ [$($action)* $v] $p $f $($rest)*)
+    };
+    (@ $a:tt [$($actor:tt)*] $f:tt actor = $v:expr, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a [$($actor)* $v] $f $($rest)*)
+    };
+    // `key = %v`, `key = ?v`, `key = v`, with identifier or literal keys.
+    (@ $a:tt $p:tt [$($f:tt)*] $($k:ident).+ = % $v:expr, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p [$($f)* $($k).+ = % $v,] $($rest)*)
+    };
+    (@ $a:tt $p:tt [$($f:tt)*] $($k:ident).+ = ? $v:expr, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p [$($f)* $($k).+ = ? $v,] $($rest)*)
+    };
+    (@ $a:tt $p:tt [$($f:tt)*] $($k:ident).+ = $v:expr, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p [$($f)* $($k).+ = $v,] $($rest)*)
+    };
+    (@ $a:tt $p:tt [$($f:tt)*] $k:literal = % $v:expr, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p [$($f)* $k = % $v,] $($rest)*)
+    };
+    (@ $a:tt $p:tt [$($f:tt)*] $k:literal = ? $v:expr, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p [$($f)* $k = ? $v,] $($rest)*)
+    };
+    (@ $a:tt $p:tt [$($f:tt)*] $k:literal = $v:expr, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p [$($f)* $k = $v,] $($rest)*)
+    };
+    // Shorthand: `key`, `%key`, `?key`.
+    (@ $a:tt $p:tt [$($f:tt)*] % $($k:ident).+, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p [$($f)* % $($k).+,] $($rest)*)
+    };
+    (@ $a:tt $p:tt [$($f:tt)*] ? $($k:ident).+, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p [$($f)* ? $($k).+,] $($rest)*)
+    };
+    (@ $a:tt $p:tt [$($f:tt)*] $($k:ident).+, $($rest:tt)*) => {
+        $crate::__audit_munch!(@ $a $p [$($f)* $($k).+,] $($rest)*)
+    };
+}
+
+/// Expands to the `tracing` event. Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __audit_emit {
+    ([$action:expr] [] [$($fields:tt)*]) => {
+        $crate::__private::tracing::event!(
+            name: "audit",
+            target: "audit",
+            $crate::__private::tracing::Level::INFO,
+            { "action" = $action, $($fields)* }
+        )
+    };
+    ([$action:expr] [$actor:expr] [$($fields:tt)*]) => {{
+        let actor = &$actor;
+        $crate::__private::tracing::event!(
+            name: "audit",
+            target: "audit",
+            $crate::__private::tracing::Level::INFO,
+            {
+                "action" = $action,
+                "actor.id" = $crate::Principal::id(actor),
+                "actor.type" = $crate::Principal::kind(actor),
+                "actor.email" = $crate::Principal::email(actor),
+                "actor.name" = $crate::Principal::name(actor),
+                "actor.flags" = ?$crate::__private::Flags($crate::Principal::flags(actor)),
+                $($fields)*
+            }
+        )
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Principal;
+
+    struct Service;
+    impl Principal for Service {
+        fn id(&self) -> &str {
+            "svc"
+        }
+    }
+
+    // The forms below must compile; what they record is tested in
+    // `tests/it/layer.rs`.
+    #[test]
+    fn accepts_every_field_form() {
+        let title = "t";
+        let count = 3;
+        let nested = (1, 2);
+        audit!(action = "a.b");
+        audit!(action = "a.b",);
+        audit!(title, action = String::from("a.b"), count, ?nested, %title);
+        audit!(
+            actor = Service,
+            action = "a.b",
+            "http.method" = "GET",
+            "x" = %title,
+            "y" = ?nested,
+            a.b = 1,
+            c = %count,
+            d = ?count,
+        );
+    }
+}

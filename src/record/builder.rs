@@ -1,0 +1,250 @@
+//! Building records: the public builder and the raw setters the layer uses.
+
+use std::fmt::{self, Write as _};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{AuditRecord, Field, Slot, Value};
+
+/// Room for a typical record's strings, so that most records are built
+/// without growing the buffer.
+const TEXT_CAPACITY: usize = 256;
+
+/// Builds an [`AuditRecord`] by hand: for tests of your own sinks, imports
+/// and tools. Events emitted with `audit!` do not need it.
+///
+/// Made by [`AuditRecord::builder`], which sets the action, a fresh UUID v7
+/// id and the current time. Every setter replaces an earlier value.
+///
+/// # Examples
+///
+/// ```
+/// use fabric_audit::{AuditRecord, DetailValue};
+///
+/// let record = AuditRecord::builder("user.deactivated")
+///     .actor_id("admin-1")
+///     .actor_flags(["admin"])
+///     .resource("user", "u-9")
+///     .detail("reason", "abuse")
+///     .build();
+/// assert_eq!(record.resource_id(), Some("u-9"));
+/// assert_eq!(record.detail_value("reason"), Some(DetailValue::Str("abuse")));
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct RecordBuilder {
+    record: AuditRecord,
+}
+
+impl RecordBuilder {
+    pub(crate) fn new(action: &str) -> Self {
+        let mut builder = Self::at(Utc::now());
+        builder.set(Field::Action, action);
+        builder
+    }
+
+    /// A builder with no action yet, stamped `now` with a v7 id of that time.
+    pub(crate) fn at(now: DateTime<Utc>) -> Self {
+        let now = super::time::truncate_to_micros(now);
+        Self::with_id(super::time::uuid_v7(now), now)
+    }
+
+    pub(crate) fn with_id(id: Uuid, timestamp: DateTime<Utc>) -> Self {
+        Self {
+            record: AuditRecord {
+                id,
+                timestamp,
+                text: String::with_capacity(TEXT_CAPACITY),
+                slots: [Slot::NONE; Field::COUNT],
+                flags: Vec::new(),
+                detail: Vec::new(),
+            },
+        }
+    }
+
+    /// Sets the id (for records read back from storage).
+    pub fn id(mut self, id: Uuid) -> Self {
+        self.record.id = id;
+        self
+    }
+
+    /// Sets the timestamp; it is kept to the microsecond.
+    pub fn timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
+        self.record.timestamp = super::time::truncate_to_micros(timestamp);
+        self
+    }
+
+    /// Sets the actor's id.
+    pub fn actor_id(self, id: impl AsRef<str>) -> Self {
+        self.with(Field::ActorId, id.as_ref())
+    }
+
+    /// Sets the actor's type.
+    pub fn actor_type(self, kind: impl AsRef<str>) -> Self {
+        self.with(Field::ActorType, kind.as_ref())
+    }
+
+    /// Sets the actor's email address.
+    pub fn actor_email(self, email: impl AsRef<str>) -> Self {
+        self.with(Field::ActorEmail, email.as_ref())
+    }
+
+    /// Sets the actor's display name.
+    pub fn actor_name(self, name: impl AsRef<str>) -> Self {
+        self.with(Field::ActorName, name.as_ref())
+    }
+
+    /// Sets the actor's flags.
+    pub fn actor_flags<I>(mut self, flags: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.record.flags.clear();
+        for flag in flags {
+            self.push_flag(flag.as_ref());
+        }
+        self
+    }
+
+    /// Sets the resource's type and id.
+    pub fn resource(self, kind: impl AsRef<str>, id: impl AsRef<str>) -> Self {
+        self.with(Field::ResourceType, kind.as_ref())
+            .with(Field::ResourceId, id.as_ref())
+    }
+
+    /// Adds a detail field; numbers and booleans keep their type.
+    pub fn detail(mut self, key: impl AsRef<str>, value: impl Into<serde_json::Value>) -> Self {
+        let key = key.as_ref();
+        self.record.detail.retain(|(k, _)| {
+            &self.record.text[k.start as usize..k.end as usize] != key
+        });
+        self.push_json(key, value.into());
+        self
+    }
+
+    /// Sets the request id.
+    pub fn request_id(self, id: impl AsRef<str>) -> Self {
+        self.with(Field::RequestId, id.as_ref())
+    }
+
+    /// Sets the client's IP address.
+    pub fn client_ip(self, ip: impl AsRef<str>) -> Self {
+        self.with(Field::ClientIp, ip.as_ref())
+    }
+
+    /// Sets the client's user agent.
+    pub fn user_agent(self, agent: impl AsRef<str>) -> Self {
+        self.with(Field::UserAgent, agent.as_ref())
+    }
+
+    /// Finishes the record.
+    pub fn build(self) -> AuditRecord {
+        self.record
+    }
+
+    fn with(mut self, field: Field, value: &str) -> Self {
+        self.set(field, value);
+        self
+    }
+
+    // === raw setters, used by the layer's visitor and by deserialization ===
+
+    pub(crate) fn has(&self, field: Field) -> bool {
+        !self.record.slots[field as usize].is_none()
+    }
+
+    pub(crate) fn has_flags(&self) -> bool {
+        !self.record.flags.is_empty()
+    }
+
+    pub(crate) fn action_is_empty(&self) -> bool {
+        self.record.get(Field::Action).is_none_or(str::is_empty)
+    }
+
+    pub(crate) fn set(&mut self, field: Field, value: &str) {
+        self.record.slots[field as usize] = self.push_str(value);
+    }
+
+    pub(crate) fn set_debug(&mut self, field: Field, value: &dyn fmt::Debug) {
+        self.record.slots[field as usize] = self.push_debug(value);
+    }
+
+    pub(crate) fn set_display(&mut self, field: Field, value: &dyn fmt::Display) {
+        let start = self.start();
+        let _ = write!(self.record.text, "{value}");
+        self.record.slots[field as usize] = self.finish(start);
+    }
+
+    pub(crate) fn push_flag(&mut self, flag: &str) {
+        let slot = self.push_str(flag);
+        self.record.flags.push(slot);
+    }
+
+    pub(crate) fn push_detail_str(&mut self, key: &str, value: &str) {
+        let key = self.push_str(key);
+        let value = self.push_str(value);
+        self.record.detail.push((key, Value::Str(value)));
+    }
+
+    pub(crate) fn push_detail_debug(&mut self, key: &str, value: &dyn fmt::Debug) {
+        let key = self.push_str(key);
+        let value = self.push_debug(value);
+        self.record.detail.push((key, Value::Str(value)));
+    }
+
+    pub(crate) fn push_detail(&mut self, key: &str, value: Value) {
+        let key = self.push_str(key);
+        self.record.detail.push((key, value));
+    }
+
+    pub(crate) fn push_json(&mut self, key: &str, value: serde_json::Value) {
+        let value = match value {
+            serde_json::Value::String(s) => Value::Str(self.push_str(&s)),
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => Value::I64(i),
+                (None, Some(u), _) => Value::U64(u),
+                (None, None, Some(f)) => Value::F64(f),
+                _ => Value::Json(Box::new(serde_json::Value::Number(n))),
+            },
+            other => Value::Json(Box::new(other)),
+        };
+        self.push_detail(key, value);
+    }
+
+    fn push_str(&mut self, value: &str) -> Slot {
+        let start = self.start();
+        self.record.text.push_str(value);
+        self.finish(start)
+    }
+
+    fn push_debug(&mut self, value: &dyn fmt::Debug) -> Slot {
+        let start = self.start();
+        let _ = write!(self.record.text, "{value:?}");
+        self.finish(start)
+    }
+
+    fn start(&self) -> usize {
+        self.record.text.len()
+    }
+
+    /// The slot written since `start`. Past 4 GiB of text (a field that
+    /// large is a bug in the caller) the value is cut rather than wrapped.
+    fn finish(&mut self, start: usize) -> Slot {
+        const MAX: usize = u32::MAX as usize - 1;
+        if self.record.text.len() > MAX {
+            let mut cut = MAX;
+            while !self.record.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.record.text.truncate(cut);
+        }
+        let start = start.min(self.record.text.len());
+        Slot {
+            start: start as u32,
+            end: self.record.text.len() as u32,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The record's JSON object: the same in the file, the database and the API.
+
+use serde::de::{self, Deserialize, Deserializer};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use uuid::Uuid;
+
+use super::builder::RecordBuilder;
+use super::{time, AuditRecord, Field, Value};
+
+impl Serialize for AuditRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let timestamp = time::format_rfc3339_micros(self.timestamp);
+        // The formatter writes ASCII digits only.
+        let timestamp = std::str::from_utf8(&timestamp).unwrap_or_default();
+        let mut map = serializer.serialize_map(Some(14))?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("timestamp", timestamp)?;
+        map.serialize_entry("action", self.action())?;
+        map.serialize_entry("actor_id", &self.actor_id())?;
+        map.serialize_entry("actor_type", &self.actor_type())?;
+        map.serialize_entry("actor_email", &self.actor_email())?;
+        map.serialize_entry("actor_name", &self.actor_name())?;
+        map.serialize_entry("actor_flags", &Flags(self))?;
+        map.serialize_entry("resource_type", &self.resource_type())?;
+        map.serialize_entry("resource_id", &self.resource_id())?;
+        map.serialize_entry("detail", &Detail(self))?;
+        map.serialize_entry("request_id", &self.request_id())?;
+        map.serialize_entry("client_ip", &self.client_ip())?;
+        map.serialize_entry("user_agent", &self.user_agent())?;
+        map.end()
+    }
+}
+
+struct Flags<'a>(&'a AuditRecord);
+
+impl Serialize for Flags<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.flags.len()))?;
+        for flag in self.0.actor_flags() {
+            seq.serialize_element(flag)?;
+        }
+        seq.end()
+    }
+}
+
+struct Detail<'a>(&'a AuditRecord);
+
+impl Serialize for Detail<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let record = self.0;
+        let mut map = serializer.serialize_map(Some(record.detail.len()))?;
+        for (key, value) in &record.detail {
+            let key = record.str(*key);
+            match value {
+                Value::Str(slot) => map.serialize_entry(key, record.str(*slot))?,
+                Value::I64(n) => map.serialize_entry(key, n)?,
+                Value::U64(n) => map.serialize_entry(key, n)?,
+                Value::F64(n) => map.serialize_entry(key, n)?,
+                Value::Bool(b) => map.serialize_entry(key, b)?,
+                Value::Json(v) => map.serialize_entry(key, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// The record as it arrives: every field of the format, nothing else.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    id: Uuid,
+    timestamp: String,
+    action: String,
+    #[serde(default)]
+    actor_id: Option<String>,
+    #[serde(default)]
+    actor_type: Option<String>,
+    #[serde(default)]
+    actor_email: Option<String>,
+    #[serde(default)]
+    actor_name: Option<String>,
+    #[serde(default)]
+    actor_flags: Option<Vec<String>>,
+    #[serde(default)]
+    resource_type: Option<String>,
+    #[serde(default)]
+    resource_id: Option<String>,
+    #[serde(default)]
+    detail: Option<OrderedMap>,
+    #[serde(default)]
+    request_id: Option<String>,
+    #[serde(default)]
+    client_ip: Option<String>,
+    #[serde(default)]
+    user_agent: Option<String>,
+}
+
+/// A JSON object read in its order (serde_json's `Map` sorts its keys unless
+/// a crate-wide feature is on), so that a record read back equals the one
+/// written.
+struct OrderedMap(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for OrderedMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = OrderedMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<OrderedMap, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditRecord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = Wire::deserialize(deserializer)?;
+        if wire.action.is_empty() {
+            return Err(de::Error::custom("`action` is empty"));
+        }
+        let timestamp = time::parse_rfc3339(&wire.timestamp).ok_or_else(|| {
+            de::Error::custom(format_args!(
+                "`timestamp` is not an RFC 3339 timestamp: {:?}",
+                wire.timestamp
+            ))
+        })?;
+        let mut b = RecordBuilder::with_id(wire.id, timestamp);
+        let strings = [
+            (Field::Action, Some(wire.action)),
+            (Field::ActorId, wire.actor_id),
+            (Field::ActorType, wire.actor_type),
+            (Field::ActorEmail, wire.actor_email),
+            (Field::ActorName, wire.actor_name),
+            (Field::ResourceType, wire.resource_type),
+            (Field::ResourceId, wire.resource_id),
+            (Field::RequestId, wire.request_id),
+            (Field::ClientIp, wire.client_ip),
+            (Field::UserAgent, wire.user_agent),
+        ];
+        for (field, value) in strings {
+            if let Some(value) = value {
+                b.set(field, &value);
+            }
+        }
+        for flag in wire.actor_flags.unwrap_or_default() {
+            b.push_flag(&flag);
+        }
+        for (key, value) in wire.detail.map(|d| d.0).unwrap_or_default() {
+            b.push_json(&key, value);
+        }
+        Ok(b.build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn serializes_every_field_in_order() {
+        let r = AuditRecord::builder("post.created")
+            .actor_id("u1")
+            .resource("post", "42")
+            .detail("n", 1.5)
+            .build();
+        let text = serde_json::to_string(&r).unwrap();
+        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<_, _>>(&text)
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert!(text.starts_with(&format!("{{\"id\":\"{}\",\"timestamp\":", r.id())));
+        assert_eq!(keys.len(), 14);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["actor_flags"], json!([]));
+        assert_eq!(v["actor_email"], json!(null));
+        assert_eq!(v["detail"], json!({"n": 1.5}));
+    }
+
+    #[test]
+    fn rejects_bad_input_with_the_field_named() {
+        let cases = [
+            (json!({"id": "x", "timestamp": "2026-01-01T00:00:00Z", "action": "a"}), "UUID"),
+            (json!({"id": uuid::Uuid::nil(), "timestamp": "yesterday", "action": "a"}), "timestamp"),
+            (json!({"id": uuid::Uuid::nil(), "timestamp": "2026-01-01T00:00:00Z", "action": ""}), "action"),
+            (json!({"id": uuid::Uuid::nil(), "timestamp": "2026-01-01T00:00:00Z"}), "action"),
+            (json!({"id": uuid::Uuid::nil(), "timestamp": "2026-01-01T00:00:00Z", "action": "a", "actr": 1}), "actr"),
+        ];
+        for (input, needle) in cases {
+            let err = serde_json::from_value::<AuditRecord>(input.clone()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn nested_detail_survives_a_round_trip() {
+        let input = json!({
+            "id": uuid::Uuid::now_v7(), "timestamp": "2026-01-01T01:00:00.123456+01:00",
+            "action": "a", "detail": {"list": [1, 2], "obj": {"k": null}, "big": 18446744073709551615u64}
+        });
+        let r: AuditRecord = serde_json::from_value(input.clone()).unwrap();
+        assert_eq!(r.timestamp().to_rfc3339(), "2026-01-01T00:00:00.123456+00:00");
+        let out = serde_json::to_value(&r).unwrap();
+        assert_eq!(out["detail"], input["detail"]);
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[\\PC\"\\\\\u{0}-\u{1f}]{0,12}").unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn json_round_trip_is_lossless(
+            action in "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}",
+            actor in proptest::option::of(text()),
+            flags in proptest::collection::vec(text(), 0..4),
+            detail in proptest::collection::btree_map("[a-z_]{1,6}", prop_oneof![
+                text().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<bool>().prop_map(serde_json::Value::from),
+                (-1e300f64..1e300).prop_map(serde_json::Value::from),
+            ], 0..5),
+        ) {
+            let mut b = AuditRecord::builder(&action).actor_flags(&flags);
+            if let Some(actor) = &actor {
+                b = b.actor_id(actor);
+            }
+            for (k, v) in &detail {
+                b = b.detail(k, v.clone());
+            }
+            let record = b.build();
+            let text = serde_json::to_string(&record).unwrap();
+            let back: AuditRecord = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&back, &record);
+            prop_assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The audit record: who did what to which resource, when, from where.
+//!
+//! A record is made on the emitting thread, so its layout is chosen for a
+//! cheap build: every string lives in one buffer and fields are ranges into
+//! it, which costs one allocation instead of one per field. Readers see plain
+//! accessors; sinks see the same JSON object everywhere (file, database, API).
+
+mod builder;
+mod json;
+mod time;
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use self::builder::RecordBuilder;
+
+/// One audit record, as written to every sink.
+///
+/// Records are made by [`AuditLayer`](crate::AuditLayer) from `audit!`
+/// events, by [`AuditRecord::builder`], or by deserializing the JSON object
+/// of [the record format](crate#the-record). Serializing gives that object:
+///
+/// ```text
+/// {"id":"…","timestamp":"2026-11-27T10:00:00.000000Z","action":"post.created",
+///  "actor_id":"u1","actor_type":"user","actor_email":null,"actor_name":null,
+///  "actor_flags":[],"resource_type":"post","resource_id":"42",
+///  "detail":{"title":"hello"},"request_id":null,"client_ip":null,"user_agent":null}
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use fabric_audit::AuditRecord;
+///
+/// let record = AuditRecord::builder("post.created")
+///     .actor_id("u1")
+///     .resource("post", "42")
+///     .detail("words", 120)
+///     .build();
+/// let json = serde_json::to_value(&record).unwrap();
+/// assert_eq!(json["action"], "post.created");
+/// assert_eq!(json["detail"]["words"], 120);
+/// let back: AuditRecord = serde_json::from_value(json).unwrap();
+/// assert_eq!(back, record);
+/// ```
+#[derive(Clone)]
+pub struct AuditRecord {
+    id: Uuid,
+    timestamp: DateTime<Utc>,
+    text: String,
+    slots: [Slot; Field::COUNT],
+    flags: Vec<Slot>,
+    detail: Vec<(Slot, Value)>,
+}
+
+/// A string field of the record, by position in [`AuditRecord::slots`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Field {
+    Action,
+    ActorId,
+    ActorType,
+    ActorEmail,
+    ActorName,
+    ResourceType,
+    ResourceId,
+    RequestId,
+    ClientIp,
+    UserAgent,
+}
+
+impl Field {
+    pub(crate) const COUNT: usize = 10;
+
+    /// The field an event or span field of this name fills, if any.
+    ///
+    /// Both spellings are accepted: `actor.id` (what `audit!` emits, and the
+    /// OpenTelemetry-like style of span fields) and `actor_id` (the record's
+    /// column name).
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "action" => Self::Action,
+            "actor.id" | "actor_id" => Self::ActorId,
+            "actor.type" | "actor_type" => Self::ActorType,
+            "actor.email" | "actor_email" => Self::ActorEmail,
+            "actor.name" | "actor_name" => Self::ActorName,
+            "resource.type" | "resource_type" => Self::ResourceType,
+            "resource.id" | "resource_id" => Self::ResourceId,
+            "request_id" | "request.id" => Self::RequestId,
+            "client_ip" | "client.ip" => Self::ClientIp,
+            "user_agent" | "user_agent.original" => Self::UserAgent,
+            _ => return None,
+        })
+    }
+
+    /// Whether this field is request context (inherited field by field).
+    pub(crate) fn is_request(self) -> bool {
+        matches!(self, Self::RequestId | Self::ClientIp | Self::UserAgent)
+    }
+
+    /// Whether this field belongs to the actor group (inherited as a whole).
+    pub(crate) fn is_actor(self) -> bool {
+        matches!(
+            self,
+            Self::ActorId | Self::ActorType | Self::ActorEmail | Self::ActorName
+        )
+    }
+}
+
+/// The names of event and span fields that hold the actor's flags.
+pub(crate) fn is_flags_name(name: &str) -> bool {
+    matches!(name, "actor.flags" | "actor_flags")
+}
+
+/// A range of [`AuditRecord::text`]; `NONE` marks an absent value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    start: u32,
+    end: u32,
+}
+
+impl Slot {
+    pub(crate) const NONE: Slot = Slot {
+        start: u32::MAX,
+        end: u32::MAX,
+    };
+
+    fn is_none(self) -> bool {
+        self.start == u32::MAX
+    }
+}
+
+/// A typed detail value, stored compactly.
+#[derive(Clone, Debug)]
+pub(crate) enum Value {
+    Str(Slot),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    /// Nested JSON (`null`, arrays, objects) read back from storage.
+    Json(Box<serde_json::Value>),
+}
+
+/// A detail value of a record, borrowed from it.
+///
+/// Numbers stay numbers and booleans stay booleans; values recorded with
+/// `%` or `?` in `audit!` are strings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum DetailValue<'a> {
+    /// A string.
+    Str(&'a str),
+    /// A signed integer.
+    I64(i64),
+    /// An unsigned integer.
+    U64(u64),
+    /// A floating-point number.
+    F64(f64),
+    /// A boolean.
+    Bool(bool),
+    /// Any other JSON value (found only in records read back from storage).
+    Json(&'a serde_json::Value),
+}
+
+impl DetailValue<'_> {
+    /// The value as JSON.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            DetailValue::Str(s) => serde_json::Value::from(s),
+            DetailValue::I64(n) => serde_json::Value::from(n),
+            DetailValue::U64(n) => serde_json::Value::from(n),
+            DetailValue::F64(n) => serde_json::Value::from(n),
+            DetailValue::Bool(b) => serde_json::Value::from(b),
+            DetailValue::Json(v) => v.clone(),
+        }
+    }
+}
+
+impl AuditRecord {
+    /// Starts a record for `action`, with a fresh UUID v7 id and the current
+    /// time; see [`RecordBuilder`].
+    #[must_use]
+    pub fn builder(action: impl AsRef<str>) -> RecordBuilder {
+        RecordBuilder::new(action.as_ref())
+    }
+
+    /// The record's id: a UUID v7, ordered by time.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// When the event was emitted, in UTC with microsecond precision.
+    pub fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+
+    /// What happened, as a dotted name: `post.created`.
+    pub fn action(&self) -> &str {
+        self.get(Field::Action).unwrap_or_default()
+    }
+
+    /// The actor's id.
+    pub fn actor_id(&self) -> Option<&str> {
+        self.get(Field::ActorId)
+    }
+
+    /// The actor's type: `user`, `service`, `api_key`, …
+    pub fn actor_type(&self) -> Option<&str> {
+        self.get(Field::ActorType)
+    }
+
+    /// The actor's email address.
+    pub fn actor_email(&self) -> Option<&str> {
+        self.get(Field::ActorEmail)
+    }
+
+    /// The actor's display name.
+    pub fn actor_name(&self) -> Option<&str> {
+        self.get(Field::ActorName)
+    }
+
+    /// The actor's flags (roles, markers such as `impersonated`).
+    pub fn actor_flags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.flags.iter().map(|&slot| self.str(slot))
+    }
+
+    /// The type of the resource acted on: `post`.
+    pub fn resource_type(&self) -> Option<&str> {
+        self.get(Field::ResourceType)
+    }
+
+    /// The id of the resource acted on.
+    pub fn resource_id(&self) -> Option<&str> {
+        self.get(Field::ResourceId)
+    }
+
+    /// Every other field of the event, in the order it was given.
+    pub fn detail(&self) -> impl ExactSizeIterator<Item = (&str, DetailValue<'_>)> + '_ {
+        self.detail
+            .iter()
+            .map(|(key, value)| (self.str(*key), self.value(value)))
+    }
+
+    /// The detail field named `key`.
+    pub fn detail_value(&self, key: &str) -> Option<DetailValue<'_>> {
+        self.detail().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The id of the request during which the event was emitted.
+    pub fn request_id(&self) -> Option<&str> {
+        self.get(Field::RequestId)
+    }
+
+    /// The client's IP address.
+    pub fn client_ip(&self) -> Option<&str> {
+        self.get(Field::ClientIp)
+    }
+
+    /// The client's user agent.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.get(Field::UserAgent)
+    }
+
+    pub(crate) fn get(&self, field: Field) -> Option<&str> {
+        let slot = self.slots[field as usize];
+        (!slot.is_none()).then(|| self.str(slot))
+    }
+
+    fn str(&self, slot: Slot) -> &str {
+        &self.text[slot.start as usize..slot.end as usize]
+    }
+
+    fn value<'a>(&'a self, value: &'a Value) -> DetailValue<'a> {
+        match value {
+            Value::Str(slot) => DetailValue::Str(self.str(*slot)),
+            Value::I64(n) => DetailValue::I64(*n),
+            Value::U64(n) => DetailValue::U64(*n),
+            Value::F64(n) => DetailValue::F64(*n),
+            Value::Bool(b) => DetailValue::Bool(*b),
+            Value::Json(v) => DetailValue::Json(v),
+        }
+    }
+}
+
+impl PartialEq for AuditRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.timestamp == other.timestamp
+            && (0..Field::COUNT).all(|i| {
+                let (a, b) = (self.slots[i], other.slots[i]);
+                a.is_none() == b.is_none() && (a.is_none() || self.str(a) == other.str(b))
+            })
+            && self.actor_flags().eq(other.actor_flags())
+            && self.detail().eq(other.detail())
+    }
+}
+
+impl fmt::Debug for AuditRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditRecord")
+            .field("id", &self.id)
+            .field("timestamp", &self.timestamp)
+            .field("action", &self.action())
+            .field("actor_id", &self.actor_id())
+            .field("actor_type", &self.actor_type())
+            .field("actor_flags", &self.actor_flags().collect::<Vec<_>>())
+            .field("resource_type", &self.resource_type())
+            .field("resource_id", &self.resource_id())
+            .field("detail", &self.detail().collect::<Vec<_>>())
+            .field("request_id", &self.request_id())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_map_both_spellings() {
+        let cases = [
+            ("actor.id", Some(Field::ActorId)),
+            ("actor_id", Some(Field::ActorId)),
+            ("resource.type", Some(Field::ResourceType)),
+            ("request_id", Some(Field::RequestId)),
+            ("user_agent", Some(Field::UserAgent)),
+            ("title", None),
+            ("actor", None),
+            ("actor.flags", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(Field::from_name(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn accessors_read_what_the_builder_wrote() {
+        let r = AuditRecord::builder("post.deleted")
+            .actor_id("u1")
+            .actor_type("user")
+            .actor_flags(["admin", "ops"])
+            .resource("post", "7")
+            .detail("n", -3)
+            .detail("ok", true)
+            .detail("title", "hé")
+            .request_id("r-1")
+            .build();
+        assert_eq!(r.action(), "post.deleted");
+        assert_eq!(r.actor_id(), Some("u1"));
+        assert_eq!(r.actor_email(), None);
+        assert_eq!(r.actor_flags().collect::<Vec<_>>(), ["admin", "ops"]);
+        assert_eq!(r.resource_id(), Some("7"));
+        assert_eq!(r.detail_value("n"), Some(DetailValue::I64(-3)));
+        assert_eq!(r.detail_value("ok"), Some(DetailValue::Bool(true)));
+        assert_eq!(r.detail_value("title"), Some(DetailValue::Str("hé")));
+        assert_eq!(r.request_id(), Some("r-1"));
+        assert_eq!(r.client_ip(), None);
+    }
+}

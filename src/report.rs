@@ -1,0 +1,118 @@
+//! Counters: what was emitted, and what became of it in each sink.
+
+use std::fmt;
+
+/// What became of the records: emitted, and per sink written, dropped and
+/// failed.
+///
+/// [`AuditHandle::report`](crate::AuditHandle::report) gives a snapshot at
+/// any time; [`AuditHandle::shutdown`](crate::AuditHandle::shutdown) gives
+/// the final one. In the final report every emitted record is accounted
+/// for in every sink: `emitted == written + dropped + failed`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub(crate) emitted: u64,
+    pub(crate) invalid: u64,
+    pub(crate) sinks: Vec<SinkReport>,
+}
+
+impl Report {
+    /// Records accepted by the layer (audit events with an action).
+    pub fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
+    /// Audit events that were not recorded because they had no action
+    /// (possible only for events made without `audit!`).
+    pub fn invalid(&self) -> u64 {
+        self.invalid
+    }
+
+    /// One entry per sink, in the order they were added.
+    pub fn sinks(&self) -> &[SinkReport] {
+        &self.sinks
+    }
+
+    /// The sink named `name`.
+    pub fn sink(&self, name: &str) -> Option<&SinkReport> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+
+    /// Whether every emitted record reached every sink.
+    pub fn is_lossless(&self) -> bool {
+        self.sinks.iter().all(|s| s.written == self.emitted)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "emitted {}", self.emitted)?;
+        if self.invalid > 0 {
+            write!(f, ", invalid {}", self.invalid)?;
+        }
+        for s in &self.sinks {
+            write!(
+                f,
+                "; {}: written {}, dropped {}, failed {}",
+                s.name, s.written, s.dropped, s.failed
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What became of the records in one sink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkReport {
+    pub(crate) name: String,
+    pub(crate) written: u64,
+    pub(crate) dropped: u64,
+    pub(crate) failed: u64,
+    pub(crate) errors: u64,
+    pub(crate) queued: u64,
+    pub(crate) failing: bool,
+    pub(crate) last_error: Option<String>,
+}
+
+impl SinkReport {
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Records the sink has written.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Records dropped because the sink's queue was full (or closed).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Records the sink rejected, or could not write before the shutdown
+    /// deadline.
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    /// Failed write attempts, retried or not.
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// Records waiting in the queue when the report was taken.
+    pub fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// Whether the sink's last write attempt failed.
+    pub fn is_failing(&self) -> bool {
+        self.failing
+    }
+
+    /// The last error the sink reported.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+}

@@ -1,0 +1,369 @@
+//! The JSON-lines file sink: one line per record, one file per UTC day.
+//!
+//! tracing-appender's rolling appender is not used as the writer: it
+//! cannot fsync (the `File` is not exposed), its clock cannot be injected
+//! for tests, its pruning matches files by prefix and suffix only, and it
+//! reports a failed rotation on stderr and carries on in the old file. This
+//! writer is small, owns its file, and reports every failure to the worker,
+//! which retries.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+
+use super::{Batch, Sink, SinkError};
+use crate::{Error, Result};
+
+type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Writes records as JSON lines to a file that rotates daily (UTC).
+///
+/// `logs/audit.jsonl` is written as `logs/audit.2026-11-27.jsonl`, then
+/// `logs/audit.2026-11-28.jsonl` from the first write after midnight UTC.
+/// Each batch is written with one `write` call and flushed before the sink
+/// reports success; with [`fsync`](FileSinkBuilder::fsync) it is also synced
+/// to disk.
+///
+/// A failed write (disk full, directory removed) is undone by truncating
+/// the file back to its last complete line, and reported to the worker,
+/// which retries the batch: the file never holds a torn or duplicated line
+/// of this process, and writing resumes when the fault clears. One file
+/// must have one writing process.
+///
+/// # Examples
+///
+/// ```
+/// use fabric_audit::{AuditLayer, FileSink};
+///
+/// # fn main() -> fabric_audit::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let file = FileSink::builder(dir.path().join("audit.jsonl"))
+///     .retention_days(30)
+///     .fsync(true)
+///     .build()?;
+/// let (layer, audit) = AuditLayer::builder().sink("file", file).build::<tracing_subscriber::Registry>()?;
+/// # drop(layer); audit.shutdown_blocking();
+/// # Ok(())
+/// # }
+/// ```
+pub struct FileSink {
+    names: FileNames,
+    retention_days: Option<u32>,
+    fsync: bool,
+    clock: Clock,
+    current: Option<OpenFile>,
+    /// Length to cut the current day's file back to, after a failed write
+    /// whose undo failed too.
+    repair: Option<(NaiveDate, u64)>,
+    buf: Vec<u8>,
+}
+
+struct OpenFile {
+    date: NaiveDate,
+    file: File,
+    /// Length of the file up to its last line written by us.
+    len: u64,
+}
+
+/// Builds a [`FileSink`]; made by [`FileSink::builder`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`retention_days`](Self::retention_days) (`log_retention_days`) | 90 |
+/// | [`fsync`](Self::fsync) | off |
+#[must_use]
+pub struct FileSinkBuilder {
+    path: PathBuf,
+    retention_days: Option<u32>,
+    fsync: bool,
+    clock: Clock,
+}
+
+impl FileSink {
+    /// Starts building a sink writing to `path`, whose file name is split
+    /// at its last dot into the prefix and the suffix of the daily files.
+    pub fn builder(path: impl AsRef<Path>) -> FileSinkBuilder {
+        FileSinkBuilder {
+            path: path.as_ref().to_path_buf(),
+            retention_days: Some(90),
+            fsync: false,
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// The path of the file for `date`.
+    pub fn path_for(&self, date: NaiveDate) -> PathBuf {
+        self.names.path(date)
+    }
+
+    /// The file for `today`: the open one, or a new one after rotation or
+    /// after an error closed it.
+    fn open(&mut self, today: NaiveDate) -> io::Result<&mut OpenFile> {
+        if !self.current.as_ref().is_some_and(|f| f.date == today) {
+            self.current = None;
+            let file = self.open_day(today)?;
+            self.prune(today);
+            self.current = Some(file);
+        }
+        self.current
+            .as_mut()
+            .ok_or_else(|| io::Error::other("audit file not open"))
+    }
+
+    fn open_day(&mut self, date: NaiveDate) -> io::Result<OpenFile> {
+        fs::create_dir_all(&self.names.dir)?;
+        let path = self.names.path(date);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let mut len = file.metadata()?.len();
+        if let Some((day, good)) = self.repair {
+            if day == date && len > good {
+                file.set_len(good)?;
+                len = good;
+            }
+        }
+        self.repair = None;
+        if len > 0 && last_byte(&mut file)? != b'\n' {
+            // A line torn by a crash of an earlier process: end it, so that
+            // our first line is whole.
+            file.write_all(b"\n")?;
+            len += 1;
+        }
+        Ok(OpenFile { date, file, len })
+    }
+
+    /// Deletes this sink's files dated before the retention window. Only
+    /// names of exactly this sink's pattern are touched.
+    fn prune(&self, today: NaiveDate) {
+        let Some(days) = self.retention_days else {
+            return;
+        };
+        let Some(oldest) = today.checked_sub_days(Days::new(days.into())) else {
+            return;
+        };
+        let Ok(entries) = fs::read_dir(&self.names.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(date) = name.to_str().and_then(|n| self.names.parse(n)) else {
+                continue;
+            };
+            if date < oldest {
+                if let Err(error) = fs::remove_file(entry.path()) {
+                    tracing::warn!(
+                        target: "fabric_audit",
+                        file = %entry.path().display(),
+                        %error,
+                        "cannot delete an expired audit file"
+                    );
+                }
+            }
+        }
+    }
+
+    fn encode(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        self.buf.clear();
+        for record in batch {
+            serde_json::to_writer(&mut self.buf, record).map_err(SinkError::rejected)?;
+            self.buf.push(b'\n');
+        }
+        Ok(())
+    }
+}
+
+fn last_byte(file: &mut File) -> io::Result<u8> {
+    let mut byte = [0u8];
+    file.seek(SeekFrom::End(-1))?;
+    file.read_exact(&mut byte)?;
+    Ok(byte[0])
+}
+
+impl FileSink {
+    /// Appends `buf` to today's file; on failure, undoes the partial write.
+    fn append(&mut self, today: NaiveDate, buf: &[u8]) -> io::Result<()> {
+        let fsync = self.fsync;
+        let open = self.open(today)?;
+        let written = open
+            .file
+            .write_all(buf)
+            .and_then(|()| if fsync { open.file.sync_data() } else { Ok(()) });
+        match written {
+            Ok(()) => {
+                open.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Undo the partial batch: the retry writes it whole.
+                let (date, len) = (open.date, open.len);
+                if open.file.set_len(len).is_err() {
+                    self.repair = Some((date, len));
+                }
+                self.current = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        self.encode(batch)?;
+        let today = (self.clock)().date_naive();
+        let buf = std::mem::take(&mut self.buf);
+        let result = self.append(today, &buf);
+        self.buf = buf;
+        Ok(result?)
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        if let Some(open) = self.current.take() {
+            open.file.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink")
+            .field("names", &self.names)
+            .field("retention_days", &self.retention_days)
+            .field("fsync", &self.fsync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileSinkBuilder {
+    /// How many days of rotated files to keep besides the current one
+    /// (`log_retention_days`): at each start and rotation, files of this
+    /// sink dated more than this many days before today are deleted.
+    pub fn retention_days(self, days: u32) -> Self {
+        Self {
+            retention_days: Some(days),
+            ..self
+        }
+    }
+
+    /// Never delete rotated files.
+    pub fn keep_forever(self) -> Self {
+        Self {
+            retention_days: None,
+            ..self
+        }
+    }
+
+    /// Sync each batch to disk (`fdatasync`) before reporting it written:
+    /// records then survive a power loss, at the cost of one disk flush per
+    /// batch.
+    pub fn fsync(self, fsync: bool) -> Self {
+        Self { fsync, ..self }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn clock(self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Self {
+            clock: Arc::new(clock),
+            ..self
+        }
+    }
+
+    /// Creates the directory, opens today's file and prunes expired files.
+    ///
+    /// # Errors
+    ///
+    /// A path without a file name, or a directory or file that cannot be
+    /// created or opened.
+    pub fn build(self) -> Result<FileSink> {
+        let names = FileNames::from_path(&self.path).ok_or_else(|| {
+            Error::config(format!(
+                "audit file path has no file name: {}",
+                self.path.display()
+            ))
+        })?;
+        let mut sink = FileSink {
+            names,
+            retention_days: self.retention_days,
+            fsync: self.fsync,
+            clock: self.clock,
+            current: None,
+            repair: None,
+            buf: Vec::with_capacity(256 * 1024),
+        };
+        let today = (sink.clock)().date_naive();
+        let path = sink.names.path(today);
+        sink.open(today).map_err(|e| {
+            Error::io(format!("cannot open audit file {}", path.display()), e)
+        })?;
+        Ok(sink)
+    }
+}
+
+impl std::fmt::Debug for FileSinkBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSinkBuilder")
+            .field("path", &self.path)
+            .field("retention_days", &self.retention_days)
+            .field("fsync", &self.fsync)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The daily file names of one sink: `{prefix}.{YYYY-MM-DD}[.{suffix}]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileNames {
+    dir: PathBuf,
+    prefix: String,
+    suffix: Option<String>,
+}
+
+impl FileNames {
+    fn from_path(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?;
+        let (prefix, suffix) = match name.rsplit_once('.') {
+            Some((prefix, suffix)) if !prefix.is_empty() => (prefix, Some(suffix.to_owned())),
+            _ => (name, None),
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Some(Self {
+            dir,
+            prefix: prefix.to_owned(),
+            suffix,
+        })
+    }
+
+    fn name(&self, date: NaiveDate) -> String {
+        match &self.suffix {
+            Some(suffix) => format!("{}.{}.{suffix}", self.prefix, date.format("%Y-%m-%d")),
+            None => format!("{}.{}", self.prefix, date.format("%Y-%m-%d")),
+        }
+    }
+
+    fn path(&self, date: NaiveDate) -> PathBuf {
+        self.dir.join(self.name(date))
+    }
+
+    /// The date of a file name of exactly this pattern.
+    fn parse(&self, name: &str) -> Option<NaiveDate> {
+        let rest = name.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        let date = match &self.suffix {
+            Some(suffix) => rest.strip_suffix(suffix)?.strip_suffix('.')?,
+            None => rest,
+        };
+        let parsed = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+        // Only the canonical spelling: `2026-1-5` is not one of ours.
+        (parsed.format("%Y-%m-%d").to_string() == date).then_some(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

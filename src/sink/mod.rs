@@ -1,0 +1,188 @@
+//! Where records go: the [`Sink`] trait and the sinks this crate ships.
+//!
+//! Each sink gets its own bounded queue and its own worker thread, so a slow
+//! or failing sink holds back no other sink and never the emitting thread.
+//! The worker hands the sink batches; the sink's one job is to write a batch
+//! durably or say why it could not.
+
+mod file;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::AuditRecord;
+
+pub use self::file::{FileSink, FileSinkBuilder};
+
+/// A destination for audit records.
+///
+/// [`AuditLayerBuilder::sink`](crate::AuditLayerBuilder::sink) installs a
+/// sink. Its worker thread calls [`write`](Sink::write) with batches of
+/// records in the order they were emitted, and [`close`](Sink::close) once
+/// at shutdown, after the last batch.
+///
+/// # Contract
+///
+/// - `write` returns `Ok(())` only when every record of the batch is stored
+///   as durably as the sink promises (a file written and flushed, rows
+///   committed). [`AuditHandle::flush`](crate::AuditHandle::flush) relies on
+///   it.
+/// - A [`SinkError::transient`] error makes the worker retry the *same*
+///   batch with capped exponential backoff; the records stay queued
+///   meanwhile. A sink should therefore write a batch all or nothing, or be
+///   idempotent (records carry unique ids for this).
+/// - A [`SinkError::rejected`] error means the batch can never be written:
+///   its records are counted as failed and the worker moves on.
+/// - `write` may block (that is what the worker thread is for) but should
+///   not block forever: shutdown waits for it.
+///
+/// # Examples
+///
+/// ```
+/// use fabric_audit::{Batch, Sink, SinkError};
+///
+/// /// Counts actions; a stand-in for a message queue or an HTTP exporter.
+/// #[derive(Default)]
+/// struct Counter(std::collections::HashMap<String, usize>);
+///
+/// impl Sink for Counter {
+///     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+///         for record in batch {
+///             *self.0.entry(record.action().to_owned()).or_default() += 1;
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Sink {
+    /// Writes every record of `batch`, durably, or fails; see the contract
+    /// above.
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError>;
+
+    /// Releases the sink's resources at shutdown. The default does nothing.
+    fn close(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        (**self).write(batch)
+    }
+    fn close(&mut self) -> Result<(), SinkError> {
+        (**self).close()
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        (**self).write(batch)
+    }
+    fn close(&mut self) -> Result<(), SinkError> {
+        (**self).close()
+    }
+}
+
+/// Records handed to a [`Sink`] in one call, in emission order.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    records: &'a [Arc<AuditRecord>],
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(records: &'a [Arc<AuditRecord>]) -> Self {
+        Self { records }
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch is empty (it never is when given to a sink).
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The records, in emission order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a AuditRecord> + 'a {
+        self.records.iter().map(|r| &**r)
+    }
+}
+
+impl<'a> IntoIterator for &Batch<'a> {
+    type Item = &'a AuditRecord;
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, Arc<AuditRecord>>,
+        fn(&'a Arc<AuditRecord>) -> &'a AuditRecord,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.records.iter().map(|r| &**r)
+    }
+}
+
+impl fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch").field("len", &self.len()).finish()
+    }
+}
+
+/// Why a [`Sink`] could not write a batch, and whether to try again.
+pub struct SinkError {
+    transient: bool,
+    source: Box<dyn StdError + Send + Sync>,
+}
+
+impl SinkError {
+    /// A fault that may clear (disk full, database down): the worker retries
+    /// the same batch with backoff.
+    pub fn transient(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self {
+            transient: true,
+            source: source.into(),
+        }
+    }
+
+    /// A batch that can never be written: its records are counted as failed.
+    pub fn rejected(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self {
+            transient: false,
+            source: source.into(),
+        }
+    }
+
+    /// Whether the worker will retry.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+}
+
+impl From<std::io::Error> for SinkError {
+    /// I/O errors are transient: disks get space back, directories get fixed.
+    fn from(e: std::io::Error) -> Self {
+        Self::transient(e)
+    }
+}
+
+impl fmt::Debug for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkError")
+            .field("transient", &self.transient)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl StdError for SinkError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
