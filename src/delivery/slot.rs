@@ -170,11 +170,12 @@ impl SinkSlot {
         self.failing.load(Ordering::Acquire)
     }
 
-    /// Records a failed attempt; returns whether the sink was healthy before.
-    pub(crate) fn record_error(&self, error: &dyn std::fmt::Display) -> bool {
+    /// Records a failed attempt. A transient failure marks the sink as
+    /// failing until its next success; returns whether that is news.
+    pub(crate) fn record_error(&self, error: &dyn std::fmt::Display, transient: bool) -> bool {
         self.errors.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
-        !self.failing.swap(true, Ordering::AcqRel)
+        transient && !self.failing.swap(true, Ordering::AcqRel)
     }
 
     /// Records a successful write; returns whether the sink was failing.

@@ -50,7 +50,7 @@ impl Worker {
             }
         }
         if let Err(e) = self.sink.close() {
-            self.slot.record_error(&e);
+            self.slot.record_error(&e, false);
             warn_failed(&self.slot.name, &e, "closing");
         }
         self.slot.set_finished();
@@ -84,7 +84,7 @@ impl Worker {
                 }
                 Err(error) => error,
             };
-            if self.slot.record_error(&error) {
+            if self.slot.record_error(&error, error.is_transient()) {
                 self.control.progress.notify();
             }
             let deadline = self.control.deadline();

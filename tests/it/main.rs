@@ -1,1 +1,8 @@
+//! Integration tests: one binary, so the crate links once.
 
+mod support;
+
+mod compile;
+mod delivery;
+mod file;
+mod layer;

@@ -1,0 +1,290 @@
+//! What the layer records: fields, typing, span context, filtering.
+
+use fabric_audit::{audit, exclude_audit, AuditLayer, DetailValue};
+use tracing::field::Empty;
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::prelude::*;
+
+use crate::support::{pipeline, Collect, Seen, User};
+
+/// Runs `emit` under a fresh pipeline with a collecting sink; returns what
+/// the sink got.
+fn collect(emit: impl FnOnce()) -> Collect {
+    let sink = Collect::default();
+    let (dispatch, audit) = pipeline(AuditLayer::builder().sink("collect", sink.clone()));
+    tracing::dispatcher::with_default(&dispatch, emit);
+    let report = audit.shutdown_blocking();
+    assert!(report.is_lossless(), "{report}");
+    sink
+}
+
+#[test]
+fn actor_comes_from_the_principal() {
+    let alice = User::alice();
+    let r = collect(|| audit!(action = "post.created", actor = &alice)).only();
+    assert_eq!(r.action(), "post.created");
+    assert_eq!(r.actor_id(), Some("u-alice"));
+    assert_eq!(r.actor_type(), Some("user"));
+    assert_eq!(r.actor_email(), Some("alice@example.com"));
+    assert_eq!(r.actor_name(), None);
+    assert_eq!(r.actor_flags().collect::<Vec<_>>(), ["admin", "billing,ro"]);
+    assert_eq!(r.id().get_version_num(), 7);
+}
+
+#[test]
+fn resource_and_request_fields_fill_their_columns() {
+    let r = collect(|| {
+        audit!(
+            action = "post.deleted",
+            resource_type = "post",
+            resource_id = 42,
+            request_id = "req-1",
+            client_ip = %std::net::Ipv4Addr::LOCALHOST,
+        )
+    })
+    .only();
+    assert_eq!(r.resource_type(), Some("post"));
+    assert_eq!(r.resource_id(), Some("42"));
+    assert_eq!(r.request_id(), Some("req-1"));
+    assert_eq!(r.client_ip(), Some("127.0.0.1"));
+    assert_eq!(r.detail().len(), 0);
+}
+
+#[test]
+fn detail_keeps_each_field_typed() {
+    #[derive(Debug)]
+    #[allow(dead_code)] // read through Debug
+    struct Point {
+        x: i32,
+    }
+    let r = collect(|| {
+        let title = "Hello";
+        audit!(
+            action = "post.created",
+            words = 120,
+            negative = -5,
+            big = u64::MAX,
+            huge = i128::MAX,
+            ratio = 0.25,
+            draft = false,
+            title,
+            shown = %title,
+            debugged = ?Point { x: 1 },
+            "http.method" = "GET",
+        )
+    })
+    .only();
+    let want = [
+        ("words", DetailValue::I64(120)),
+        ("negative", DetailValue::I64(-5)),
+        ("big", DetailValue::U64(u64::MAX)),
+        ("huge", DetailValue::Str("170141183460469231731687303715884105727")),
+        ("ratio", DetailValue::F64(0.25)),
+        ("draft", DetailValue::Bool(false)),
+        ("title", DetailValue::Str("Hello")),
+        ("shown", DetailValue::Str("Hello")),
+        ("debugged", DetailValue::Str("Point { x: 1 }")),
+        ("http.method", DetailValue::Str("GET")),
+    ];
+    assert_eq!(r.detail().collect::<Vec<_>>(), want);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["detail"]["words"], 120);
+    assert_eq!(json["detail"]["draft"], false);
+}
+
+#[test]
+fn actor_and_request_come_from_enclosing_spans() {
+    let r = collect(|| {
+        let request = tracing::info_span!(
+            "request",
+            request_id = "req-9",
+            client_ip = "10.0.0.1",
+            user_agent = "curl/8"
+        );
+        let _r = request.enter();
+        let auth = tracing::info_span!("auth", "actor.id" = "svc-1", "actor.type" = "service");
+        let _a = auth.enter();
+        audit!(action = "job.ran");
+    })
+    .only();
+    assert_eq!(r.actor_id(), Some("svc-1"));
+    assert_eq!(r.actor_type(), Some("service"));
+    assert_eq!(r.request_id(), Some("req-9"));
+    assert_eq!(r.client_ip(), Some("10.0.0.1"));
+    assert_eq!(r.user_agent(), Some("curl/8"));
+}
+
+#[test]
+fn values_recorded_on_a_span_after_creation_are_seen() {
+    let records = collect(|| {
+        let request = tracing::info_span!(
+            "request",
+            request_id = "req-late",
+            "actor.id" = Empty,
+            "actor.email" = Empty,
+            "actor.flags" = Empty
+        );
+        let _r = request.enter();
+        // A child span made before the actor is known.
+        let handler = tracing::info_span!("handler");
+        let _h = handler.enter();
+        audit!(action = "anonymous.view");
+        request.record("actor.id", "u-late");
+        request.record("actor.email", "late@example.com");
+        request.record("actor.flags", "admin,ops");
+        audit!(action = "user.view");
+    })
+    .records();
+    assert_eq!(records[0].actor_id(), None);
+    assert_eq!(records[0].request_id(), Some("req-late"));
+    assert_eq!(records[1].actor_id(), Some("u-late"));
+    assert_eq!(records[1].actor_email(), Some("late@example.com"));
+    assert_eq!(records[1].actor_flags().collect::<Vec<_>>(), ["admin", "ops"]);
+}
+
+#[test]
+fn the_nearest_actor_wins_whole_and_the_event_beats_spans() {
+    let alice = User::alice();
+    let records = collect(|| {
+        let outer = tracing::info_span!(
+            "outer",
+            "actor.id" = "svc",
+            "actor.email" = "svc@example.com",
+            request_id = "outer-req"
+        );
+        let _o = outer.enter();
+        let inner = tracing::info_span!("inner", "actor.id" = "u-2");
+        let _i = inner.enter();
+        audit!(action = "from.span");
+        audit!(action = "from.event", actor = &alice);
+    })
+    .records();
+    // The inner actor has no email: the outer one's is not mixed in.
+    assert_eq!(records[0].actor_id(), Some("u-2"));
+    assert_eq!(records[0].actor_email(), None);
+    assert_eq!(records[0].request_id(), Some("outer-req"));
+    assert_eq!(records[1].actor_id(), Some("u-alice"));
+    assert_eq!(records[1].actor_email(), Some("alice@example.com"));
+}
+
+#[test]
+fn an_explicit_parent_is_honoured() {
+    let r = collect(|| {
+        let detached = tracing::info_span!(parent: None, "job", "actor.id" = "cron");
+        let current = tracing::info_span!("request", "actor.id" = "u-1");
+        let _c = current.enter();
+        tracing::info!(target: "audit", parent: &detached, action = "job.ran");
+    })
+    .only();
+    assert_eq!(r.actor_id(), Some("cron"));
+}
+
+#[test]
+fn other_targets_are_ignored_by_the_layer_and_seen_by_other_layers() {
+    let sink = Collect::default();
+    let seen = Seen::default();
+    let kept_out = Seen::default();
+    let (layer, audit) = AuditLayer::builder().sink("collect", sink.clone()).build().unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(seen.clone())
+        .with(kept_out.clone().with_filter(exclude_audit()))
+        .with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(target: "auditor", action = "not.audit");
+        tracing::info!(target: "audit::sub", action = "not.audit");
+        tracing::info!(action = "not.audit");
+        audit!(action = "is.audit");
+    });
+    audit.shutdown_blocking();
+    assert_eq!(sink.only().action(), "is.audit");
+    assert_eq!(
+        seen.targets(),
+        ["auditor", "audit::sub", module_path!(), "audit"]
+    );
+    assert_eq!(
+        kept_out.targets(),
+        ["auditor", "audit::sub", module_path!()]
+    );
+}
+
+#[test]
+fn exclude_audit_composes_with_a_level_filter() {
+    let kept_out = Seen::default();
+    let sink = Collect::default();
+    let (layer, audit) = AuditLayer::builder().sink("collect", sink.clone()).build().unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(kept_out.clone().with_filter(tracing::level_filters::LevelFilter::WARN.and(exclude_audit())))
+        .with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!("quiet");
+        tracing::warn!(target: "app", "loud");
+        audit!(action = "is.audit");
+    });
+    audit.shutdown_blocking();
+    assert_eq!(kept_out.targets(), ["app"]);
+    assert_eq!(sink.len(), 1);
+}
+
+#[test]
+fn an_event_without_an_action_is_counted_not_stored() {
+    let sink = Collect::default();
+    let (dispatch, audit) = pipeline(AuditLayer::builder().sink("collect", sink.clone()));
+    tracing::dispatcher::with_default(&dispatch, || {
+        tracing::info!(target: "audit", resource_id = 1);
+        tracing::info!(target: "audit", action = "");
+        audit!(action = "ok");
+    });
+    let report = audit.shutdown_blocking();
+    assert_eq!(report.invalid(), 2);
+    assert_eq!(report.emitted(), 1);
+    assert_eq!(sink.only().action(), "ok");
+}
+
+#[test]
+fn emits_from_plain_threads_with_no_runtime() {
+    let sink = Collect::default();
+    let (dispatch, audit) = pipeline(AuditLayer::builder().sink("collect", sink.clone()));
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let dispatch = dispatch.clone();
+            std::thread::spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    for i in 0..250 {
+                        audit!(action = "thread.tick", thread = t, i = i);
+                    }
+                })
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    audit.flush_blocking().unwrap();
+    assert_eq!(sink.len(), 1000);
+    assert_eq!(audit.shutdown_blocking().emitted(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emits_from_async_tasks_and_flushes_without_blocking() {
+    let sink = Collect::default();
+    let (dispatch, audit) = pipeline(AuditLayer::builder().sink("collect", sink.clone()));
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let dispatch = dispatch.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        audit!(action = "task.tick", task = t, i = i)
+                    });
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    audit.flush().await.unwrap();
+    assert_eq!(sink.len(), 800);
+    let report = audit.shutdown().await;
+    assert_eq!(report.sink("collect").unwrap().written(), 800);
+}

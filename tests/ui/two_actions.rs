@@ -1,0 +1,3 @@
+fn main() {
+    fabric_audit::audit!(action = "a", action = "b");
+}
