@@ -1,1 +1,110 @@
-fn main(){}
+//! Sustained throughput from `audit!` to a flushed JSON-lines file: one
+//! thread emits 1M events (8 fields, 2 spans), then flushes.
+//!
+//! Baseline: the same 1M records, built beforehand, serialized with
+//! serde_json into a `BufWriter`'d file on one thread and flushed: the
+//! hand-rolled synchronous writer.
+//!
+//! `cargo bench --bench file_sink` prints events/s and the ratio at the end.
+
+mod support;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion, Throughput};
+use fabric_audit::{AuditLayer, AuditRecord, Overflow};
+use tracing_subscriber::prelude::*;
+
+const EVENTS: u64 = 1_000_000;
+
+fn record() -> AuditRecord {
+    AuditRecord::builder("post.updated")
+        .actor_id("u-42")
+        .actor_type("user")
+        .resource("post", "4242")
+        .detail("title", "Hello, world")
+        .detail("words", 120)
+        .detail("draft", false)
+        .detail("ratio", 0.5)
+        .detail("editor", "web")
+        .request_id("req-7f3a9c")
+        .client_ip("10.1.2.3")
+        .user_agent("bench/1.0")
+        .build()
+}
+
+fn file_sink(c: &mut Criterion) {
+    let mut group = c.benchmark_group("file_sink");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(EVENTS));
+
+    group.bench_function("pipeline", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                // Block: measure what the file can take, not what we drop.
+                let (layer, audit) = AuditLayer::builder()
+                    .file(dir.path().join("audit.jsonl"))
+                    .overflow(Overflow::Block)
+                    .build()
+                    .unwrap();
+                let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+                let start = Instant::now();
+                tracing::dispatcher::with_default(&dispatch, || {
+                    support::in_request(|| {
+                        for _ in 0..EVENTS {
+                            audit_event!();
+                        }
+                    })
+                });
+                audit.flush_blocking().unwrap();
+                total += start.elapsed();
+                let report = audit.shutdown_blocking();
+                assert_eq!(report.sink("file").unwrap().written(), EVENTS, "{report}");
+            }
+            total
+        })
+    });
+
+    let records: Vec<Arc<AuditRecord>> = (0..EVENTS).map(|_| Arc::new(record())).collect();
+    group.bench_function("serde_json_bufwriter", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let file = File::create(dir.path().join("audit.jsonl")).unwrap();
+                let start = Instant::now();
+                let mut out = BufWriter::new(file);
+                for record in &records {
+                    serde_json::to_writer(&mut out, &**record).unwrap();
+                    out.write_all(b"\n").unwrap();
+                }
+                out.flush().unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, file_sink);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    for bench in ["pipeline", "serde_json_bufwriter"] {
+        if let Some(ns) = support::median_ns("file_sink", bench) {
+            println!("{bench}: {:.0} events/s", EVENTS as f64 / (ns / 1e9));
+        }
+    }
+    // Throughput ratio: baseline time over ours.
+    if let Some(r) = support::print_ratio("file_sink", "serde_json_bufwriter", "pipeline") {
+        println!("pipeline throughput = {r:.3}x the baseline's");
+    }
+}

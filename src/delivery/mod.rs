@@ -15,14 +15,22 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_queue::ArrayQueue;
+
 use self::signal::Signal;
 use self::slot::SinkSlot;
-use crate::record::RecordBuilder;
 use crate::report::Report;
-use crate::Overflow;
+use crate::{AuditRecord, Overflow};
+
+/// How many spent records are kept for reuse.
+const POOL_CAPACITY: usize = 1024;
+
+/// Records holding more heap than this are freed rather than reused, so a
+/// burst of large records does not stay resident in the pool.
+const POOL_MAX_RECORD_BYTES: usize = 4096;
 
 /// State shared with the workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Control {
     /// Notified when a marker is reached, a sink changes health or a worker
     /// finishes.
@@ -30,9 +38,34 @@ pub(crate) struct Control {
     closing: AtomicBool,
     deadline: OnceLock<Instant>,
     pub(crate) warnings: RateLimit,
+    /// Spent records, returned by the workers for the emitting threads to
+    /// fill again: steady emission then allocates nothing, and memory is
+    /// not freed on one thread for another to allocate (which makes the
+    /// allocator's threads contend).
+    pool: ArrayQueue<Arc<AuditRecord>>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self {
+            progress: Signal::default(),
+            closing: AtomicBool::new(false),
+            deadline: OnceLock::new(),
+            warnings: RateLimit::default(),
+            pool: ArrayQueue::new(POOL_CAPACITY),
+        }
+    }
 }
 
 impl Control {
+    /// Keeps a record no sink needs any more for reuse, if it is the last
+    /// reference and not oversized; frees it otherwise.
+    pub(crate) fn recycle(&self, record: Arc<AuditRecord>) {
+        if Arc::strong_count(&record) == 1 && record.retained_bytes() <= POOL_MAX_RECORD_BYTES {
+            let _ = self.pool.push(record);
+        }
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
@@ -80,10 +113,23 @@ impl Delivery {
         }
     }
 
+    /// A record to fill, stamped with the current time: a spent one from
+    /// the pool when there is one. The `Arc` is not shared, so the caller
+    /// can fill it in place with [`Arc::make_mut`] (which never clones it).
+    pub(crate) fn start_record(&self) -> Arc<AuditRecord> {
+        let mut record = match self.control.pool.pop() {
+            Some(spent) if Arc::strong_count(&spent) == 1 => spent,
+            _ => Arc::new(AuditRecord::empty()),
+        };
+        Arc::make_mut(&mut record).reset_now();
+        record
+    }
+
     /// Hands a finished record to every sink's queue. Never blocks, unless
     /// the overflow policy is [`Overflow::Block`].
-    pub(crate) fn submit(&self, record: RecordBuilder) {
+    pub(crate) fn submit(&self, record: Arc<AuditRecord>) {
         if record.action_is_empty() {
+            self.control.recycle(record);
             let n = self.invalid.fetch_add(1, Ordering::Relaxed) + 1;
             if self.invalid_warnings.allow() {
                 tracing::warn!(
@@ -95,7 +141,6 @@ impl Delivery {
             return;
         }
         self.emitted.fetch_add(1, Ordering::Relaxed);
-        let record = Arc::new(record.build());
         let mut dropped = false;
         for slot in &self.slots {
             dropped |= !slot.offer(record.clone(), self.overflow);

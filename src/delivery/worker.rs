@@ -35,7 +35,7 @@ impl Worker {
             let drained = !batch.is_empty() || marker.is_some();
             if !batch.is_empty() {
                 self.write(&batch);
-                batch.clear();
+                batch.drain(..).for_each(|r| self.control.recycle(r));
             }
             if let Some(marker) = marker {
                 marker.store(true, Ordering::Release);

@@ -7,7 +7,6 @@ mod visit;
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::Utc;
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
@@ -15,7 +14,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 use self::visit::{EventVisitor, SpanContext};
 use crate::delivery::Delivery;
-use crate::record::{Field, RecordBuilder};
+use crate::record::Field;
+use crate::AuditRecord;
 
 pub use self::builder::{AuditLayerBuilder, Overflow};
 pub use self::filter::{exclude_audit, AuditFilter, ExcludeAudit};
@@ -47,7 +47,6 @@ pub struct AuditLayer {
 
 impl AuditLayer {
     /// Starts building the layer and its sinks; see [`AuditLayerBuilder`].
-    #[must_use]
     pub fn builder() -> AuditLayerBuilder {
         AuditLayerBuilder::new()
     }
@@ -56,7 +55,7 @@ impl AuditLayer {
         Self { delivery }
     }
 
-    fn fill_from_scope<S>(record: &mut RecordBuilder, event: &Event<'_>, ctx: &Context<'_, S>)
+    fn fill_from_scope<S>(record: &mut AuditRecord, event: &Event<'_>, ctx: &Context<'_, S>)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -127,12 +126,11 @@ where
             // Only reachable if the layer was installed without its filter.
             return;
         }
-        let mut record = RecordBuilder::at(Utc::now());
-        event.record(&mut EventVisitor {
-            record: &mut record,
-        });
-        Self::fill_from_scope(&mut record, event, &ctx);
-        self.delivery.submit(record);
+        let mut shared = self.delivery.start_record();
+        let record = Arc::make_mut(&mut shared);
+        event.record(&mut EventVisitor { record });
+        Self::fill_from_scope(record, event, &ctx);
+        self.delivery.submit(shared);
     }
 }
 

@@ -4,12 +4,13 @@ use std::fmt;
 
 use tracing_core::field::{Field as TracingField, Visit};
 
-use crate::record::{is_flags_name, Field, RecordBuilder, Value};
+use crate::record::{is_flags_name, Field, Value};
+use crate::AuditRecord;
 
 /// Visits an audit event's fields into a record: the record's own fields
 /// into their slots, everything else into `detail` with its type.
 pub(crate) struct EventVisitor<'a> {
-    pub(crate) record: &'a mut RecordBuilder,
+    pub(crate) record: &'a mut AuditRecord,
 }
 
 impl EventVisitor<'_> {
@@ -85,7 +86,7 @@ impl Visit for EventVisitor<'_> {
 
 /// Reads flags given as a JSON array of strings (what `audit!` emits for a
 /// principal), else as a comma-separated list.
-pub(crate) fn push_flags(record: &mut RecordBuilder, text: &str) {
+pub(crate) fn push_flags(record: &mut AuditRecord, text: &str) {
     let text = text.trim();
     if text.starts_with('[') {
         if let Ok(flags) = serde_json::from_str::<Vec<String>>(text) {
@@ -135,7 +136,7 @@ impl SpanContext {
     }
 
     /// Fills the record's missing request context from this span.
-    pub(crate) fn fill_request(&self, record: &mut RecordBuilder) {
+    pub(crate) fn fill_request(&self, record: &mut AuditRecord) {
         for (key, value) in &self.values {
             if let Key::Field(field) = *key {
                 if field.is_request() && !record.has(field) {
@@ -147,7 +148,7 @@ impl SpanContext {
 
     /// Copies this span's actor into the record, if it names one: all of
     /// its actor fields, so that no field of another actor is mixed in.
-    pub(crate) fn fill_actor(&self, record: &mut RecordBuilder) -> bool {
+    pub(crate) fn fill_actor(&self, record: &mut AuditRecord) -> bool {
         if !self.values.iter().any(|(k, _)| *k == Key::Field(Field::ActorId)) {
             return false;
         }
@@ -210,7 +211,7 @@ mod tests {
         ];
         for (text, want) in cases {
             let mut b = AuditRecord::builder("a");
-            push_flags(&mut b, text);
+            push_flags(b.record_mut(), text);
             let r = b.build();
             assert_eq!(r.actor_flags().collect::<Vec<_>>(), want, "{text}");
         }

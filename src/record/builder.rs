@@ -1,15 +1,19 @@
-//! Building records: the public builder and the raw setters the layer uses.
+//! Building records: the public builder, and the in-place setters the layer
+//! uses on the emitting thread.
 
 use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{AuditRecord, Field, Slot, Value};
+use super::{time, AuditRecord, Field, Slot, Value};
 
 /// Room for a typical record's strings, so that most records are built
 /// without growing the buffer.
 const TEXT_CAPACITY: usize = 256;
+
+/// Room for a typical record's detail fields.
+const DETAIL_CAPACITY: usize = 8;
 
 /// Builds an [`AuditRecord`] by hand: for tests of your own sinks, imports
 /// and tools. Events emitted with `audit!` do not need it.
@@ -39,28 +43,17 @@ pub struct RecordBuilder {
 
 impl RecordBuilder {
     pub(crate) fn new(action: &str) -> Self {
-        let mut builder = Self::at(Utc::now());
-        builder.set(Field::Action, action);
-        builder
+        let mut record = AuditRecord::empty();
+        record.stamp_now();
+        record.set(Field::Action, action);
+        Self { record }
     }
 
-    /// A builder with no action yet, stamped `now` with a v7 id of that time.
-    pub(crate) fn at(now: DateTime<Utc>) -> Self {
-        let now = super::time::truncate_to_micros(now);
-        Self::with_id(super::time::uuid_v7(now), now)
-    }
-
-    pub(crate) fn with_id(id: Uuid, timestamp: DateTime<Utc>) -> Self {
-        Self {
-            record: AuditRecord {
-                id,
-                timestamp,
-                text: String::with_capacity(TEXT_CAPACITY),
-                slots: [Slot::NONE; Field::COUNT],
-                flags: Vec::new(),
-                detail: Vec::new(),
-            },
-        }
+    pub(crate) fn with_id(id: Uuid, micros: i64) -> Self {
+        let mut record = AuditRecord::empty();
+        record.id = id;
+        record.micros = micros;
+        Self { record }
     }
 
     /// Sets the id (for records read back from storage).
@@ -71,7 +64,7 @@ impl RecordBuilder {
 
     /// Sets the timestamp; it is kept to the microsecond.
     pub fn timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
-        self.record.timestamp = super::time::truncate_to_micros(timestamp);
+        self.record.micros = timestamp.timestamp_micros();
         self
     }
 
@@ -103,7 +96,7 @@ impl RecordBuilder {
     {
         self.record.flags.clear();
         for flag in flags {
-            self.push_flag(flag.as_ref());
+            self.record.push_flag(flag.as_ref());
         }
         self
     }
@@ -117,10 +110,11 @@ impl RecordBuilder {
     /// Adds a detail field; numbers and booleans keep their type.
     pub fn detail(mut self, key: impl AsRef<str>, value: impl Into<serde_json::Value>) -> Self {
         let key = key.as_ref();
-        self.record.detail.retain(|(k, _)| {
-            &self.record.text[k.start as usize..k.end as usize] != key
-        });
-        self.push_json(key, value.into());
+        let record = &mut self.record;
+        record
+            .detail
+            .retain(|(k, _)| &record.text[k.start as usize..k.end as usize] != key);
+        record.push_json(key, value.into());
         self
     }
 
@@ -145,58 +139,88 @@ impl RecordBuilder {
     }
 
     fn with(mut self, field: Field, value: &str) -> Self {
-        self.set(field, value);
+        self.record.set(field, value);
         self
     }
 
-    // === raw setters, used by the layer's visitor and by deserialization ===
+    pub(crate) fn record_mut(&mut self) -> &mut AuditRecord {
+        &mut self.record
+    }
+}
+
+/// In-place setters: the layer fills a (possibly reused) record directly.
+impl AuditRecord {
+    pub(crate) fn empty() -> Self {
+        Self {
+            id: Uuid::nil(),
+            micros: 0,
+            text: String::with_capacity(TEXT_CAPACITY),
+            slots: [Slot::NONE; Field::COUNT],
+            flags: Vec::new(),
+            detail: Vec::with_capacity(DETAIL_CAPACITY),
+        }
+    }
+
+    /// Empties the record, keeping its buffers, and stamps it with the
+    /// current time and a UUID v7 of that time.
+    pub(crate) fn reset_now(&mut self) {
+        self.text.clear();
+        self.slots = [Slot::NONE; Field::COUNT];
+        self.flags.clear();
+        self.detail.clear();
+        self.stamp_now();
+    }
+
+    fn stamp_now(&mut self) {
+        (self.micros, self.id) = time::now();
+    }
 
     pub(crate) fn has(&self, field: Field) -> bool {
-        !self.record.slots[field as usize].is_none()
+        !self.slots[field as usize].is_none()
     }
 
     pub(crate) fn has_flags(&self) -> bool {
-        !self.record.flags.is_empty()
+        !self.flags.is_empty()
     }
 
     pub(crate) fn action_is_empty(&self) -> bool {
-        self.record.get(Field::Action).is_none_or(str::is_empty)
+        self.get(Field::Action).is_none_or(str::is_empty)
     }
 
     pub(crate) fn set(&mut self, field: Field, value: &str) {
-        self.record.slots[field as usize] = self.push_str(value);
+        self.slots[field as usize] = self.push_str(value);
     }
 
     pub(crate) fn set_debug(&mut self, field: Field, value: &dyn fmt::Debug) {
-        self.record.slots[field as usize] = self.push_debug(value);
+        self.slots[field as usize] = self.push_debug(value);
     }
 
     pub(crate) fn set_display(&mut self, field: Field, value: &dyn fmt::Display) {
-        let start = self.start();
-        let _ = write!(self.record.text, "{value}");
-        self.record.slots[field as usize] = self.finish(start);
+        let start = self.text.len();
+        let _ = write!(self.text, "{value}");
+        self.slots[field as usize] = self.finish(start);
     }
 
     pub(crate) fn push_flag(&mut self, flag: &str) {
         let slot = self.push_str(flag);
-        self.record.flags.push(slot);
+        self.flags.push(slot);
     }
 
     pub(crate) fn push_detail_str(&mut self, key: &str, value: &str) {
         let key = self.push_str(key);
         let value = self.push_str(value);
-        self.record.detail.push((key, Value::Str(value)));
+        self.detail.push((key, Value::Str(value)));
     }
 
     pub(crate) fn push_detail_debug(&mut self, key: &str, value: &dyn fmt::Debug) {
         let key = self.push_str(key);
         let value = self.push_debug(value);
-        self.record.detail.push((key, Value::Str(value)));
+        self.detail.push((key, Value::Str(value)));
     }
 
     pub(crate) fn push_detail(&mut self, key: &str, value: Value) {
         let key = self.push_str(key);
-        self.record.detail.push((key, value));
+        self.detail.push((key, value));
     }
 
     pub(crate) fn push_json(&mut self, key: &str, value: serde_json::Value) {
@@ -215,36 +239,32 @@ impl RecordBuilder {
     }
 
     fn push_str(&mut self, value: &str) -> Slot {
-        let start = self.start();
-        self.record.text.push_str(value);
+        let start = self.text.len();
+        self.text.push_str(value);
         self.finish(start)
     }
 
     fn push_debug(&mut self, value: &dyn fmt::Debug) -> Slot {
-        let start = self.start();
-        let _ = write!(self.record.text, "{value:?}");
+        let start = self.text.len();
+        let _ = write!(self.text, "{value:?}");
         self.finish(start)
-    }
-
-    fn start(&self) -> usize {
-        self.record.text.len()
     }
 
     /// The slot written since `start`. Past 4 GiB of text (a field that
     /// large is a bug in the caller) the value is cut rather than wrapped.
     fn finish(&mut self, start: usize) -> Slot {
         const MAX: usize = u32::MAX as usize - 1;
-        if self.record.text.len() > MAX {
+        if self.text.len() > MAX {
             let mut cut = MAX;
-            while !self.record.text.is_char_boundary(cut) {
+            while !self.text.is_char_boundary(cut) {
                 cut -= 1;
             }
-            self.record.text.truncate(cut);
+            self.text.truncate(cut);
         }
-        let start = start.min(self.record.text.len());
+        let start = start.min(self.text.len());
         Slot {
             start: start as u32,
-            end: self.record.text.len() as u32,
+            end: self.text.len() as u32,
         }
     }
 }

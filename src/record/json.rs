@@ -9,7 +9,7 @@ use super::{time, AuditRecord, Field, Value};
 
 impl Serialize for AuditRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let timestamp = time::format_rfc3339_micros(self.timestamp);
+        let timestamp = time::format_rfc3339_micros(self.micros);
         // The formatter writes ASCII digits only.
         let timestamp = std::str::from_utf8(&timestamp).unwrap_or_default();
         let mut map = serializer.serialize_map(Some(14))?;
@@ -132,7 +132,8 @@ impl<'de> Deserialize<'de> for AuditRecord {
                 wire.timestamp
             ))
         })?;
-        let mut b = RecordBuilder::with_id(wire.id, timestamp);
+        let mut builder = RecordBuilder::with_id(wire.id, timestamp);
+        let b = builder.record_mut();
         let strings = [
             (Field::Action, Some(wire.action)),
             (Field::ActorId, wire.actor_id),
@@ -156,7 +157,7 @@ impl<'de> Deserialize<'de> for AuditRecord {
         for (key, value) in wire.detail.map(|d| d.0).unwrap_or_default() {
             b.push_json(&key, value);
         }
-        Ok(b.build())
+        Ok(builder.build())
     }
 }
 

@@ -1,29 +1,41 @@
 //! Timestamps and ids: microsecond UTC time, its RFC 3339 text, UUID v7.
+//!
+//! Records keep their time as microseconds since the Unix epoch: reading
+//! the clock and stamping a record then costs no calendar arithmetic on the
+//! emitting thread; the calendar is worked out when the record is written.
 
-use chrono::{DateTime, Datelike, SubsecRound, Timelike, Utc};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use uuid::{NoContext, Timestamp, Uuid};
 
-/// `now` cut to the microsecond, the precision every backend keeps.
-pub(crate) fn truncate_to_micros(now: DateTime<Utc>) -> DateTime<Utc> {
-    now.trunc_subsecs(6)
+/// The current time in microseconds, and a UUID v7 of that time: 48 bits
+/// of milliseconds, then randomness from a thread-local generator (no lock
+/// shared between threads, no system call).
+pub(crate) fn now() -> (i64, Uuid) {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let micros = i64::try_from(since.as_micros()).unwrap_or(i64::MAX);
+    let ts = Timestamp::from_unix(NoContext, since.as_secs(), since.subsec_nanos());
+    (micros, Uuid::new_v7(ts))
 }
 
-/// A UUID v7 for a record made at `at`: 48 bits of milliseconds, then
-/// randomness from a thread-local generator (no lock shared between threads,
-/// no system call).
-pub(crate) fn uuid_v7(at: DateTime<Utc>) -> Uuid {
-    let secs = u64::try_from(at.timestamp()).unwrap_or(0);
-    Uuid::new_v7(Timestamp::from_unix(NoContext, secs, at.timestamp_subsec_nanos()))
+/// The UTC time of `micros` (the epoch for values chrono cannot represent,
+/// which no record is made with).
+pub(crate) fn datetime(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
 /// Length of `2026-11-27T10:00:00.000000Z`.
 pub(crate) const RFC3339_MICROS_LEN: usize = 27;
 
-/// Formats `ts` as RFC 3339 in UTC with six fractional digits and `Z`.
+/// Formats `micros` as RFC 3339 in UTC with six fractional digits and `Z`.
 ///
 /// Written by hand: it runs once per record per sink, and chrono's general
 /// formatter costs several times more.
-pub(crate) fn format_rfc3339_micros(ts: DateTime<Utc>) -> [u8; RFC3339_MICROS_LEN] {
+pub(crate) fn format_rfc3339_micros(micros: i64) -> [u8; RFC3339_MICROS_LEN] {
+    let ts = datetime(micros);
     let mut out = *b"0000-00-00T00:00:00.000000Z";
     let year = ts.year().clamp(0, 9999) as u32;
     put(&mut out[0..4], year);
@@ -45,10 +57,10 @@ fn put(buf: &mut [u8], mut n: u32) {
 }
 
 /// Parses an RFC 3339 timestamp with any offset into UTC microseconds.
-pub(crate) fn parse_rfc3339(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(text)
         .ok()
-        .map(|t| truncate_to_micros(t.with_timezone(&Utc)))
+        .map(|t| t.timestamp_micros())
 }
 
 #[cfg(test)]
@@ -61,27 +73,27 @@ mod tests {
     fn formats_with_micros_and_z() {
         let ts = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()
             + chrono::Duration::microseconds(60_007);
-        let text = format_rfc3339_micros(ts);
+        let text = format_rfc3339_micros(ts.timestamp_micros());
         assert_eq!(std::str::from_utf8(&text).unwrap(), "2026-01-02T03:04:05.060007Z");
     }
 
     #[test]
-    fn uuid_is_v7_and_carries_the_millisecond() {
-        let ts = Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap();
-        let id = uuid_v7(ts);
+    fn now_is_v7_and_carries_the_millisecond() {
+        let (micros, id) = now();
         assert_eq!(id.get_version_num(), 7);
-        let (secs, _) = id.get_timestamp().unwrap().to_unix();
-        assert_eq!(secs as i64, ts.timestamp());
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        let id_millis = secs as i64 * 1000 + i64::from(nanos) / 1_000_000;
+        assert_eq!(id_millis, micros / 1000);
     }
 
     proptest! {
         #[test]
         fn format_matches_chrono_and_parses_back(micros in 0i64..253_402_300_799_999_999) {
             let ts = DateTime::from_timestamp_micros(micros).unwrap();
-            let text = format_rfc3339_micros(ts);
+            let text = format_rfc3339_micros(micros);
             let text = std::str::from_utf8(&text).unwrap();
             prop_assert_eq!(text, ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-            prop_assert_eq!(parse_rfc3339(text), Some(ts));
+            prop_assert_eq!(parse_rfc3339(text), Some(micros));
         }
     }
 }

@@ -102,7 +102,7 @@ impl FileSink {
     /// The file for `today`: the open one, or a new one after rotation or
     /// after an error closed it.
     fn open(&mut self, today: NaiveDate) -> io::Result<&mut OpenFile> {
-        if !self.current.as_ref().is_some_and(|f| f.date == today) {
+        if self.current.as_ref().is_none_or(|f| f.date != today) {
             self.current = None;
             let file = self.open_day(today)?;
             self.prune(today);

@@ -1,0 +1,79 @@
+//! What the benches share: the audited event and the ratio printout.
+
+#![allow(dead_code)] // each bench uses part of it
+
+use std::path::PathBuf;
+
+/// Runs `f` inside a request span and an auth span that carry the request
+/// context and the actor, as a handler would.
+pub(crate) fn in_request<R>(f: impl FnOnce() -> R) -> R {
+    let request = tracing::info_span!(
+        "request",
+        request_id = "req-7f3a9c",
+        client_ip = "10.1.2.3",
+        user_agent = "bench/1.0"
+    );
+    let _request = request.enter();
+    let auth = tracing::info_span!("auth", "actor.id" = "u-42", "actor.type" = "user");
+    let _auth = auth.enter();
+    f()
+}
+
+/// The 8 fields of the bench event, as `audit!` writes them.
+#[macro_export]
+macro_rules! audit_event {
+    () => {
+        fabric_audit::audit!(
+            action = "post.updated",
+            resource_type = "post",
+            resource_id = 4242,
+            title = "Hello, world",
+            words = 120,
+            draft = false,
+            ratio = 0.5,
+            editor = "web",
+        )
+    };
+}
+
+/// The same event through plain `tracing`, for the baselines.
+#[macro_export]
+macro_rules! plain_event {
+    () => {
+        tracing::info!(
+            target: "audit",
+            action = "post.updated",
+            resource_type = "post",
+            resource_id = 4242,
+            title = "Hello, world",
+            words = 120,
+            draft = false,
+            ratio = 0.5,
+            editor = "web",
+        )
+    };
+}
+
+/// The median, in nanoseconds, criterion measured for `group/bench` in this
+/// run (read from its estimates file).
+pub(crate) fn median_ns(group: &str, bench: &str) -> Option<f64> {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = dir
+        .join("criterion")
+        .join(group)
+        .join(bench)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+/// Prints `ours / baseline` for two benches of `group`.
+pub(crate) fn print_ratio(group: &str, ours: &str, baseline: &str) -> Option<f64> {
+    let (a, b) = (median_ns(group, ours)?, median_ns(group, baseline)?);
+    let ratio = a / b;
+    println!("ratio {group}: {ours} / {baseline} = {a:.1} ns / {b:.1} ns = {ratio:.3}x");
+    Some(ratio)
+}
