@@ -23,7 +23,7 @@ use crate::report::Report;
 use crate::{AuditRecord, Overflow};
 
 /// How many spent records are kept for reuse.
-const POOL_CAPACITY: usize = 1024;
+const POOL_CAPACITY: usize = 4096;
 
 /// Records holding more heap than this are freed rather than reused, so a
 /// burst of large records does not stay resident in the pool.
