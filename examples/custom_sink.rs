@@ -36,12 +36,18 @@ impl Sink for Alerts {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (tx, rx) = mpsc::channel();
-    let (layer, audit) = AuditLayer::builder().sink("alerts", Alerts { tx }).build()?;
+    let (layer, audit) = AuditLayer::builder()
+        .sink("alerts", Alerts { tx })
+        .build()?;
     tracing_subscriber::registry().with(layer).init();
 
     audit!(action = "post.created", "actor.id" = "u-1", resource_id = 1);
     audit!(action = "post.deleted", "actor.id" = "u-1", resource_id = 1);
-    audit!(action = "user.deleted", "actor.id" = "admin", resource_id = "u-9");
+    audit!(
+        action = "user.deleted",
+        "actor.id" = "admin",
+        resource_id = "u-9"
+    );
 
     let report = audit.shutdown_blocking();
     let alerts: Vec<String> = rx.try_iter().collect();

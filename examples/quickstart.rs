@@ -50,7 +50,11 @@ fn create_post(user: &User, post_id: u64, title: &str) {
 
 /// A handler that relies on the request span for the actor.
 fn delete_post(post_id: u64) {
-    audit!(action = "post.deleted", resource_type = "post", resource_id = post_id);
+    audit!(
+        action = "post.deleted",
+        resource_type = "post",
+        resource_id = post_id
+    );
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -98,7 +102,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = dir.join(format!("audit.{}.jsonl", today.format("%Y-%m-%d")));
     println!("{} records in {}:", report.emitted(), path.display());
     let text = std::fs::read_to_string(&path)?;
-    for line in text.lines().rev().take(2).collect::<Vec<_>>().into_iter().rev() {
+    for line in text
+        .lines()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
         println!("{line}");
     }
     if !report.is_lossless() {

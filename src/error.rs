@@ -16,10 +16,7 @@ pub struct Error {
 
 #[derive(Debug)]
 enum ErrorKind {
-    Io {
-        context: String,
-        source: io::Error,
-    },
+    Io { context: String, source: io::Error },
     Config(String),
     Unflushed(Vec<String>),
 }

@@ -193,7 +193,8 @@ impl Delivery {
 
     /// After every worker has finished: joins them and freezes the report.
     pub(crate) fn finish_shutdown(&self) -> Report {
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        let workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         for worker in workers {
             // A panicking sink is reported through its counters; the panic
             // itself has already been printed by the panic hook.
@@ -240,7 +241,12 @@ impl RateLimit {
         now >= next
             && self
                 .next_ms
-                .compare_exchange(next, now + Self::PERIOD_MS, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now + Self::PERIOD_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
     }
 }

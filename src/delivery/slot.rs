@@ -174,7 +174,10 @@ impl SinkSlot {
     /// failing until its next success; returns whether that is news.
     pub(crate) fn record_error(&self, error: &dyn std::fmt::Display, transient: bool) -> bool {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
         transient && !self.failing.swap(true, Ordering::AcqRel)
     }
 

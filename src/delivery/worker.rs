@@ -60,7 +60,10 @@ impl Worker {
     /// Pops up to a batch of records, stopping after a flush marker so that
     /// the marker is acknowledged only once the records before it are
     /// written.
-    fn drain(&self, batch: &mut Vec<Arc<AuditRecord>>) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+    fn drain(
+        &self,
+        batch: &mut Vec<Arc<AuditRecord>>,
+    ) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         while batch.len() < self.config.batch_size {
             match self.slot.queue.pop()? {
                 Item::Record(record) => batch.push(record),

@@ -226,7 +226,10 @@ impl std::fmt::Debug for AuditLayerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLayerBuilder")
             .field("file", &self.file)
-            .field("sinks", &self.sinks.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "sinks",
+                &self.sinks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("queue_capacity", &self.queue_capacity)
             .field("overflow", &self.overflow)
             .field("worker", &self.worker)

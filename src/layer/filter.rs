@@ -37,8 +37,7 @@ impl AuditFilter {
 
 /// Whether a span field of this name carries audit context.
 pub(crate) fn is_context_name(name: &str) -> bool {
-    is_flags_name(name)
-        || Field::from_name(name).is_some_and(|f| f.is_actor() || f.is_request())
+    is_flags_name(name) || Field::from_name(name).is_some_and(|f| f.is_actor() || f.is_request())
 }
 
 impl<S> Filter<S> for AuditFilter {

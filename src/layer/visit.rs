@@ -149,7 +149,11 @@ impl SpanContext {
     /// Copies this span's actor into the record, if it names one: all of
     /// its actor fields, so that no field of another actor is mixed in.
     pub(crate) fn fill_actor(&self, record: &mut AuditRecord) -> bool {
-        if !self.values.iter().any(|(k, _)| *k == Key::Field(Field::ActorId)) {
+        if !self
+            .values
+            .iter()
+            .any(|(k, _)| *k == Key::Field(Field::ActorId))
+        {
             return false;
         }
         let flags_given = record.has_flags();

@@ -191,11 +191,26 @@ mod tests {
     #[test]
     fn rejects_bad_input_with_the_field_named() {
         let cases = [
-            (json!({"id": "x", "timestamp": "2026-01-01T00:00:00Z", "action": "a"}), "UUID"),
-            (json!({"id": uuid::Uuid::nil(), "timestamp": "yesterday", "action": "a"}), "timestamp"),
-            (json!({"id": uuid::Uuid::nil(), "timestamp": "2026-01-01T00:00:00Z", "action": ""}), "action"),
-            (json!({"id": uuid::Uuid::nil(), "timestamp": "2026-01-01T00:00:00Z"}), "action"),
-            (json!({"id": uuid::Uuid::nil(), "timestamp": "2026-01-01T00:00:00Z", "action": "a", "actr": 1}), "actr"),
+            (
+                json!({"id": "x", "timestamp": "2026-01-01T00:00:00Z", "action": "a"}),
+                "UUID",
+            ),
+            (
+                json!({"id": uuid::Uuid::nil(), "timestamp": "yesterday", "action": "a"}),
+                "timestamp",
+            ),
+            (
+                json!({"id": uuid::Uuid::nil(), "timestamp": "2026-01-01T00:00:00Z", "action": ""}),
+                "action",
+            ),
+            (
+                json!({"id": uuid::Uuid::nil(), "timestamp": "2026-01-01T00:00:00Z"}),
+                "action",
+            ),
+            (
+                json!({"id": uuid::Uuid::nil(), "timestamp": "2026-01-01T00:00:00Z", "action": "a", "actr": 1}),
+                "actr",
+            ),
         ];
         for (input, needle) in cases {
             let err = serde_json::from_value::<AuditRecord>(input.clone()).unwrap_err();
@@ -210,7 +225,10 @@ mod tests {
             "action": "a", "detail": {"list": [1, 2], "obj": {"k": null}, "big": 18446744073709551615u64}
         });
         let r: AuditRecord = serde_json::from_value(input.clone()).unwrap();
-        assert_eq!(r.timestamp().to_rfc3339(), "2026-01-01T00:00:00.123456+00:00");
+        assert_eq!(
+            r.timestamp().to_rfc3339(),
+            "2026-01-01T00:00:00.123456+00:00"
+        );
         let out = serde_json::to_value(&r).unwrap();
         assert_eq!(out["detail"], input["detail"]);
     }

@@ -82,7 +82,10 @@ mod tests {
         let ts = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()
             + chrono::Duration::microseconds(60_007);
         let text = format_rfc3339_micros(ts.timestamp_micros());
-        assert_eq!(std::str::from_utf8(&text).unwrap(), "2026-01-02T03:04:05.060007Z");
+        assert_eq!(
+            std::str::from_utf8(&text).unwrap(),
+            "2026-01-02T03:04:05.060007Z"
+        );
     }
 
     #[test]
@@ -96,7 +99,9 @@ mod tests {
 
     #[test]
     fn ids_sort_by_time_within_a_millisecond() {
-        let ids: Vec<Uuid> = (0..1000u32).map(|n| uuid_v7(1_800_000_000, n * 997)).collect();
+        let ids: Vec<Uuid> = (0..1000u32)
+            .map(|n| uuid_v7(1_800_000_000, n * 997))
+            .collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);

@@ -190,10 +190,10 @@ impl FileSink {
     fn append(&mut self, today: NaiveDate, buf: &[u8]) -> io::Result<()> {
         let fsync = self.fsync;
         let open = self.open(today)?;
-        let written = open
-            .file
-            .write_all(buf)
-            .and_then(|()| if fsync { open.file.sync_data() } else { Ok(()) });
+        let written =
+            open.file
+                .write_all(buf)
+                .and_then(|()| if fsync { open.file.sync_data() } else { Ok(()) });
         match written {
             Ok(()) => {
                 open.len += buf.len() as u64;
@@ -298,9 +298,8 @@ impl FileSinkBuilder {
         };
         let today = (sink.clock)().date_naive();
         let path = sink.names.path(today);
-        sink.open(today).map_err(|e| {
-            Error::io(format!("cannot open audit file {}", path.display()), e)
-        })?;
+        sink.open(today)
+            .map_err(|e| Error::io(format!("cannot open audit file {}", path.display()), e))?;
         Ok(sink)
     }
 }

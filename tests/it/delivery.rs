@@ -97,7 +97,11 @@ fn flush_returns_once_everything_before_it_is_written() {
             _ => None,
         })
         .collect();
-    assert_eq!(&order[..95], (0..95).collect::<Vec<_>>(), "emission order kept");
+    assert_eq!(
+        &order[..95],
+        (0..95).collect::<Vec<_>>(),
+        "emission order kept"
+    );
     audit.shutdown_blocking();
 }
 
@@ -262,10 +266,22 @@ fn dropping_everything_without_shutdown_still_drains() {
 fn the_builder_rejects_bad_settings() {
     let cases = [
         (AuditLayer::builder(), "no audit sink"),
-        (AuditLayer::builder().sink("a", Collect::default()).queue_capacity(0), "queue_capacity"),
-        (AuditLayer::builder().sink("a", Collect::default()).batch_size(0), "batch_size"),
         (
-            AuditLayer::builder().sink("a", Collect::default()).sink("a", Collect::default()),
+            AuditLayer::builder()
+                .sink("a", Collect::default())
+                .queue_capacity(0),
+            "queue_capacity",
+        ),
+        (
+            AuditLayer::builder()
+                .sink("a", Collect::default())
+                .batch_size(0),
+            "batch_size",
+        ),
+        (
+            AuditLayer::builder()
+                .sink("a", Collect::default())
+                .sink("a", Collect::default()),
             "two sinks are named `a`",
         ),
     ];

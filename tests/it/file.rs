@@ -49,7 +49,10 @@ fn concurrent_emitters_never_tear_or_interleave_lines() {
     let mut ids = HashSet::new();
     for line in &lines {
         let record: AuditRecord = serde_json::from_str(line).expect("a whole JSON line");
-        assert_eq!(record.detail_value("payload").unwrap().to_json(), payload.as_str());
+        assert_eq!(
+            record.detail_value("payload").unwrap().to_json(),
+            payload.as_str()
+        );
         assert!(ids.insert(record.id()), "duplicate id");
     }
 }
@@ -61,10 +64,22 @@ fn a_file_fault_is_counted_then_writing_recovers() {
     // Today's (and, should the test cross midnight, tomorrow's) file is a
     // link to /dev/full: every write fails with ENOSPC, as on a full disk.
     let today = Utc::now().date_naive();
-    let probe = FileSink::builder(dir.path().join("probe.jsonl")).build().unwrap();
+    let probe = FileSink::builder(dir.path().join("probe.jsonl"))
+        .build()
+        .unwrap();
     let links: Vec<_> = [today, today + Days::new(1)]
         .iter()
-        .map(|d| dir.path().join(probe.path_for(*d).file_name().unwrap().to_str().unwrap().replace("probe", "audit")))
+        .map(|d| {
+            dir.path().join(
+                probe
+                    .path_for(*d)
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .replace("probe", "audit"),
+            )
+        })
         .collect();
     for link in &links {
         std::os::unix::fs::symlink("/dev/full", link).unwrap();
@@ -86,7 +101,10 @@ fn a_file_fault_is_counted_then_writing_recovers() {
     let sink = during.sink("file").unwrap();
     assert!(sink.errors() >= 1 && sink.is_failing(), "{during}");
     assert_eq!(sink.written(), 0);
-    assert!(sink.last_error().unwrap().contains("No space left"), "{during}");
+    assert!(
+        sink.last_error().unwrap().contains("No space left"),
+        "{during}"
+    );
 
     for link in &links {
         fs::remove_file(link).unwrap();
@@ -94,10 +112,19 @@ fn a_file_fault_is_counted_then_writing_recovers() {
     tracing::dispatcher::with_default(&dispatch, || audit!(action = "after.fault"));
     let report = audit.shutdown_blocking();
     let sink = report.sink("file").unwrap();
-    assert_eq!((sink.written(), sink.failed(), sink.dropped()), (11, 0, 0), "{report}");
+    assert_eq!(
+        (sink.written(), sink.failed(), sink.dropped()),
+        (11, 0, 0),
+        "{report}"
+    );
     let actions: Vec<String> = lines(dir.path())
         .iter()
-        .map(|l| serde_json::from_str::<AuditRecord>(l).unwrap().action().to_owned())
+        .map(|l| {
+            serde_json::from_str::<AuditRecord>(l)
+                .unwrap()
+                .action()
+                .to_owned()
+        })
         .collect();
     assert_eq!(actions.len(), 11);
     assert_eq!(actions.last().map(String::as_str), Some("after.fault"));
@@ -106,7 +133,10 @@ fn a_file_fault_is_counted_then_writing_recovers() {
 #[test]
 fn fsync_mode_writes_every_record() {
     let dir = tempfile::tempdir().unwrap();
-    let file = FileSink::builder(dir.path().join("audit.jsonl")).fsync(true).build().unwrap();
+    let file = FileSink::builder(dir.path().join("audit.jsonl"))
+        .fsync(true)
+        .build()
+        .unwrap();
     let (dispatch, audit) = pipeline(AuditLayer::builder().sink("file", file));
     tracing::dispatcher::with_default(&dispatch, || {
         for i in 0..100 {

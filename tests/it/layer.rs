@@ -78,7 +78,10 @@ fn detail_keeps_each_field_typed() {
         ("words", DetailValue::I64(120)),
         ("negative", DetailValue::I64(-5)),
         ("big", DetailValue::U64(u64::MAX)),
-        ("huge", DetailValue::Str("170141183460469231731687303715884105727")),
+        (
+            "huge",
+            DetailValue::Str("170141183460469231731687303715884105727"),
+        ),
         ("ratio", DetailValue::F64(0.25)),
         ("draft", DetailValue::Bool(false)),
         ("title", DetailValue::Str("Hello")),
@@ -139,7 +142,10 @@ fn values_recorded_on_a_span_after_creation_are_seen() {
     assert_eq!(records[0].request_id(), Some("req-late"));
     assert_eq!(records[1].actor_id(), Some("u-late"));
     assert_eq!(records[1].actor_email(), Some("late@example.com"));
-    assert_eq!(records[1].actor_flags().collect::<Vec<_>>(), ["admin", "ops"]);
+    assert_eq!(
+        records[1].actor_flags().collect::<Vec<_>>(),
+        ["admin", "ops"]
+    );
 }
 
 #[test]
@@ -184,7 +190,10 @@ fn other_targets_are_ignored_by_the_layer_and_seen_by_other_layers() {
     let sink = Collect::default();
     let seen = Seen::default();
     let kept_out = Seen::default();
-    let (layer, audit) = AuditLayer::builder().sink("collect", sink.clone()).build().unwrap();
+    let (layer, audit) = AuditLayer::builder()
+        .sink("collect", sink.clone())
+        .build()
+        .unwrap();
     let subscriber = tracing_subscriber::registry()
         .with(seen.clone())
         .with(kept_out.clone().with_filter(exclude_audit()))
@@ -211,9 +220,16 @@ fn other_targets_are_ignored_by_the_layer_and_seen_by_other_layers() {
 fn exclude_audit_composes_with_a_level_filter() {
     let kept_out = Seen::default();
     let sink = Collect::default();
-    let (layer, audit) = AuditLayer::builder().sink("collect", sink.clone()).build().unwrap();
+    let (layer, audit) = AuditLayer::builder()
+        .sink("collect", sink.clone())
+        .build()
+        .unwrap();
     let subscriber = tracing_subscriber::registry()
-        .with(kept_out.clone().with_filter(tracing::level_filters::LevelFilter::WARN.and(exclude_audit())))
+        .with(
+            kept_out
+                .clone()
+                .with_filter(tracing::level_filters::LevelFilter::WARN.and(exclude_audit())),
+        )
         .with(layer);
     tracing::subscriber::with_default(subscriber, || {
         tracing::info!("quiet");

@@ -3,7 +3,9 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use fabric_audit::{AuditHandle, AuditLayerBuilder, AuditRecord, Batch, Principal, Sink, SinkError};
+use fabric_audit::{
+    AuditHandle, AuditLayerBuilder, AuditRecord, Batch, Principal, Sink, SinkError,
+};
 use tracing::Dispatch;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
@@ -11,7 +13,10 @@ use tracing_subscriber::prelude::*;
 /// Builds the pipeline into a dispatcher of its own.
 pub(crate) fn pipeline(builder: AuditLayerBuilder) -> (Dispatch, AuditHandle) {
     let (layer, handle) = builder.build().unwrap();
-    (Dispatch::new(tracing_subscriber::registry().with(layer)), handle)
+    (
+        Dispatch::new(tracing_subscriber::registry().with(layer)),
+        handle,
+    )
 }
 
 /// Collects every record it is given; tests can wait for a count.
@@ -32,7 +37,9 @@ impl Collect {
     /// Blocks until the sink holds at least `n` records.
     pub(crate) fn wait_for(&self, n: usize) {
         let (lock, cv) = &*self.state;
-        let _held = cv.wait_while(lock.lock().unwrap(), |r| r.len() < n).unwrap();
+        let _held = cv
+            .wait_while(lock.lock().unwrap(), |r| r.len() < n)
+            .unwrap();
     }
 
     /// The one record the sink holds.
@@ -88,7 +95,9 @@ impl Gate {
     /// Blocks until a write is held at the gate.
     pub(crate) fn wait_until_held(&self) {
         let (lock, cv) = &*self.state;
-        let _held = cv.wait_while(lock.lock().unwrap(), |s| s.waiting == 0).unwrap();
+        let _held = cv
+            .wait_while(lock.lock().unwrap(), |s| s.waiting == 0)
+            .unwrap();
     }
 }
 
@@ -142,7 +151,10 @@ pub(crate) struct Seen(pub Arc<Mutex<Vec<String>>>);
 
 impl<S: tracing::Subscriber> Layer<S> for Seen {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        self.0.lock().unwrap().push(event.metadata().target().to_owned());
+        self.0
+            .lock()
+            .unwrap()
+            .push(event.metadata().target().to_owned());
     }
 }
 

@@ -106,7 +106,12 @@ fn actions_in(path: &Path) -> Vec<String> {
     fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<AuditRecord>(l).unwrap().action().to_owned())
+        .map(|l| {
+            serde_json::from_str::<AuditRecord>(l)
+                .unwrap()
+                .action()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -156,7 +161,14 @@ fn prunes_expired_files_of_its_own_pattern_only() {
     }
     // Day 4 (03-04) keeps itself and the two days before it.
     let mut want: Vec<String> = strangers.iter().map(|s| s.to_string()).collect();
-    want.extend(["audit.2026-03-02.jsonl", "audit.2026-03-03.jsonl", "audit.2026-03-04.jsonl"].map(String::from));
+    want.extend(
+        [
+            "audit.2026-03-02.jsonl",
+            "audit.2026-03-03.jsonl",
+            "audit.2026-03-04.jsonl",
+        ]
+        .map(String::from),
+    );
     want.sort();
     assert_eq!(listing(dir.path()), want);
 }
@@ -222,7 +234,10 @@ fn a_write_error_is_reported_and_writing_resumes_when_it_clears() {
     fs::remove_file(&tomorrow).unwrap();
     sink.write(&Batch::new(&records)).unwrap();
     assert_eq!(actions_in(&tomorrow), ["during"]);
-    assert_eq!(actions_in(&dir.path().join("audit.2026-03-01.jsonl")), ["before"]);
+    assert_eq!(
+        actions_in(&dir.path().join("audit.2026-03-01.jsonl")),
+        ["before"]
+    );
 }
 
 #[test]
@@ -230,6 +245,11 @@ fn a_directory_that_cannot_be_created_fails_the_build() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("logs");
     fs::write(&blocker, "a file where the directory should be").unwrap();
-    let err = FileSink::builder(blocker.join("audit.jsonl")).build().unwrap_err();
-    assert!(err.to_string().starts_with("cannot open audit file"), "{err}");
+    let err = FileSink::builder(blocker.join("audit.jsonl"))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("cannot open audit file"),
+        "{err}"
+    );
 }
