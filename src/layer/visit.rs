@@ -44,11 +44,21 @@ impl Visit for EventVisitor<'_> {
     }
 
     fn record_i64(&mut self, field: &TracingField, value: i64) {
-        self.scalar(field, Value::I64(value), &value);
+        let name = field.name();
+        match Field::from_name(name) {
+            Some(slot) => self.record.set_int(slot, value.unsigned_abs(), value < 0),
+            None if is_flags_name(name) => push_flags(self.record, &value.to_string()),
+            None => self.record.push_detail(name, Value::I64(value)),
+        }
     }
 
     fn record_u64(&mut self, field: &TracingField, value: u64) {
-        self.scalar(field, Value::U64(value), &value);
+        let name = field.name();
+        match Field::from_name(name) {
+            Some(slot) => self.record.set_int(slot, value, false),
+            None if is_flags_name(name) => push_flags(self.record, &value.to_string()),
+            None => self.record.push_detail(name, Value::U64(value)),
+        }
     }
 
     fn record_i128(&mut self, field: &TracingField, value: i128) {

@@ -201,6 +201,29 @@ impl AuditRecord {
         self.slots[field as usize] = self.finish(start);
     }
 
+    /// Sets a field to an integer's decimal text (ids are often integers):
+    /// without the formatting machinery, which costs more than the rest of
+    /// the field.
+    pub(crate) fn set_int(&mut self, field: Field, magnitude: u64, negative: bool) {
+        let mut digits = [0u8; 21];
+        let mut at = digits.len();
+        let mut n = magnitude;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if negative {
+            at -= 1;
+            digits[at] = b'-';
+        }
+        let text = std::str::from_utf8(&digits[at..]).unwrap_or_default();
+        self.set(field, text);
+    }
+
     pub(crate) fn push_flag(&mut self, flag: &str) {
         let slot = self.push_str(flag);
         self.flags.push(slot);

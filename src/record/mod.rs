@@ -343,6 +343,22 @@ mod tests {
     }
 
     #[test]
+    fn integers_are_written_as_decimal_text() {
+        let cases: [(u64, bool, &str); 5] = [
+            (0, false, "0"),
+            (7, false, "7"),
+            (1, true, "-1"),
+            (i64::MIN.unsigned_abs(), true, "-9223372036854775808"),
+            (u64::MAX, false, "18446744073709551615"),
+        ];
+        for (magnitude, negative, want) in cases {
+            let mut record = AuditRecord::empty();
+            record.set_int(Field::ResourceId, magnitude, negative);
+            assert_eq!(record.resource_id(), Some(want));
+        }
+    }
+
+    #[test]
     fn accessors_read_what_the_builder_wrote() {
         let r = AuditRecord::builder("post.deleted")
             .actor_id("u1")
