@@ -42,7 +42,9 @@ fn emit(c: &mut Criterion) {
     tracing::dispatcher::with_default(&dispatch, || {
         support::in_request(|| group.bench_function("audit", |b| b.iter(|| audit_event!())));
         group.bench_function("audit_nospan", |b| b.iter(|| audit_event!()));
-        group.bench_function("audit_1field", |b| b.iter(|| fabric_audit::audit!(action = "x")));
+        group.bench_function("audit_1field", |b| {
+            b.iter(|| fabric_audit::audit!(action = "x"))
+        });
     });
     let report = audit.shutdown_blocking();
     assert_eq!(report.sink("discard").unwrap().dropped(), 0, "{report}");

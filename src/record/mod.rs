@@ -8,6 +8,7 @@
 mod builder;
 mod json;
 mod time;
+mod write;
 
 use std::fmt;
 

@@ -168,13 +168,12 @@ impl FileSink {
         }
     }
 
-    fn encode(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+    fn encode(&mut self, batch: &Batch<'_>) {
         self.buf.clear();
         for record in batch {
-            serde_json::to_writer(&mut self.buf, record).map_err(SinkError::rejected)?;
+            record.write_json(&mut self.buf);
             self.buf.push(b'\n');
         }
-        Ok(())
     }
 }
 
@@ -214,7 +213,7 @@ impl FileSink {
 
 impl Sink for FileSink {
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
-        self.encode(batch)?;
+        self.encode(batch);
         let today = (self.clock)().date_naive();
         let buf = std::mem::take(&mut self.buf);
         let result = self.append(today, &buf);
