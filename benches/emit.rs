@@ -3,7 +3,8 @@
 //!
 //! Baseline: the same event through `tracing_subscriber::fmt().json()`
 //! writing to `tracing_appender::non_blocking(std::io::sink())`, which is
-//! what a user would otherwise hand-roll. Also: the cost of a non-audit
+//! what a user would otherwise hand-roll. Also: the same event outside the
+//! spans, an event with only its action, and the cost of a non-audit
 //! `info!` with the audit layer installed.
 //!
 //! `cargo bench --bench emit` prints the ratio at the end.
