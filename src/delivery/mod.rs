@@ -94,23 +94,28 @@ pub(crate) struct Delivery {
 impl Delivery {
     pub(crate) fn new(
         slots: Vec<Arc<SinkSlot>>,
-        control: Arc<Control>,
         overflow: Overflow,
         shutdown_timeout: Duration,
-        workers: Vec<JoinHandle<()>>,
     ) -> Self {
         Self {
             slots,
-            control,
+            control: Arc::new(Control::default()),
             overflow,
             emitted: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             drop_warnings: RateLimit::default(),
             invalid_warnings: RateLimit::default(),
             shutdown_timeout,
-            workers: Mutex::new(workers),
+            workers: Mutex::new(Vec::new()),
             final_report: OnceLock::new(),
         }
+    }
+
+    pub(crate) fn add_worker(&self, worker: JoinHandle<()>) {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(worker);
     }
 
     /// A record to fill, stamped with the current time: a spent one from

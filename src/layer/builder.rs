@@ -12,7 +12,7 @@ use tracing_subscriber::Layer as _;
 use super::{AuditFilter, AuditLayer};
 use crate::delivery::slot::SinkSlot;
 use crate::delivery::worker::{Worker, WorkerConfig};
-use crate::delivery::{Control, Delivery};
+use crate::delivery::Delivery;
 use crate::sink::{FileSink, Sink};
 use crate::{AuditHandle, Error, Result};
 
@@ -167,19 +167,26 @@ impl AuditLayerBuilder {
             self.sinks.insert(0, ("file".to_owned(), Box::new(file)));
         }
         self.validate()?;
-        let control = Arc::new(Control::default());
-        let mut slots = Vec::with_capacity(self.sinks.len());
-        let mut workers = Vec::with_capacity(self.sinks.len());
-        for (name, sink) in self.sinks {
-            let slot = Arc::new(SinkSlot::new(
-                name.clone(),
-                self.queue_capacity,
-                self.worker.batch_size,
-            ));
+        let slots: Vec<_> = self
+            .sinks
+            .iter()
+            .map(|(name, _)| {
+                let slot = SinkSlot::new(name.clone(), self.queue_capacity, self.worker.batch_size);
+                Arc::new(slot)
+            })
+            .collect();
+        // Made before the workers: should one fail to start, dropping it
+        // shuts down those already running.
+        let delivery = Arc::new(Delivery::new(
+            slots.clone(),
+            self.overflow,
+            self.shutdown_timeout,
+        ));
+        for (slot, (name, sink)) in slots.into_iter().zip(self.sinks) {
             let worker = Worker {
                 slot: slot.clone(),
                 sink,
-                control: control.clone(),
+                control: delivery.control.clone(),
                 config: self.worker,
             };
             let thread = std::thread::Builder::new()
@@ -187,16 +194,8 @@ impl AuditLayerBuilder {
                 .spawn(move || worker.run())
                 .map_err(|e| Error::io(format!("cannot start the worker of sink `{name}`"), e))?;
             slot.set_worker(thread.thread().clone());
-            slots.push(slot);
-            workers.push(thread);
+            delivery.add_worker(thread);
         }
-        let delivery = Arc::new(Delivery::new(
-            slots,
-            control,
-            self.overflow,
-            self.shutdown_timeout,
-            workers,
-        ));
         let layer = AuditLayer::new(delivery.clone()).with_filter(AuditFilter::default());
         Ok((layer, AuditHandle::new(delivery)))
     }

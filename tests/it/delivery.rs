@@ -25,11 +25,7 @@ fn flood(dispatch: &tracing::Dispatch, threads: usize, per_thread: usize) {
 
 #[test]
 fn overflow_is_counted_exactly() {
-    let slow = Slow {
-        delay: Duration::from_millis(2),
-        inner: Collect::default(),
-    };
-    let written = slow.inner.clone();
+    let (slow, written) = Slow::new(Duration::from_millis(2));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("slow", slow)
@@ -48,11 +44,7 @@ fn overflow_is_counted_exactly() {
 
 #[test]
 fn block_policy_loses_nothing() {
-    let slow = Slow {
-        delay: Duration::from_millis(1),
-        inner: Collect::default(),
-    };
-    let written = slow.inner.clone();
+    let (slow, written) = Slow::new(Duration::from_millis(1));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("slow", slow)
@@ -68,11 +60,7 @@ fn block_policy_loses_nothing() {
 
 #[test]
 fn flush_returns_once_everything_before_it_is_written() {
-    let slow = Slow {
-        delay: Duration::from_millis(1),
-        inner: Collect::default(),
-    };
-    let written = slow.inner.clone();
+    let (slow, written) = Slow::new(Duration::from_millis(1));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("slow", slow)
@@ -108,11 +96,7 @@ fn flush_returns_once_everything_before_it_is_written() {
 #[tokio::test]
 async fn async_flush_waits_for_every_sink() {
     let a = Collect::default();
-    let b = Slow {
-        delay: Duration::from_millis(5),
-        inner: Collect::default(),
-    };
-    let b_written = b.inner.clone();
+    let (b, b_written) = Slow::new(Duration::from_millis(5));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("a", a.clone())
@@ -131,11 +115,7 @@ async fn async_flush_waits_for_every_sink() {
 
 #[test]
 fn shutdown_drains_everything_queued() {
-    let slow = Slow {
-        delay: Duration::from_micros(200),
-        inner: Collect::default(),
-    };
-    let written = slow.inner.clone();
+    let (slow, written) = Slow::new(Duration::from_micros(200));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("slow", slow)

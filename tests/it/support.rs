@@ -65,6 +65,20 @@ pub(crate) struct Slow {
     pub(crate) inner: Collect,
 }
 
+impl Slow {
+    /// A slow sink, and a view of what it has written.
+    pub(crate) fn new(delay: Duration) -> (Self, Collect) {
+        let inner = Collect::default();
+        (
+            Self {
+                delay,
+                inner: inner.clone(),
+            },
+            inner,
+        )
+    }
+}
+
 impl Sink for Slow {
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
         std::thread::sleep(self.delay);
