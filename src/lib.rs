@@ -84,6 +84,8 @@
 //! - `sink`: the [`Sink`] trait and the [`FileSink`].
 //! - `handle`, `report`: [`AuditHandle`] and its [`Report`].
 
+#[cfg(feature = "db")]
+pub use crate::db::{migrate, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Page, Store};
 pub use crate::error::{Error, Result};
 pub use crate::handle::AuditHandle;
 pub use crate::layer::{
@@ -94,6 +96,8 @@ pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
 pub use crate::report::{Report, SinkReport};
 pub use crate::sink::{Batch, FileSink, FileSinkBuilder, Sink, SinkError};
 
+#[cfg(feature = "db")]
+mod db;
 mod delivery;
 mod error;
 mod handle;

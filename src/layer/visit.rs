@@ -57,7 +57,11 @@ impl Visit for EventVisitor<'_> {
         match Field::from_name(name) {
             Some(slot) => self.record.set_int(slot, value, false),
             None if is_flags_name(name) => push_flags(self.record, &value.to_string()),
-            None => self.record.push_detail(name, Value::U64(value)),
+            // As JSON reads it back: a number that fits is signed.
+            None => match i64::try_from(value) {
+                Ok(n) => self.record.push_detail(name, Value::I64(n)),
+                Err(_) => self.record.push_detail(name, Value::U64(value)),
+            },
         }
     }
 

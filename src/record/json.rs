@@ -95,6 +95,12 @@ struct Wire {
     user_agent: Option<String>,
 }
 
+/// Reads a JSON object's entries in their order (a detail column).
+#[cfg(feature = "db")]
+pub(crate) fn parse_object(text: &str) -> serde_json::Result<Vec<(String, serde_json::Value)>> {
+    serde_json::from_str::<OrderedMap>(text).map(|m| m.0)
+}
+
 /// A JSON object read in its order (serde_json's `Map` sorts its keys unless
 /// a crate-wide feature is on), so that a record read back equals the one
 /// written.

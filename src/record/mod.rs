@@ -6,7 +6,7 @@
 //! accessors; sinks see the same JSON object everywhere (file, database, API).
 
 mod builder;
-mod json;
+pub(crate) mod json;
 mod time;
 mod write;
 
@@ -200,6 +200,12 @@ impl AuditRecord {
     /// What happened, as a dotted name: `post.created`.
     pub fn action(&self) -> &str {
         self.get(Field::Action).unwrap_or_default()
+    }
+
+    /// Microseconds since the Unix epoch.
+    #[cfg(feature = "db")]
+    pub(crate) fn timestamp_micros(&self) -> i64 {
+        self.micros
     }
 
     /// The actor's id.

@@ -41,16 +41,8 @@ impl AuditRecord {
                 (b",\"resource_id\":", Field::ResourceId),
             ],
         );
-        out.extend_from_slice(b",\"detail\":{");
-        for (i, (key, value)) in self.detail.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_str(out, self.str(*key));
-            out.push(b':');
-            self.write_value(out, value);
-        }
-        out.push(b'}');
+        out.extend_from_slice(b",\"detail\":");
+        self.write_detail(out);
         self.write_fields(
             out,
             &[
@@ -59,6 +51,27 @@ impl AuditRecord {
                 (b",\"user_agent\":", Field::UserAgent),
             ],
         );
+        out.push(b'}');
+    }
+
+    /// The detail object as JSON text (the database's `detail` column).
+    #[cfg(feature = "db")]
+    pub(crate) fn detail_json(&self) -> String {
+        let mut out = Vec::with_capacity(64);
+        self.write_detail(&mut out);
+        String::from_utf8(out).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    fn write_detail(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (key, value)) in self.detail.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, self.str(*key));
+            out.push(b':');
+            self.write_value(out, value);
+        }
         out.push(b'}');
     }
 

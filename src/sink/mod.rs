@@ -91,7 +91,8 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    pub(crate) fn new(records: &'a [Arc<AuditRecord>]) -> Self {
+    /// A batch of these records: for driving a sink by hand, in its tests.
+    pub fn new(records: &'a [Arc<AuditRecord>]) -> Self {
         Self { records }
     }
 

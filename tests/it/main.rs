@@ -3,6 +3,7 @@
 mod support;
 
 mod compile;
+mod db;
 mod delivery;
 mod file;
 mod layer;

@@ -1,0 +1,2 @@
+DROP TABLE audit_event_flags;
+DROP TABLE audit_events;

@@ -1,0 +1,257 @@
+//! What a reader asks for: filters, a page size and a cursor.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{AuditRecord, Error, Result};
+
+/// The most records one page may hold.
+pub(crate) const MAX_LIMIT: u32 = 1000;
+
+/// The page size when none is given.
+pub(crate) const DEFAULT_LIMIT: u32 = 50;
+
+/// A query over the audit log: every filter that is set must match (AND);
+/// results come newest first.
+///
+/// # Examples
+///
+/// ```
+/// use fabric_audit::AuditQuery;
+///
+/// let query = AuditQuery::new()
+///     .action("post.")          // a prefix: post.created, post.deleted, …
+///     .actor_id("u-1")
+///     .has_flag("admin")
+///     .limit(100)?;
+/// # Ok::<(), fabric_audit::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct AuditQuery {
+    pub(crate) actor_id: Option<String>,
+    pub(crate) actor_type: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) resource_type: Option<String>,
+    pub(crate) resource_id: Option<String>,
+    pub(crate) from_us: Option<i64>,
+    pub(crate) to_us: Option<i64>,
+    pub(crate) has_flag: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<Cursor>,
+}
+
+impl AuditQuery {
+    /// A query with no filter: the newest records.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records of this actor.
+    pub fn actor_id(self, id: impl Into<String>) -> Self {
+        Self {
+            actor_id: Some(id.into()),
+            ..self
+        }
+    }
+
+    /// Records of actors of this type.
+    pub fn actor_type(self, kind: impl Into<String>) -> Self {
+        Self {
+            actor_type: Some(kind.into()),
+            ..self
+        }
+    }
+
+    /// Records of this action; a value ending in `.` is a prefix: `post.`
+    /// matches `post.created` and `post.deleted`.
+    pub fn action(self, action: impl Into<String>) -> Self {
+        Self {
+            action: Some(action.into()),
+            ..self
+        }
+    }
+
+    /// Records about resources of this type.
+    pub fn resource_type(self, kind: impl Into<String>) -> Self {
+        Self {
+            resource_type: Some(kind.into()),
+            ..self
+        }
+    }
+
+    /// Records about the resource with this id.
+    pub fn resource_id(self, id: impl Into<String>) -> Self {
+        Self {
+            resource_id: Some(id.into()),
+            ..self
+        }
+    }
+
+    /// Records at or after `from`.
+    pub fn from(self, from: DateTime<Utc>) -> Self {
+        Self {
+            from_us: Some(from.timestamp_micros()),
+            ..self
+        }
+    }
+
+    /// Records before `to`.
+    pub fn to(self, to: DateTime<Utc>) -> Self {
+        Self {
+            to_us: Some(to.timestamp_micros()),
+            ..self
+        }
+    }
+
+    /// Records whose actor has this flag.
+    pub fn has_flag(self, flag: impl Into<String>) -> Self {
+        Self {
+            has_flag: Some(flag.into()),
+            ..self
+        }
+    }
+
+    /// Records per page, from 1 to 1000 (default 50).
+    ///
+    /// # Errors
+    ///
+    /// A limit outside 1 to 1000.
+    pub fn limit(self, limit: u32) -> Result<Self> {
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(Error::config(format!(
+                "`limit` must be from 1 to {MAX_LIMIT}, not {limit}"
+            )));
+        }
+        Ok(Self {
+            limit: Some(limit),
+            ..self
+        })
+    }
+
+    /// Continues after the page that gave this cursor.
+    pub fn after(self, cursor: Cursor) -> Self {
+        Self {
+            cursor: Some(cursor),
+            ..self
+        }
+    }
+
+    pub(crate) fn page_size(&self) -> u32 {
+        self.limit.unwrap_or(DEFAULT_LIMIT)
+    }
+
+    /// The action filter as a range `[low, high)` when it is a prefix.
+    ///
+    /// Text is compared byte by byte on every backend (see the migrations),
+    /// so `post.` ≤ x < `post/` is exactly "starts with `post.`", with no
+    /// LIKE pattern whose wildcards would need escaping.
+    pub(crate) fn action_prefix(&self) -> Option<(String, String)> {
+        let action = self.action.as_deref()?;
+        let stem = action.strip_suffix('.')?;
+        Some((action.to_owned(), format!("{stem}/")))
+    }
+}
+
+/// Where a page ended: the newest-first position (timestamp, id) of its last
+/// record. Opaque to clients: its text form is for passing back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub(crate) timestamp_us: i64,
+    pub(crate) id: Uuid,
+}
+
+impl Cursor {
+    pub(crate) fn after(record: &AuditRecord) -> Self {
+        Self {
+            timestamp_us: record.timestamp_micros(),
+            id: record.id(),
+        }
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}-{}", self.timestamp_us, self.id.simple())
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = || Error::config("`cursor` is not a cursor from this API");
+        let (ts, id) = text.split_once('-').ok_or_else(bad)?;
+        if ts.is_empty() || ts.len() > 16 || id.len() != 32 {
+            return Err(bad());
+        }
+        let timestamp_us = u64::from_str_radix(ts, 16).map_err(|_| bad())?;
+        let timestamp_us = i64::try_from(timestamp_us).map_err(|_| bad())?;
+        let id = Uuid::try_parse(id).map_err(|_| bad())?;
+        Ok(Self { timestamp_us, id })
+    }
+}
+
+/// One page of results, newest first, and where the next one starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    /// The records.
+    pub items: Vec<AuditRecord>,
+    /// The cursor for the next page; `None` on the last page.
+    pub next_cursor: Option<Cursor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_trailing_dot_makes_a_prefix_range() {
+        let q = AuditQuery::new().action("post.");
+        assert_eq!(q.action_prefix(), Some(("post.".into(), "post/".into())));
+        assert_eq!(
+            AuditQuery::new().action("post.created").action_prefix(),
+            None
+        );
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert!(AuditQuery::new().limit(0).is_err());
+        assert!(AuditQuery::new().limit(1001).is_err());
+        assert_eq!(AuditQuery::new().limit(1000).unwrap().page_size(), 1000);
+        assert_eq!(AuditQuery::new().page_size(), 50);
+    }
+
+    #[test]
+    fn bad_cursors_are_refused() {
+        for text in [
+            "",
+            "-",
+            "zz-0",
+            "1",
+            "1-abc",
+            &format!("-{}", Uuid::nil().simple()),
+            "ffffffffffffffff-00000000000000000000000000000000",
+        ] {
+            assert!(text.parse::<Cursor>().is_err(), "{text:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn cursors_round_trip(ts in 0i64..i64::MAX, id in any::<u128>()) {
+            let cursor = Cursor { timestamp_us: ts, id: Uuid::from_u128(id) };
+            prop_assert_eq!(cursor.to_string().parse::<Cursor>().unwrap(), cursor);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,60}") {
+            let _ = text.parse::<Cursor>();
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The query side: filtered, keyset-paginated reads over `audit_events`.
+
+use diesel::prelude::*;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+#[cfg(feature = "sqlite")]
+use diesel_async::pooled_connection::{ManagerConfig, RecyclingMethod};
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use super::backend::Backend;
+use super::query::{AuditQuery, Cursor, Page};
+use super::row::EventRow;
+use super::schema::{audit_event_flags, audit_events};
+use crate::{AuditRecord, Error, Result};
+
+/// Connections the store keeps open.
+const POOL_SIZE: usize = 4;
+
+/// Reads the audit log: what the HTTP API and the CLI query through.
+///
+/// It opens a small pool of async connections (diesel-async) to the
+/// database at a URL of any backend; the same data gives the same answers
+/// on all three. It reads only: no method changes or deletes a record.
+///
+/// # Examples
+///
+/// ```no_run
+/// use fabric_audit::{AuditQuery, Store};
+///
+/// # async fn docs() -> fabric_audit::Result<()> {
+/// let store = Store::connect("postgres://audit@db/audit").await?;
+/// let page = store.query(&AuditQuery::new().action("post.")).await?;
+/// for record in &page.items {
+///     println!("{} {}", record.timestamp(), record.action());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    pools: Pools,
+}
+
+#[derive(Clone)]
+enum Pools {
+    #[cfg(feature = "sqlite")]
+    Sqlite(
+        Pool<
+            diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
+        >,
+    ),
+    #[cfg(feature = "postgres")]
+    Postgres(Pool<diesel_async::AsyncPgConnection>),
+    #[cfg(feature = "mysql")]
+    Mysql(Pool<diesel_async::AsyncMysqlConnection>),
+}
+
+/// Runs `$body` with `$c` bound to a pooled connection of the store's
+/// backend, once per backend.
+macro_rules! with_pooled {
+    ($pools:expr, $c:ident => $body:expr) => {
+        match $pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(pool) => {
+                let mut $c = pool.get().await.map_err(pool_error)?;
+                let $c = &mut *$c;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(pool) => {
+                let mut $c = pool.get().await.map_err(pool_error)?;
+                let $c = &mut *$c;
+                $body
+            }
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(pool) => {
+                let mut $c = pool.get().await.map_err(pool_error)?;
+                let $c = &mut *$c;
+                $body
+            }
+        }
+    };
+}
+
+/// A pool of [`POOL_SIZE`] connections; they are opened on first use.
+macro_rules! build_pool {
+    ($manager:expr) => {
+        Pool::builder($manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| Error::config(format!("cannot build the audit store's pool: {e}")))?
+    };
+}
+
+impl Store {
+    /// Opens a pool of connections to the database at `url` (see
+    /// [`DatabaseSink::builder`](crate::DatabaseSink::builder) for the forms)
+    /// and checks that one connects.
+    ///
+    /// # Errors
+    ///
+    /// A bad URL, or a database that cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pools = match Backend::parse(url)? {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(path) => {
+                let mut config = ManagerConfig::default();
+                config.recycling_method = RecyclingMethod::Fast;
+                config.custom_setup = Box::new(|path| Box::pin(sqlite_setup(path.to_owned())));
+                let manager = AsyncDieselConnectionManager::new_with_config(path, config);
+                Pools::Sqlite(build_pool!(manager))
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(url) => {
+                Pools::Postgres(build_pool!(AsyncDieselConnectionManager::new(url)))
+            }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql(url) => {
+                Pools::Mysql(build_pool!(AsyncDieselConnectionManager::new(url)))
+            }
+        };
+        let store = Self { pools };
+        with_pooled!(&store.pools, c => { let _ = c; });
+        Ok(store)
+    }
+
+    /// The record with this id.
+    ///
+    /// # Errors
+    ///
+    /// The database failed, or the row is not one this crate wrote.
+    pub async fn get(&self, id: Uuid) -> Result<Option<AuditRecord>> {
+        let id = id.hyphenated().to_string();
+        let row: Option<EventRow> = with_pooled!(&self.pools, c => {
+            audit_events::table
+                .filter(audit_events::id.eq(&id))
+                .select(EventRow::as_select())
+                .first(c)
+                .await
+                .optional()
+                .map_err(query_error)?
+        });
+        row.map(|r| r.into_record().map_err(Error::config))
+            .transpose()
+    }
+
+    /// One page of the records matching `query`, newest first.
+    ///
+    /// # Errors
+    ///
+    /// The database failed, or a row is not one this crate wrote.
+    pub async fn query(&self, query: &AuditQuery) -> Result<Page> {
+        let size = query.page_size() as usize;
+        let rows: Vec<EventRow> = with_pooled!(&self.pools, c => {
+            let mut q = audit_events::table.select(EventRow::as_select()).into_boxed();
+            if let Some(v) = &query.actor_id {
+                q = q.filter(audit_events::actor_id.eq(v));
+            }
+            if let Some(v) = &query.actor_type {
+                q = q.filter(audit_events::actor_type.eq(v));
+            }
+            match (query.action_prefix(), &query.action) {
+                (Some((low, high)), _) => {
+                    q = q.filter(audit_events::action.ge(low)).filter(audit_events::action.lt(high));
+                }
+                (None, Some(v)) => q = q.filter(audit_events::action.eq(v)),
+                (None, None) => {}
+            }
+            if let Some(v) = &query.resource_type {
+                q = q.filter(audit_events::resource_type.eq(v));
+            }
+            if let Some(v) = &query.resource_id {
+                q = q.filter(audit_events::resource_id.eq(v));
+            }
+            if let Some(from) = query.from_us {
+                q = q.filter(audit_events::timestamp_us.ge(from));
+            }
+            if let Some(to) = query.to_us {
+                q = q.filter(audit_events::timestamp_us.lt(to));
+            }
+            if let Some(Cursor { timestamp_us, id }) = query.cursor {
+                let id = id.hyphenated().to_string();
+                // The first conjunct is redundant, and it is what lets the
+                // databases use it as an index bound.
+                q = q
+                    .filter(audit_events::timestamp_us.le(timestamp_us))
+                    .filter(
+                        audit_events::timestamp_us
+                            .lt(timestamp_us)
+                            .or(audit_events::timestamp_us.eq(timestamp_us).and(audit_events::id.lt(id))),
+                    );
+            }
+            if let Some(flag) = &query.has_flag {
+                let mut flagged = audit_event_flags::table
+                    .select(audit_event_flags::event_id)
+                    .filter(audit_event_flags::flag.eq(flag))
+                    .into_boxed();
+                if let Some(from) = query.from_us {
+                    flagged = flagged.filter(audit_event_flags::timestamp_us.ge(from));
+                }
+                if let Some(to) = query.to_us {
+                    flagged = flagged.filter(audit_event_flags::timestamp_us.lt(to));
+                }
+                if let Some(cursor) = query.cursor {
+                    flagged = flagged.filter(audit_event_flags::timestamp_us.le(cursor.timestamp_us));
+                }
+                q = q.filter(audit_events::id.eq_any(flagged));
+            }
+            q.order((audit_events::timestamp_us.desc(), audit_events::id.desc()))
+                .limit(size as i64 + 1)
+                .load(c)
+                .await
+                .map_err(query_error)?
+        });
+        let more = rows.len() > size;
+        let items = rows
+            .into_iter()
+            .take(size)
+            .map(|r| r.into_record().map_err(Error::config))
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = if more {
+            items.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite_setup(
+    path: String,
+) -> diesel::ConnectionResult<
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
+> {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let mut conn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+        diesel::SqliteConnection,
+    >::establish(&path)
+    .await?;
+    conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+fn pool_error(e: impl std::fmt::Display) -> Error {
+    Error::config(format!("cannot connect to the audit database: {e}"))
+}
+
+fn query_error(e: diesel::result::Error) -> Error {
+    Error::config(format!("audit query failed: {e}"))
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(_) => "postgres",
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(_) => "mysql",
+        };
+        f.debug_struct("Store").field("backend", &kind).finish()
+    }
+}

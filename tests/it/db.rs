@@ -1,0 +1,526 @@
+//! The database sink and the store: SQLite always; PostgreSQL and MariaDB
+//! against the real servers (`#[ignore]`d, run by `.ci/run`).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use fabric_audit::{
+    audit, AuditLayer, AuditQuery, AuditRecord, Batch, DatabaseSink, Page, Sink, Store,
+};
+
+use crate::support::{pipeline, Collect, User};
+
+/// Runs one SQL statement as the test's superuser; the error's text.
+type RawSql = Box<dyn Fn(&str) -> Result<(), String>>;
+
+/// What a query should match, judged on the records themselves.
+type Matches = Box<dyn Fn(&AuditRecord) -> bool>;
+
+/// A fresh, empty database; dropped (for servers) at the end of the test.
+pub(crate) struct TestDb {
+    pub(crate) url: String,
+    sql: RawSql,
+    cleanup: Option<Box<dyn FnOnce()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup();
+        }
+    }
+}
+
+fn unique_name() -> String {
+    format!("fa_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn try_run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    if let Err(e) = try_run(program, args) {
+        panic!("{program} {args:?}: {e}");
+    }
+}
+
+pub(crate) fn sqlite() -> TestDb {
+    use diesel::{Connection, RunQueryDsl};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db").display().to_string();
+    TestDb {
+        url: format!("sqlite://{path}"),
+        sql: Box::new(move |sql| {
+            let mut conn = diesel::SqliteConnection::establish(&path).map_err(|e| e.to_string())?;
+            diesel::sql_query(sql)
+                .execute(&mut conn)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        cleanup: None,
+        _dir: Some(dir),
+    }
+}
+
+/// A new database on the PostgreSQL server at `FABRIC_AUDIT_PG_HOST`
+/// (default 127.0.0.1:5432, trust auth, user postgres).
+pub(crate) fn postgres() -> TestDb {
+    let host = std::env::var("FABRIC_AUDIT_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let name = unique_name();
+    run(
+        "psql",
+        &[
+            "-h",
+            &host,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ],
+    );
+    let drop_sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    let (h, h2, db) = (host.clone(), host.clone(), name.clone());
+    TestDb {
+        url: format!("postgres://postgres@{host}:5432/{name}"),
+        sql: Box::new(move |sql| {
+            try_run(
+                "psql",
+                &[
+                    "-h",
+                    &h2,
+                    "-U",
+                    "postgres",
+                    "-d",
+                    &db,
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    sql,
+                ],
+            )
+        }),
+        cleanup: Some(Box::new(move || {
+            run(
+                "psql",
+                &[
+                    "-h", &h, "-U", "postgres", "-d", "postgres", "-c", &drop_sql,
+                ],
+            )
+        })),
+        _dir: None,
+    }
+}
+
+/// A new database on the MariaDB server at `FABRIC_AUDIT_MYSQL_HOST`
+/// (default 127.0.0.1:3306, root with no password).
+pub(crate) fn mysql() -> TestDb {
+    let host = std::env::var("FABRIC_AUDIT_MYSQL_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let name = unique_name();
+    run(
+        "mariadb",
+        &[
+            "-h",
+            &host,
+            "-u",
+            "root",
+            "-e",
+            &format!("CREATE DATABASE {name}"),
+        ],
+    );
+    let drop_sql = format!("DROP DATABASE IF EXISTS {name}");
+    let (h, h2, db) = (host.clone(), host.clone(), name.clone());
+    TestDb {
+        url: format!("mysql://root@{host}:3306/{name}"),
+        sql: Box::new(move |sql| {
+            try_run("mariadb", &["-h", &h2, "-u", "root", "-D", &db, "-e", sql])
+        }),
+        cleanup: Some(Box::new(move || {
+            run("mariadb", &["-h", &h, "-u", "root", "-e", &drop_sql])
+        })),
+        _dir: None,
+    }
+}
+
+/// Runs each test against each backend.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $test() { super::$test(super::sqlite()).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            #[ignore = "needs PostgreSQL (see .ci/run)"]
+            async fn $test() { super::$test(super::postgres()).await })*
+        }
+        mod mysql {
+            $(#[tokio::test(flavor = "multi_thread")]
+            #[ignore = "needs MariaDB (see .ci/run)"]
+            async fn $test() { super::$test(super::mysql()).await })*
+        }
+    };
+}
+
+on_every_backend!(
+    every_filter_gives_what_the_records_say,
+    a_pagination_walk_sees_every_record_once_while_records_arrive,
+    a_retried_batch_is_stored_once,
+    retention_purges_old_records_and_their_flags,
+    values_with_wildcards_quotes_and_unicode_match_literally,
+    the_database_refuses_updates_and_deletes,
+);
+
+async fn sink(url: &str) -> DatabaseSink {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || DatabaseSink::builder(url).build().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Writes records through the whole pipeline into the database and a
+/// collecting sink; returns what was written (the model).
+async fn emit_through_pipeline(
+    url: &str,
+    emit: impl FnOnce() + Send + 'static,
+) -> Vec<AuditRecord> {
+    let model = Collect::default();
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("database", sink(url).await)
+            .sink("model", model.clone()),
+    );
+    tokio::task::spawn_blocking(move || tracing::dispatcher::with_default(&dispatch, emit))
+        .await
+        .unwrap();
+    let report = audit.shutdown().await;
+    assert!(report.is_lossless(), "{report}");
+    model.records()
+}
+
+/// Reads every page of `query`.
+async fn walk(store: &Store, query: AuditQuery) -> Vec<AuditRecord> {
+    let mut all = Vec::new();
+    let mut query = query;
+    loop {
+        let Page { items, next_cursor } = store.query(&query).await.unwrap();
+        all.extend(items);
+        match next_cursor {
+            Some(cursor) => query = query.after(cursor),
+            None => return all,
+        }
+    }
+}
+
+fn newest_first(mut records: Vec<AuditRecord>) -> Vec<AuditRecord> {
+    records.sort_by_key(|r| std::cmp::Reverse((r.timestamp(), r.id())));
+    records
+}
+
+fn ids(records: &[AuditRecord]) -> Vec<uuid::Uuid> {
+    records.iter().map(AuditRecord::id).collect()
+}
+
+async fn every_filter_gives_what_the_records_say(db: TestDb) {
+    let alice = User::alice();
+    let model = emit_through_pipeline(&db.url, move || {
+        for i in 0..60u32 {
+            let action =
+                ["post.created", "post.deleted", "postal.sent", "user.login"][i as usize % 4];
+            let span = tracing::info_span!("request", request_id = %format!("r{i}"));
+            let _e = span.enter();
+            if i % 3 == 0 {
+                audit!(
+                    action = action,
+                    actor = &alice,
+                    resource_type = "post",
+                    resource_id = i % 5,
+                    n = i
+                );
+            } else {
+                audit!(
+                    action = action,
+                    "actor.id" = format!("svc-{}", i % 2),
+                    "actor.type" = "service",
+                    resource_type = "user",
+                    resource_id = i % 5,
+                    n = i
+                );
+            }
+        }
+    })
+    .await;
+    assert_eq!(model.len(), 60);
+    let store = Store::connect(&db.url).await.unwrap();
+    let mid = newest_first(model.clone())[30].timestamp();
+
+    let cases: Vec<(AuditQuery, Matches)> = vec![
+        (AuditQuery::new(), Box::new(|_| true)),
+        (
+            AuditQuery::new().actor_id("u-alice"),
+            Box::new(|r| r.actor_id() == Some("u-alice")),
+        ),
+        (
+            AuditQuery::new().actor_type("service"),
+            Box::new(|r| r.actor_type() == Some("service")),
+        ),
+        (
+            AuditQuery::new().action("post.created"),
+            Box::new(|r| r.action() == "post.created"),
+        ),
+        (
+            AuditQuery::new().action("post."),
+            Box::new(|r| r.action().starts_with("post.")),
+        ),
+        (AuditQuery::new().action("post"), Box::new(|_| false)),
+        (
+            AuditQuery::new().resource_type("post"),
+            Box::new(|r| r.resource_type() == Some("post")),
+        ),
+        (
+            AuditQuery::new().resource_id("3"),
+            Box::new(|r| r.resource_id() == Some("3")),
+        ),
+        (
+            AuditQuery::new().from(mid),
+            Box::new(move |r| r.timestamp() >= mid),
+        ),
+        (
+            AuditQuery::new().to(mid),
+            Box::new(move |r| r.timestamp() < mid),
+        ),
+        (
+            AuditQuery::new().has_flag("admin"),
+            Box::new(|r| r.actor_flags().any(|f| f == "admin")),
+        ),
+        (AuditQuery::new().has_flag("billing"), Box::new(|_| false)),
+        (
+            AuditQuery::new()
+                .action("post.")
+                .actor_type("service")
+                .resource_id("1")
+                .from(mid),
+            Box::new(move |r| {
+                r.action().starts_with("post.")
+                    && r.actor_type() == Some("service")
+                    && r.resource_id() == Some("1")
+                    && r.timestamp() >= mid
+            }),
+        ),
+        (
+            AuditQuery::new()
+                .has_flag("admin")
+                .resource_type("post")
+                .to(mid),
+            Box::new(move |r| {
+                r.actor_flags().any(|f| f == "admin")
+                    && r.resource_type() == Some("post")
+                    && r.timestamp() < mid
+            }),
+        ),
+    ];
+    for (query, matches) in cases {
+        let want = newest_first(model.iter().filter(|r| matches(r)).cloned().collect());
+        let got = walk(&store, query.clone().limit(7).unwrap()).await;
+        assert_eq!(ids(&got), ids(&want), "{query:?}");
+        assert_eq!(
+            got, want,
+            "records read back equal those written: {query:?}"
+        );
+    }
+    let one = &model[17];
+    assert_eq!(store.get(one.id()).await.unwrap().as_ref(), Some(one));
+    assert_eq!(store.get(uuid::Uuid::now_v7()).await.unwrap(), None);
+}
+
+async fn a_pagination_walk_sees_every_record_once_while_records_arrive(db: TestDb) {
+    let sink = sink(&db.url).await;
+    let (dispatch, audit) = pipeline(AuditLayer::builder().sink("database", sink));
+    let emit = |n: usize, tag: &'static str| {
+        let dispatch = dispatch.clone();
+        move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                (0..n).for_each(|i| audit!(action = "walk.step", tag, i = i))
+            })
+        }
+    };
+    tokio::task::spawn_blocking(emit(250, "before"))
+        .await
+        .unwrap();
+    audit.flush().await.unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    let mut seen = Vec::new();
+    let mut query = AuditQuery::new().limit(9).unwrap();
+    loop {
+        let page = store.query(&query).await.unwrap();
+        seen.extend(page.items);
+        // Newer records arrive between pages; the walk goes back in time.
+        tokio::task::spawn_blocking(emit(5, "during"))
+            .await
+            .unwrap();
+        audit.flush().await.unwrap();
+        match page.next_cursor {
+            Some(cursor) => query = query.after(cursor),
+            None => break,
+        }
+    }
+    audit.shutdown().await;
+    assert_eq!(
+        seen.len(),
+        250,
+        "every record before the walk, once, and none after"
+    );
+    assert!(seen
+        .iter()
+        .all(|r| r.detail_value("tag").unwrap().to_json() == "before"));
+    let mut unique = ids(&seen);
+    unique.dedup();
+    assert_eq!(unique.len(), 250);
+    assert_eq!(seen, newest_first(seen.clone()), "newest first");
+}
+
+async fn a_retried_batch_is_stored_once(db: TestDb) {
+    let mut sink = sink(&db.url).await;
+    let records: Vec<Arc<AuditRecord>> = (0..120)
+        .map(|i| {
+            Arc::new(
+                AuditRecord::builder("retry.me")
+                    .actor_flags(["x"])
+                    .detail("i", i)
+                    .build(),
+            )
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let batch = Batch::new(&records);
+        sink.write(&batch).unwrap();
+        // As after a connection lost during COMMIT: the same batch again.
+        sink.write(&batch).unwrap();
+    })
+    .await
+    .unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    let all = walk(&store, AuditQuery::new().limit(1000).unwrap()).await;
+    assert_eq!(all.len(), 120);
+    assert_eq!(
+        walk(&store, AuditQuery::new().has_flag("x")).await.len(),
+        120
+    );
+}
+
+async fn retention_purges_old_records_and_their_flags(db: TestDb) {
+    let now = Utc::now();
+    let records: Vec<Arc<AuditRecord>> = (0..2500)
+        .map(|i| {
+            let age = if i % 2 == 0 {
+                Duration::days(45)
+            } else {
+                Duration::days(5)
+            };
+            let b = AuditRecord::builder("old.or.new")
+                .actor_flags(["f"])
+                .timestamp(now - age + Duration::seconds(i));
+            Arc::new(b.build())
+        })
+        .collect();
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut keep_all = DatabaseSink::builder(&url).keep_forever().build().unwrap();
+        keep_all.write(&Batch::new(&records)).unwrap();
+        // A new sink purges at start-up, in chunks of a thousand.
+        DatabaseSink::builder(&url)
+            .retention_days(30)
+            .build()
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    let left = walk(&store, AuditQuery::new().limit(1000).unwrap()).await;
+    assert_eq!(left.len(), 1250);
+    assert!(left
+        .iter()
+        .all(|r| r.timestamp() > now - Duration::days(30)));
+    assert_eq!(
+        walk(&store, AuditQuery::new().has_flag("f").limit(1000).unwrap())
+            .await
+            .len(),
+        1250
+    );
+}
+
+async fn values_with_wildcards_quotes_and_unicode_match_literally(db: TestDb) {
+    let tricky = [
+        "a%b",
+        "a_b",
+        "axb",
+        "o'brien",
+        "\"q\"",
+        "zoë ✓",
+        "back\\slash",
+        "%",
+        "_",
+    ];
+    let model = emit_through_pipeline(&db.url, move || {
+        for (i, value) in tricky.iter().enumerate() {
+            audit!(
+                action = format!("we%ird_{i}.x"),
+                "actor.id" = *value,
+                resource_id = *value
+            );
+        }
+        audit!(action = "we%ird_.y");
+    })
+    .await;
+    let store = Store::connect(&db.url).await.unwrap();
+    for value in tricky {
+        let got = walk(&store, AuditQuery::new().actor_id(value)).await;
+        assert_eq!(got.len(), 1, "{value:?}");
+        assert_eq!(got[0].actor_id(), Some(value));
+        let got = walk(&store, AuditQuery::new().resource_id(value)).await;
+        assert_eq!(got.len(), 1, "{value:?}");
+    }
+    // `%` and `_` in a prefix are literal: only `we%ird_.y` starts with `we%ird_.`.
+    let got = walk(&store, AuditQuery::new().action("we%ird_.")).await;
+    assert_eq!(
+        got.iter().map(|r| r.action()).collect::<Vec<_>>(),
+        ["we%ird_.y"]
+    );
+    assert_eq!(model.len(), tricky.len() + 1);
+}
+
+async fn the_database_refuses_updates_and_deletes(db: TestDb) {
+    emit_through_pipeline(&db.url, || audit!(action = "keep.me", "actor.flags" = "f")).await;
+    let statements = [
+        "UPDATE audit_events SET action = 'changed'",
+        "DELETE FROM audit_events",
+        "UPDATE audit_event_flags SET flag = 'changed'",
+        "DELETE FROM audit_event_flags",
+    ];
+    for sql in statements {
+        let err = (db.sql)(sql).expect_err(sql);
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    if db.url.starts_with("postgres") {
+        let err = (db.sql)("TRUNCATE audit_events").expect_err("TRUNCATE");
+        assert!(err.contains("append-only"), "{err}");
+    }
+    let store = Store::connect(&db.url).await.unwrap();
+    let left = walk(&store, AuditQuery::new().has_flag("f")).await;
+    assert_eq!(
+        left.iter().map(|r| r.action()).collect::<Vec<_>>(),
+        ["keep.me"]
+    );
+}
