@@ -33,7 +33,10 @@ impl std::fmt::Debug for Backend {
 impl Backend {
     /// Reads `url`: `sqlite://PATH`, `sqlite:PATH` or a bare path;
     /// `postgres://…` or `postgresql://…`; `mysql://…` or `mariadb://…`.
-    #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "mysql")),
+        allow(unused_variables)
+    )]
     pub(crate) fn parse(url: &str) -> Result<Self> {
         let (scheme, rest) = match url.split_once(':') {
             Some((scheme, rest))

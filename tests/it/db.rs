@@ -174,6 +174,24 @@ macro_rules! on_every_backend {
     };
 }
 
+/// The server tests that need a network between sink and database.
+macro_rules! on_every_server {
+    ($($test:ident),* $(,)?) => {
+        mod postgres_network {
+            $(#[tokio::test(flavor = "multi_thread")]
+            #[ignore = "needs PostgreSQL (see .ci/run)"]
+            async fn $test() { super::$test(super::postgres(), 5432).await })*
+        }
+        mod mysql_network {
+            $(#[tokio::test(flavor = "multi_thread")]
+            #[ignore = "needs MariaDB (see .ci/run)"]
+            async fn $test() { super::$test(super::mysql(), 3306).await })*
+        }
+    };
+}
+
+on_every_server!(an_outage_in_the_middle_of_a_stream_loses_nothing);
+
 on_every_backend!(
     every_filter_gives_what_the_records_say,
     a_pagination_walk_sees_every_record_once_while_records_arrive,
@@ -523,4 +541,62 @@ async fn the_database_refuses_updates_and_deletes(db: TestDb) {
         left.iter().map(|r| r.action()).collect::<Vec<_>>(),
         ["keep.me"]
     );
+}
+
+async fn an_outage_in_the_middle_of_a_stream_loses_nothing(db: TestDb, port: u16) {
+    let proxy = crate::proxy::Proxy::start(([127, 0, 0, 1], port).into());
+    let mut through_proxy = db
+        .url
+        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+    assert_ne!(through_proxy, db.url);
+    if through_proxy.starts_with("mysql") {
+        // Else the driver moves to the server's Unix socket, past the proxy.
+        through_proxy.push_str("?prefer_socket=false");
+    }
+    let sink = sink(&through_proxy).await;
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("database", sink)
+            .max_backoff(std::time::Duration::from_millis(50)),
+    );
+    let emit = |from: u32, to: u32| {
+        let dispatch = dispatch.clone();
+        move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                (from..to).for_each(|i| audit!(action = "stream.event", i = i))
+            })
+        }
+    };
+    tokio::task::spawn_blocking(emit(0, 200)).await.unwrap();
+    audit.flush().await.unwrap();
+
+    proxy.cut();
+    tokio::task::spawn_blocking(emit(200, 500)).await.unwrap();
+    // Returns once the sink has failed to write: the records wait in its queue.
+    let err = audit.flush().await.unwrap_err();
+    assert_eq!(err.unflushed_sinks(), ["database"]);
+    let during = audit.report();
+    assert!(during.sink("database").unwrap().errors() >= 1, "{during}");
+
+    proxy.restore();
+    tokio::task::spawn_blocking(emit(500, 600)).await.unwrap();
+    let report = audit.shutdown().await;
+    let sink = report.sink("database").unwrap();
+    assert_eq!(
+        (sink.written(), sink.dropped(), sink.failed()),
+        (600, 0, 0),
+        "{report}"
+    );
+
+    let store = Store::connect(&db.url).await.unwrap();
+    let stored = walk(&store, AuditQuery::new().limit(1000).unwrap()).await;
+    let mut numbers: Vec<i64> = stored
+        .iter()
+        .map(|r| match r.detail_value("i") {
+            Some(fabric_audit::DetailValue::I64(i)) => i,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..600).collect::<Vec<_>>(), "every record once");
 }

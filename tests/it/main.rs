@@ -1,5 +1,6 @@
 //! Integration tests: one binary, so the crate links once.
 
+mod proxy;
 mod support;
 
 mod compile;
