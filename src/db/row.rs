@@ -13,18 +13,18 @@ use crate::AuditRecord;
 pub(crate) struct NewEvent<'a> {
     pub(crate) id: String,
     pub(crate) timestamp_us: i64,
-    action: &'a str,
-    actor_id: Option<&'a str>,
-    actor_type: Option<&'a str>,
-    actor_email: Option<&'a str>,
-    actor_name: Option<&'a str>,
-    actor_flags: String,
-    resource_type: Option<&'a str>,
-    resource_id: Option<&'a str>,
-    detail: String,
-    request_id: Option<&'a str>,
-    client_ip: Option<&'a str>,
-    user_agent: Option<&'a str>,
+    pub(crate) action: &'a str,
+    pub(crate) actor_id: Option<&'a str>,
+    pub(crate) actor_type: Option<&'a str>,
+    pub(crate) actor_email: Option<&'a str>,
+    pub(crate) actor_name: Option<&'a str>,
+    pub(crate) actor_flags: String,
+    pub(crate) resource_type: Option<&'a str>,
+    pub(crate) resource_id: Option<&'a str>,
+    pub(crate) detail: String,
+    pub(crate) request_id: Option<&'a str>,
+    pub(crate) client_ip: Option<&'a str>,
+    pub(crate) user_agent: Option<&'a str>,
 }
 
 impl<'a> NewEvent<'a> {
@@ -53,9 +53,9 @@ impl<'a> NewEvent<'a> {
 #[derive(Insertable)]
 #[diesel(table_name = audit_event_flags)]
 pub(crate) struct NewFlag<'a> {
-    flag: &'a str,
-    timestamp_us: i64,
-    event_id: &'a str,
+    pub(crate) flag: &'a str,
+    pub(crate) timestamp_us: i64,
+    pub(crate) event_id: &'a str,
 }
 
 impl<'a> NewFlag<'a> {
