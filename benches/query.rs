@@ -52,8 +52,7 @@ fn record(i: usize) -> AuditRecord {
 }
 
 /// The database at `url`, loaded with the data set unless it already is.
-fn load(url: &str) -> Store {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+fn load(rt: &tokio::runtime::Runtime, url: &str) -> Store {
     let mut sink = DatabaseSink::builder(url).keep_forever().build().unwrap();
     let store = rt.block_on(Store::connect(url)).unwrap();
     let last = rt
@@ -194,8 +193,8 @@ fn bench_backend(c: &mut Criterion, name: &str, url: Option<String>) {
         println!("{name}: no server, skipped");
         return;
     };
-    let store = load(&url);
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = load(&rt, &url);
     latency_table(&rt, name, &store);
     let deep = cursor_of_page(&rt, &store, 1000);
     let mut group = c.benchmark_group(format!("query_{name}"));

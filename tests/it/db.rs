@@ -199,6 +199,7 @@ on_every_backend!(
     retention_purges_old_records_and_their_flags,
     values_with_wildcards_quotes_and_unicode_match_literally,
     the_database_refuses_updates_and_deletes,
+    common_and_rare_action_prefixes_give_the_same_answers,
 );
 
 async fn sink(url: &str) -> DatabaseSink {
@@ -599,4 +600,42 @@ async fn an_outage_in_the_middle_of_a_stream_loses_nothing(db: TestDb, port: u16
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (0..600).collect::<Vec<_>>(), "every record once");
+}
+
+async fn common_and_rare_action_prefixes_give_the_same_answers(db: TestDb) {
+    // Over 2 000 records under `bulk.`: the store walks the time index for
+    // it, and reads the action index for the rare `bulkhead.` (see
+    // `Store::is_common_prefix`); both must answer exactly.
+    let records: Vec<Arc<AuditRecord>> = (0..2300)
+        .map(|i| {
+            let action = match i % 100 {
+                0 => "bulkhead.sealed",
+                1 => "bulk",
+                n if n % 2 == 0 => "bulk.x",
+                _ => "bulk.y",
+            };
+            Arc::new(
+                AuditRecord::builder(action)
+                    .timestamp(Utc::now() - Duration::seconds(i))
+                    .build(),
+            )
+        })
+        .collect();
+    let model: Vec<AuditRecord> = records.iter().map(|r| (**r).clone()).collect();
+    let mut sink = sink(&db.url).await;
+    tokio::task::spawn_blocking(move || sink.write(&Batch::new(&records)).unwrap())
+        .await
+        .unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    for prefix in ["bulk.", "bulkhead.", "bulk.y."] {
+        let want = newest_first(
+            model
+                .iter()
+                .filter(|r| r.action().starts_with(prefix))
+                .cloned()
+                .collect(),
+        );
+        let got = walk(&store, AuditQuery::new().action(prefix).limit(500).unwrap()).await;
+        assert_eq!(ids(&got), ids(&want), "{prefix}");
+    }
 }
