@@ -1,14 +1,15 @@
-//! Quick start: audit events from "request handlers" into the daily
-//! JSON-lines file, next to an ordinary stdout log that never sees them.
+//! Quick start: audit events from "request handlers" into the embedded
+//! SQLite database and the daily JSON-lines file, next to an ordinary
+//! stdout log that never sees them; then a query over the database.
 //!
 //! ```sh
-//! cargo run --example quickstart            # writes logs/audit.YYYY-MM-DD.jsonl
+//! cargo run --example quickstart            # writes logs/audit.db and logs/audit.YYYY-MM-DD.jsonl
 //! cargo run --example quickstart -- /tmp/x  # or into another directory
 //! ```
 
 use std::path::PathBuf;
 
-use fabric_audit::{audit, exclude_audit, AuditLayer, Principal};
+use fabric_audit::{audit, exclude_audit, AuditLayer, AuditQuery, Principal, Store};
 use tracing::field::Empty;
 use tracing_subscriber::filter::{FilterExt, LevelFilter};
 use tracing_subscriber::prelude::*;
@@ -57,12 +58,16 @@ fn delete_post(post_id: u64) {
     );
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("logs"));
+    let database = format!("sqlite://{}", dir.join("audit.db").display());
+    std::fs::create_dir_all(&dir)?;
     let (audit_layer, audit) = AuditLayer::builder()
+        .database(&database)
         .file(dir.join("audit.jsonl"))
         .build()?;
     tracing_subscriber::registry()
@@ -96,24 +101,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let report = audit.shutdown_blocking();
+    let report = audit.shutdown().await;
     tracing::info!(%report, "audit log closed");
-    let today = chrono::Utc::now().date_naive();
-    let path = dir.join(format!("audit.{}.jsonl", today.format("%Y-%m-%d")));
-    println!("{} records in {}:", report.emitted(), path.display());
-    let text = std::fs::read_to_string(&path)?;
-    for line in text
-        .lines()
-        .rev()
-        .take(2)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-    {
-        println!("{line}");
-    }
     if !report.is_lossless() {
         return Err(format!("records were lost: {report}").into());
+    }
+
+    // The query side: what the HTTP API and the CLI read through.
+    let store = Store::connect(&database).await?;
+    let page = store
+        .query(&AuditQuery::new().action("post.").limit(5)?)
+        .await?;
+    println!("latest post.* records in {database}:");
+    for record in &page.items {
+        println!("{}", serde_json::to_string(record)?);
     }
     Ok(())
 }

@@ -43,6 +43,8 @@ pub struct DatabaseSink {
     conn: Option<Conn>,
     retention_days: Option<u32>,
     last_purge: Instant,
+    /// Whether the migrations and the start-up purge have run.
+    prepared: bool,
 }
 
 /// Builds a [`DatabaseSink`]; made by [`DatabaseSink::builder`].
@@ -75,6 +77,17 @@ impl DatabaseSink {
         self.conn
             .as_mut()
             .ok_or_else(|| SinkError::transient("no database connection"))
+    }
+
+    /// Migrates and purges, once.
+    fn prepare(&mut self) -> Result<(), SinkError> {
+        if !self.prepared {
+            let conn = self.connection()?;
+            write::migrate(conn).map_err(SinkError::transient)?;
+            self.purge()?;
+            self.prepared = true;
+        }
+        Ok(())
     }
 
     /// Purges records older than the retention window; returns how many.
@@ -110,6 +123,7 @@ impl DatabaseSink {
 
 impl Sink for DatabaseSink {
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        self.prepare()?;
         if self.last_purge.elapsed() >= PURGE_EVERY {
             if let Err(error) = self.purge() {
                 // The records come first: purge again on a later batch.
@@ -164,23 +178,31 @@ impl DatabaseSinkBuilder {
     /// A URL of an unknown scheme or of a backend whose feature is off, a
     /// database that cannot be reached, or a migration that fails.
     pub fn build(self) -> Result<DatabaseSink> {
-        let backend = Backend::parse(&self.url)?;
-        let mut conn = backend.connect().map_err(|e| {
+        let mut sink = self.build_lazy()?;
+        sink.prepare().map_err(|e| {
             Error::config(format!(
-                "cannot connect to the {} audit database: {e}",
-                backend.kind()
+                "cannot prepare the {} audit database: {e}",
+                sink.backend.kind()
             ))
         })?;
-        write::migrate(&mut conn).map_err(Error::config)?;
-        let mut sink = DatabaseSink {
-            backend,
-            conn: Some(conn),
+        Ok(sink)
+    }
+
+    /// Checks the URL only; the sink connects, migrates and purges on its
+    /// first write, from its worker thread, and retries like any write if
+    /// the database is not there yet. Does not block: safe in async code.
+    ///
+    /// # Errors
+    ///
+    /// A URL of an unknown scheme or of a backend whose feature is off.
+    pub fn build_lazy(self) -> Result<DatabaseSink> {
+        Ok(DatabaseSink {
+            backend: Backend::parse(&self.url)?,
+            conn: None,
             retention_days: self.retention_days,
             last_purge: Instant::now(),
-        };
-        sink.purge()
-            .map_err(|e| Error::config(format!("cannot purge expired audit records: {e}")))?;
-        Ok(sink)
+            prepared: false,
+        })
     }
 }
 

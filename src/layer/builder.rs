@@ -35,7 +35,7 @@ pub enum Overflow {
 ///
 /// | setting | default |
 /// |---|---|
-/// | sinks | none: add [`file`](Self::file) and/or [`sink`](Self::sink) |
+/// | sinks | none: add [`file`](Self::file), `database` (feature `db`) and/or [`sink`](Self::sink) |
 /// | [`queue_capacity`](Self::queue_capacity) (`queue_maxsize`) | 10 000 records per sink |
 /// | [`overflow`](Self::overflow) | [`Overflow::DropNewest`] |
 /// | [`batch_size`](Self::batch_size) | 1 024 records |
@@ -66,6 +66,8 @@ pub enum Overflow {
 #[must_use]
 pub struct AuditLayerBuilder {
     file: Option<PathBuf>,
+    #[cfg(feature = "db")]
+    database: Option<String>,
     sinks: Vec<(String, Box<dyn Sink + Send>)>,
     queue_capacity: usize,
     overflow: Overflow,
@@ -77,6 +79,8 @@ impl AuditLayerBuilder {
     pub(crate) fn new() -> Self {
         Self {
             file: None,
+            #[cfg(feature = "db")]
+            database: None,
             sinks: Vec::new(),
             queue_capacity: 10_000,
             overflow: Overflow::DropNewest,
@@ -97,6 +101,21 @@ impl AuditLayerBuilder {
     pub fn file(self, path: impl Into<PathBuf>) -> Self {
         Self {
             file: Some(path.into()),
+            ..self
+        }
+    }
+
+    /// Adds the database sink, named `database`, for the database at `url`
+    /// (`sqlite://PATH`, `postgres://…`, `mysql://…`), keeping
+    /// `db_retention_days` (30) days. It connects and migrates from its
+    /// worker thread, retrying until the database is there, so `build`
+    /// neither blocks nor fails on it; for a sink that checks the database
+    /// at start-up, build a [`DatabaseSink`](crate::DatabaseSink) and add
+    /// it with [`sink`](Self::sink).
+    #[cfg(feature = "db")]
+    pub fn database(self, url: impl Into<String>) -> Self {
+        Self {
+            database: Some(url.into()),
             ..self
         }
     }
@@ -162,6 +181,12 @@ impl AuditLayerBuilder {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
+        #[cfg(feature = "db")]
+        if let Some(url) = self.database.take() {
+            let database = crate::DatabaseSink::builder(url).build_lazy()?;
+            self.sinks
+                .insert(0, ("database".to_owned(), Box::new(database)));
+        }
         if let Some(path) = self.file.take() {
             let file = FileSink::builder(path).build()?;
             self.sinks.insert(0, ("file".to_owned(), Box::new(file)));
@@ -203,7 +228,7 @@ impl AuditLayerBuilder {
     fn validate(&self) -> Result<()> {
         if self.sinks.is_empty() {
             return Err(Error::config(
-                "no audit sink configured: add `file(..)` or `sink(..)`",
+                "no audit sink configured: add `file(..)`, `database(..)` or `sink(..)`",
             ));
         }
         if self.queue_capacity == 0 {
@@ -223,16 +248,19 @@ impl AuditLayerBuilder {
 
 impl std::fmt::Debug for AuditLayerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLayerBuilder")
-            .field("file", &self.file)
-            .field(
-                "sinks",
-                &self.sinks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field("queue_capacity", &self.queue_capacity)
-            .field("overflow", &self.overflow)
-            .field("worker", &self.worker)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .finish()
+        let mut f = f.debug_struct("AuditLayerBuilder");
+        f.field("file", &self.file);
+        // Whether only: a database URL may carry a password.
+        #[cfg(feature = "db")]
+        f.field("database", &self.database.is_some());
+        f.field(
+            "sinks",
+            &self.sinks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        )
+        .field("queue_capacity", &self.queue_capacity)
+        .field("overflow", &self.overflow)
+        .field("worker", &self.worker)
+        .field("shutdown_timeout", &self.shutdown_timeout)
+        .finish()
     }
 }

@@ -639,3 +639,30 @@ async fn common_and_rare_action_prefixes_give_the_same_answers(db: TestDb) {
         assert_eq!(ids(&got), ids(&want), "{prefix}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_missing_at_start_up_gets_the_records_once_it_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("not-yet");
+    let url = format!("sqlite://{}", data.join("audit.db").display());
+    // `database(url)` neither blocks nor fails: the sink connects later.
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .database(&url)
+            .max_backoff(std::time::Duration::from_millis(20)),
+    );
+    tokio::task::spawn_blocking(move || {
+        tracing::dispatcher::with_default(&dispatch, || {
+            (0..10).for_each(|i| audit!(action = "early.bird", i = i))
+        })
+    })
+    .await
+    .unwrap();
+    let err = audit.flush().await.unwrap_err();
+    assert_eq!(err.unflushed_sinks(), ["database"]);
+    std::fs::create_dir_all(&data).unwrap();
+    let report = audit.shutdown().await;
+    assert!(report.is_lossless(), "{report}");
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(walk(&store, AuditQuery::new()).await.len(), 10);
+}
