@@ -16,8 +16,15 @@ pub struct Error {
 
 #[derive(Debug)]
 enum ErrorKind {
-    Io { context: String, source: io::Error },
+    Io {
+        context: String,
+        source: io::Error,
+    },
     Config(String),
+    /// Bad input from a caller: a limit out of range, a forged cursor.
+    Invalid(String),
+    /// The database failed to answer, or holds a row this crate did not write.
+    Database(String),
     Unflushed(Vec<String>),
 }
 
@@ -35,6 +42,26 @@ impl Error {
         Self {
             kind: ErrorKind::Config(message.into()),
         }
+    }
+
+    #[cfg_attr(not(feature = "db"), allow(dead_code))]
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Invalid(message.into()),
+        }
+    }
+
+    #[cfg_attr(not(feature = "db"), allow(dead_code))]
+    pub(crate) fn database(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Database(message.into()),
+        }
+    }
+
+    /// Whether the caller's input was at fault (a 400 in an HTTP API),
+    /// rather than the system (a 500).
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self.kind, ErrorKind::Invalid(_))
     }
 
     pub(crate) fn unflushed(sinks: Vec<String>) -> Self {
@@ -62,7 +89,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ErrorKind::Io { context, source } => write!(f, "{context}: {source}"),
-            ErrorKind::Config(message) => f.write_str(message),
+            ErrorKind::Config(message)
+            | ErrorKind::Invalid(message)
+            | ErrorKind::Database(message) => f.write_str(message),
             ErrorKind::Unflushed(sinks) => {
                 write!(f, "failing sinks not flushed: {}", sinks.join(", "))
             }

@@ -167,6 +167,18 @@ mod tests {
 
     #[cfg(all(feature = "postgres", feature = "mysql"))]
     #[test]
+    fn debug_output_never_shows_the_url() {
+        let builder = crate::DatabaseSink::builder("postgres://app:s3cret@db/audit");
+        let text = format!(
+            "{builder:?} {:?}",
+            Backend::parse("mysql://root:s3cret@h/db").unwrap()
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("postgres"), "{text}");
+    }
+
+    #[cfg(all(feature = "postgres", feature = "mysql"))]
+    #[test]
     fn server_urls_name_their_backend() {
         assert_eq!(
             Backend::parse("postgresql://u@h/db").unwrap().kind(),

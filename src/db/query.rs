@@ -122,7 +122,7 @@ impl AuditQuery {
     /// A limit outside 1 to 1000.
     pub fn limit(self, limit: u32) -> Result<Self> {
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(Error::config(format!(
+            return Err(Error::invalid(format!(
                 "`limit` must be from 1 to {MAX_LIMIT}, not {limit}"
             )));
         }
@@ -183,7 +183,7 @@ impl FromStr for Cursor {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let bad = || Error::config("`cursor` is not a cursor from this API");
+        let bad = || Error::invalid("`cursor` is not a cursor from this API");
         let (ts, id) = text.split_once('-').ok_or_else(bad)?;
         if ts.is_empty() || ts.len() > 16 || id.len() != 32 {
             return Err(bad());
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn limits_are_checked() {
-        assert!(AuditQuery::new().limit(0).is_err());
+        assert!(AuditQuery::new().limit(0).unwrap_err().is_invalid_input());
         assert!(AuditQuery::new().limit(1001).is_err());
         assert_eq!(AuditQuery::new().limit(1000).unwrap().page_size(), 1000);
         assert_eq!(AuditQuery::new().page_size(), 50);
@@ -238,7 +238,10 @@ mod tests {
             &format!("-{}", Uuid::nil().simple()),
             "ffffffffffffffff-00000000000000000000000000000000",
         ] {
-            assert!(text.parse::<Cursor>().is_err(), "{text:?}");
+            assert!(
+                text.parse::<Cursor>().unwrap_err().is_invalid_input(),
+                "{text:?}"
+            );
         }
     }
 

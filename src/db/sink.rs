@@ -53,7 +53,6 @@ pub struct DatabaseSink {
 /// |---|---|
 /// | [`retention_days`](Self::retention_days) (`db_retention_days`) | 30 |
 #[must_use]
-#[derive(Debug)]
 pub struct DatabaseSinkBuilder {
     url: String,
     retention_days: Option<u32>,
@@ -203,6 +202,16 @@ impl DatabaseSinkBuilder {
             last_purge: Instant::now(),
             prepared: false,
         })
+    }
+}
+
+impl std::fmt::Debug for DatabaseSinkBuilder {
+    /// Without the URL, which may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSinkBuilder")
+            .field("backend", &Backend::parse(&self.url).map(|b| b.kind()).ok())
+            .field("retention_days", &self.retention_days)
+            .finish_non_exhaustive()
     }
 }
 

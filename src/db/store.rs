@@ -209,7 +209,7 @@ impl Store {
                 .optional()
                 .map_err(query_error)?
         });
-        row.map(|r| r.into_record().map_err(Error::config))
+        row.map(|r| r.into_record().map_err(Error::database))
             .transpose()
     }
 
@@ -248,7 +248,7 @@ impl Store {
         let items = rows
             .into_iter()
             .take(size)
-            .map(|r| r.into_record().map_err(Error::config))
+            .map(|r| r.into_record().map_err(Error::database))
             .collect::<Result<Vec<_>>>()?;
         let next_cursor = if more {
             items.last().map(Cursor::after)
@@ -320,11 +320,11 @@ async fn sqlite_setup(
 }
 
 fn pool_error(e: impl std::fmt::Display) -> Error {
-    Error::config(format!("cannot connect to the audit database: {e}"))
+    Error::database(format!("cannot connect to the audit database: {e}"))
 }
 
 fn query_error(e: diesel::result::Error) -> Error {
-    Error::config(format!("audit query failed: {e}"))
+    Error::database(format!("audit query failed: {e}"))
 }
 
 impl std::fmt::Debug for Store {

@@ -17,6 +17,7 @@ const MYSQL: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
 /// Rows per INSERT statement: far below every backend's bind limit (14
 /// columns × 500 = 7 000 binds), and constant so statements stay cached.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// Records deleted per purge transaction: short locks on a big table.
