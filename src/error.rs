@@ -44,14 +44,20 @@ impl Error {
         }
     }
 
-    #[cfg_attr(not(feature = "db"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+        allow(dead_code)
+    )]
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Invalid(message.into()),
         }
     }
 
-    #[cfg_attr(not(feature = "db"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+        allow(dead_code)
+    )]
     pub(crate) fn database(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Database(message.into()),

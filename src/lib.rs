@@ -84,7 +84,7 @@
 //! - `sink`: the [`Sink`] trait and the [`FileSink`].
 //! - `handle`, `report`: [`AuditHandle`] and its [`Report`].
 
-#[cfg(feature = "db")]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use crate::db::{migrate, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Page, Store};
 pub use crate::error::{Error, Result};
 pub use crate::handle::AuditHandle;
@@ -96,11 +96,16 @@ pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
 pub use crate::report::{Report, SinkReport};
 pub use crate::sink::{Batch, FileSink, FileSinkBuilder, Sink, SinkError};
 
-#[cfg(feature = "db")]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod db;
 mod delivery;
 mod error;
 mod handle;
+#[cfg(all(
+    feature = "http",
+    any(feature = "sqlite", feature = "postgres", feature = "mysql")
+))]
+pub mod http;
 mod layer;
 mod macros;
 mod principal;

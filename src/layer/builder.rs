@@ -66,7 +66,7 @@ pub enum Overflow {
 #[must_use]
 pub struct AuditLayerBuilder {
     file: Option<PathBuf>,
-    #[cfg(feature = "db")]
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     database: Option<String>,
     sinks: Vec<(String, Box<dyn Sink + Send>)>,
     queue_capacity: usize,
@@ -79,7 +79,7 @@ impl AuditLayerBuilder {
     pub(crate) fn new() -> Self {
         Self {
             file: None,
-            #[cfg(feature = "db")]
+            #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
             database: None,
             sinks: Vec::new(),
             queue_capacity: 10_000,
@@ -112,7 +112,7 @@ impl AuditLayerBuilder {
     /// neither blocks nor fails on it; for a sink that checks the database
     /// at start-up, build a [`DatabaseSink`](crate::DatabaseSink) and add
     /// it with [`sink`](Self::sink).
-    #[cfg(feature = "db")]
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     pub fn database(self, url: impl Into<String>) -> Self {
         Self {
             database: Some(url.into()),
@@ -181,7 +181,7 @@ impl AuditLayerBuilder {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        #[cfg(feature = "db")]
+        #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         if let Some(url) = self.database.take() {
             let database = crate::DatabaseSink::builder(url).build_lazy()?;
             self.sinks
@@ -251,7 +251,7 @@ impl std::fmt::Debug for AuditLayerBuilder {
         let mut f = f.debug_struct("AuditLayerBuilder");
         f.field("file", &self.file);
         // Whether only: a database URL may carry a password.
-        #[cfg(feature = "db")]
+        #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         f.field("database", &self.database.is_some());
         f.field(
             "sinks",

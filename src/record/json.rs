@@ -96,7 +96,7 @@ struct Wire {
 }
 
 /// Reads a JSON object's entries in their order (a detail column).
-#[cfg(feature = "db")]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) fn parse_object(text: &str) -> serde_json::Result<Vec<(String, serde_json::Value)>> {
     serde_json::from_str::<OrderedMap>(text).map(|m| m.0)
 }

@@ -203,7 +203,7 @@ impl AuditRecord {
     }
 
     /// Microseconds since the Unix epoch.
-    #[cfg(feature = "db")]
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     pub(crate) fn timestamp_micros(&self) -> i64 {
         self.micros
     }

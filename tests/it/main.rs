@@ -4,7 +4,10 @@ mod proxy;
 mod support;
 
 mod compile;
+#[cfg(feature = "sqlite")]
 mod db;
 mod delivery;
 mod file;
+#[cfg(all(feature = "http", feature = "sqlite"))]
+mod http;
 mod layer;
