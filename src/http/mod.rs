@@ -1,4 +1,6 @@
-//! The read-only query API: `GET /api/v1/audit` and `GET /api/v1/audit/{id}`.
+//! The read-only query API (`GET /api/v1/audit`, `GET /api/v1/audit/{id}`)
+//! and the request-context layer that gives `audit!` in handlers the
+//! request id, client address, user agent and actor.
 //!
 //! Both routes need the `audit:read` permission: no or bad credentials give
 //! 401, a caller without the permission 403. Bad input gives 400. Every
@@ -8,6 +10,7 @@
 //! actor and the filters in `detail`.
 
 mod auth;
+mod context;
 mod error;
 mod params;
 
@@ -23,6 +26,9 @@ use self::error::ApiError;
 use crate::{audit, Store};
 
 pub use self::auth::{Authorizer, BearerTokens, Caller, Unauthenticated, AUDIT_READ};
+pub use self::context::{
+    request_context, RequestContext, RequestContextLayer, RequestSpan, REQUEST_ID_HEADER,
+};
 
 struct Api<A> {
     store: Store,

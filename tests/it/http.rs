@@ -283,3 +283,105 @@ proptest! {
         prop_assert!(!status.is_server_error(), "{query}: {status}");
     }
 }
+
+mod context {
+    use std::net::SocketAddr;
+
+    use axum::extract::{ConnectInfo, Request};
+    use axum::middleware::{from_fn, Next};
+    use axum::response::Response;
+    use axum::routing::post;
+    use axum::Router;
+    use fabric_audit::audit;
+    use fabric_audit::http::{request_context, RequestContextLayer, RequestSpan};
+
+    use super::*;
+    use crate::support::User;
+
+    /// What an application's authentication does: find the user, record it
+    /// on the request span.
+    async fn demo_auth(request: Request, next: Next) -> Response {
+        if request.headers().contains_key("x-demo-user") {
+            let span = request.extensions().get::<RequestSpan>().unwrap().clone();
+            span.record_actor(&User::alice());
+        }
+        next.run(request).await
+    }
+
+    async fn create_post() -> &'static str {
+        audit!(
+            action = "post.created",
+            resource_type = "post",
+            resource_id = 7
+        );
+        "created"
+    }
+
+    fn app(layer: RequestContextLayer) -> Router {
+        Router::new()
+            .route("/posts", post(create_post))
+            .layer(from_fn(demo_auth))
+            .layer(layer)
+    }
+
+    async fn post_with(app: &Router, headers: &[(&str, &str)]) -> AuditRecord {
+        let sink = Collect::default();
+        let (dispatch, audit) = pipeline(AuditLayer::builder().sink("collect", sink.clone()));
+        {
+            let _guard = tracing::dispatcher::set_default(&dispatch);
+            let mut request = Request::post("/posts");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let mut request = request.body(Body::empty()).unwrap();
+            let peer: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        audit.shutdown().await;
+        sink.only()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn handlers_get_the_request_and_the_actor_from_the_span() {
+        let app = app(request_context());
+        let r = post_with(
+            &app,
+            &[
+                ("x-request-id", "req-1"),
+                ("user-agent", "test/1"),
+                ("x-demo-user", "alice"),
+            ],
+        )
+        .await;
+        assert_eq!(r.request_id(), Some("req-1"));
+        assert_eq!(r.client_ip(), Some("203.0.113.9"));
+        assert_eq!(r.user_agent(), Some("test/1"));
+        assert_eq!(r.actor_id(), Some("u-alice"));
+        assert_eq!(r.actor_type(), Some("user"));
+        assert_eq!(r.actor_email(), Some("alice@example.com"));
+        assert_eq!(r.actor_flags().collect::<Vec<_>>(), ["admin", "billing,ro"]);
+        assert_eq!(r.resource_id(), Some("7"));
+
+        // No request id given: one is made; no user: no actor.
+        let r = post_with(&app, &[("x-forwarded-for", "198.51.100.1")]).await;
+        let id = uuid::Uuid::parse_str(r.request_id().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(r.actor_id(), None);
+        assert_eq!(
+            r.client_ip(),
+            Some("203.0.113.9"),
+            "X-Forwarded-For is not trusted by default"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn behind_a_proxy_the_forwarded_address_is_used_when_trusted() {
+        let app = app(request_context().trust_forwarded_for(true));
+        let r = post_with(&app, &[("x-forwarded-for", "198.51.100.1, 10.0.0.1")]).await;
+        assert_eq!(r.client_ip(), Some("198.51.100.1"));
+        let r = post_with(&app, &[("x-forwarded-for", "not an address")]).await;
+        assert_eq!(r.client_ip(), Some("203.0.113.9"));
+    }
+}
