@@ -84,6 +84,8 @@
 //! - `sink`: the [`Sink`] trait and the [`FileSink`].
 //! - `handle`, `report`: [`AuditHandle`] and its [`Report`].
 
+#[cfg(feature = "config")]
+pub use crate::config::{AuditConfig, TokenConfig};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use crate::db::{migrate, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Page, Store};
 pub use crate::error::{Error, Result};
@@ -96,6 +98,8 @@ pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
 pub use crate::report::{Report, SinkReport};
 pub use crate::sink::{Batch, FileSink, FileSinkBuilder, Sink, SinkError};
 
+#[cfg(feature = "config")]
+mod config;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod db;
 mod delivery;

@@ -66,6 +66,9 @@ pub enum Overflow {
 #[must_use]
 pub struct AuditLayerBuilder {
     file: Option<PathBuf>,
+    file_retention_days: u32,
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    database_retention_days: u32,
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     database: Option<String>,
     sinks: Vec<(String, Box<dyn Sink + Send>)>,
@@ -79,6 +82,9 @@ impl AuditLayerBuilder {
     pub(crate) fn new() -> Self {
         Self {
             file: None,
+            file_retention_days: 90,
+            #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+            database_retention_days: 30,
             #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
             database: None,
             sinks: Vec::new(),
@@ -118,6 +124,27 @@ impl AuditLayerBuilder {
             database: Some(url.into()),
             ..self
         }
+    }
+
+    /// Applies the settings of `config`: `queue_maxsize`, the file sink at
+    /// `log_file` keeping `log_retention_days`, and (with a database
+    /// feature) the database sink at `database_url` keeping
+    /// `db_retention_days`.
+    #[cfg(feature = "config")]
+    pub fn config(self, config: &crate::AuditConfig) -> Self {
+        let builder = Self {
+            file_retention_days: config.log_retention_days,
+            ..self
+        };
+        #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+        let builder = Self {
+            database_retention_days: config.db_retention_days,
+            ..builder
+        }
+        .database(&config.database_url);
+        builder
+            .queue_capacity(config.queue_maxsize)
+            .file(&config.log_file)
     }
 
     /// Adds a sink under `name` (used in reports and warnings; unique).
@@ -183,12 +210,16 @@ impl AuditLayerBuilder {
     {
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         if let Some(url) = self.database.take() {
-            let database = crate::DatabaseSink::builder(url).build_lazy()?;
+            let database = crate::DatabaseSink::builder(url)
+                .retention_days(self.database_retention_days)
+                .build_lazy()?;
             self.sinks
                 .insert(0, ("database".to_owned(), Box::new(database)));
         }
         if let Some(path) = self.file.take() {
-            let file = FileSink::builder(path).build()?;
+            let file = FileSink::builder(path)
+                .retention_days(self.file_retention_days)
+                .build()?;
             self.sinks.insert(0, ("file".to_owned(), Box::new(file)));
         }
         self.validate()?;

@@ -4,6 +4,8 @@ mod proxy;
 mod support;
 
 mod compile;
+#[cfg(all(feature = "config", feature = "sqlite"))]
+mod config;
 #[cfg(feature = "sqlite")]
 mod db;
 mod delivery;
