@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
@@ -101,7 +100,7 @@ impl Scratch {
 
     fn postgres() -> Option<Self> {
         let name = format!("fa_bench_{}", uuid::Uuid::new_v4().simple());
-        let ok = psql(&format!("CREATE DATABASE {name}"));
+        let ok = support::psql(&format!("CREATE DATABASE {name}"));
         ok.then(|| Self {
             url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
             _dir: None,
@@ -113,25 +112,9 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_name {
-            psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            support::psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
-}
-
-fn psql(sql: &str) -> bool {
-    Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qc",
-            sql,
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// Emits `EVENTS` events into a database sink and waits until committed.

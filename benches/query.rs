@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,34 +83,11 @@ fn sqlite_url() -> String {
 }
 
 fn postgres_url() -> Option<String> {
-    let exists = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qc",
-            "select 1",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !exists {
+    if !support::psql("select 1") {
         return None;
     }
-    let _ = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qc",
-            "CREATE DATABASE fabric_audit_bench_1m",
-        ])
-        .output();
+    // Kept between runs; it exists already after the first.
+    support::psql("CREATE DATABASE fabric_audit_bench_1m");
     Some("postgres://postgres@127.0.0.1:5432/fabric_audit_bench_1m".into())
 }
 

@@ -77,3 +77,21 @@ pub(crate) fn print_ratio(group: &str, ours: &str, baseline: &str) -> Option<f64
     println!("ratio {group}: {ours} / {baseline} = {a:.1} ns / {b:.1} ns = {ratio:.3}x");
     Some(ratio)
 }
+
+/// Runs one statement on the local PostgreSQL server (trust auth, user
+/// postgres); whether it succeeded. False where there is no server.
+pub(crate) fn psql(sql: &str) -> bool {
+    std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            sql,
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
