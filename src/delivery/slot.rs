@@ -123,7 +123,9 @@ impl SinkSlot {
 
     /// Wakes the worker if it sleeps.
     pub(crate) fn wake(&self) {
-        if self.sleeping.swap(false, Ordering::AcqRel) {
+        // A load first: under a flood of dropped records the worker is
+        // awake, and a swap per record would fight over the cache line.
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
             if let Some(worker) = self.worker.get() {
                 worker.unpark();
             }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::slot::{Item, SinkSlot};
 use super::Control;
-use crate::sink::{Batch, Sink};
+use crate::sink::{Batch, Sink, SinkError};
 use crate::AuditRecord;
 
 /// How a worker batches and retries.
@@ -29,6 +29,8 @@ impl Worker {
     /// Runs until shutdown (or until every producer is gone) and the queue
     /// is empty.
     pub(crate) fn run(mut self) {
+        // Whatever happens below, shutdown must learn that we are gone.
+        let _finished = Finished(self.slot.clone(), self.control.clone());
         let mut batch = Vec::with_capacity(self.config.batch_size);
         loop {
             let marker = self.drain(&mut batch);
@@ -53,8 +55,6 @@ impl Worker {
             self.slot.record_error(&e, false);
             warn_failed(&self.slot.name, &e, "closing");
         }
-        self.slot.set_finished();
-        self.control.progress.notify();
     }
 
     /// Pops up to a batch of records, stopping after a flush marker so that
@@ -78,7 +78,13 @@ impl Worker {
     fn write(&mut self, batch: &[Arc<AuditRecord>]) {
         let mut backoff = self.config.min_backoff;
         loop {
-            let error = match self.sink.write(&Batch::new(batch)) {
+            // A sink that panics loses its batch, not the worker: the
+            // records are counted as failed and the next batch goes on.
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.sink.write(&Batch::new(batch))
+            }));
+            let attempt = attempt.unwrap_or_else(|_| Err(SinkError::rejected("the sink panicked")));
+            let error = match attempt {
                 Ok(()) => {
                     if self.slot.record_written(batch.len()) {
                         self.control.progress.notify();
@@ -107,6 +113,16 @@ impl Worker {
             std::thread::park_timeout(wait);
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
+    }
+}
+
+/// Marks the worker finished when it returns or unwinds.
+struct Finished(Arc<SinkSlot>, Arc<Control>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.set_finished();
+        self.1.progress.notify();
     }
 }
 

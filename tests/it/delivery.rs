@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use fabric_audit::{audit, AuditLayer, Overflow};
 
-use crate::support::{pipeline, Broken, Collect, Flaky, Gate, Slow};
+use crate::support::{pipeline, Broken, Collect, Flaky, Gate, Panicky, Slow};
 
 /// Emits `per_thread` events from each of `threads` threads.
 fn flood(dispatch: &tracing::Dispatch, threads: usize, per_thread: usize) {
@@ -269,4 +269,26 @@ fn the_builder_rejects_bad_settings() {
         let err = builder.build::<tracing_subscriber::Registry>().unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
     }
+}
+
+#[test]
+fn a_panicking_sink_fails_its_records_and_holds_up_nothing() {
+    let healthy = Collect::default();
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("panicky", Panicky)
+            .sink("healthy", healthy.clone())
+            .batch_size(10),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0..35 {
+            audit!(action = "after.panic", i = i);
+        }
+    });
+    audit.flush_blocking().unwrap();
+    let report = audit.shutdown_blocking();
+    let panicky = report.sink("panicky").unwrap();
+    assert_eq!((panicky.written(), panicky.failed()), (0, 35), "{report}");
+    assert_eq!(panicky.last_error(), Some("the sink panicked"));
+    assert_eq!(report.sink("healthy").unwrap().written(), 35);
 }

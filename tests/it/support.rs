@@ -209,3 +209,12 @@ impl Principal for User {
         &self.roles
     }
 }
+
+/// Panics on every write: a buggy sink.
+pub(crate) struct Panicky;
+
+impl Sink for Panicky {
+    fn write(&mut self, _: &Batch<'_>) -> Result<(), SinkError> {
+        panic!("bug in a user's sink");
+    }
+}
