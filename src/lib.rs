@@ -87,7 +87,9 @@
 #[cfg(feature = "config")]
 pub use crate::config::{AuditConfig, TokenConfig};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use crate::db::{migrate, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Page, Store};
+pub use crate::db::{
+    migrate, purge, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Page, Store,
+};
 pub use crate::error::{Error, Result};
 pub use crate::handle::AuditHandle;
 pub use crate::layer::{

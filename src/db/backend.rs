@@ -51,7 +51,7 @@ impl Backend {
             "sqlite" => {
                 let path = rest.strip_prefix("//").unwrap_or(rest);
                 if path.is_empty() {
-                    return Err(Error::config("database URL `sqlite:` names no file"));
+                    return Err(Error::invalid("database URL `sqlite:` names no file"));
                 }
                 Ok(Self::Sqlite(path.to_owned()))
             }
@@ -61,11 +61,11 @@ impl Backend {
             "mysql" | "mariadb" => Ok(Self::Mysql(format!("mysql:{rest}"))),
             #[allow(unreachable_patterns)] // unreachable with every feature on
             "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => {
-                Err(Error::config(format!(
+                Err(Error::invalid(format!(
                     "database URL is for {scheme}, but fabric-audit was built without its feature"
                 )))
             }
-            _ => Err(Error::config(format!(
+            _ => Err(Error::invalid(format!(
                 "database URL has an unknown scheme `{scheme}` (expected sqlite, postgres or mysql)"
             ))),
         }

@@ -10,6 +10,6 @@ mod store;
 mod write;
 
 pub use self::query::{AuditQuery, Cursor, Page};
-pub use self::sink::migrate;
+pub use self::sink::{migrate, purge};
 pub use self::sink::{DatabaseSink, DatabaseSinkBuilder};
 pub use self::store::Store;

@@ -234,3 +234,19 @@ pub fn migrate(url: &str) -> Result<()> {
     })?;
     write::migrate(&mut conn).map_err(Error::config)
 }
+
+/// Deletes the records older than `retention_days` from the database at
+/// `url` (applying the migrations first); returns how many. What the sink
+/// does at start-up and daily, for a maintenance job or the CLI.
+///
+/// Blocks: from async code call it inside `spawn_blocking`.
+///
+/// # Errors
+///
+/// As for [`DatabaseSinkBuilder::build`].
+pub fn purge(url: &str, retention_days: u32) -> Result<usize> {
+    let mut sink = DatabaseSink::builder(url).keep_forever().build()?;
+    sink.retention_days = Some(retention_days);
+    sink.purge()
+        .map_err(|e| Error::database(format!("cannot purge expired audit records: {e}")))
+}

@@ -3,6 +3,8 @@
 mod proxy;
 mod support;
 
+#[cfg(feature = "cli")]
+mod cli;
 mod compile;
 #[cfg(all(feature = "config", feature = "sqlite"))]
 mod config;

@@ -1,0 +1,356 @@
+//! `fabric-audit`: serve, query, import, purge and migrate an audit log.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use fabric_audit::http::{self, Authorizer, BearerTokens, Caller, Unauthenticated, AUDIT_READ};
+use fabric_audit::{
+    AuditConfig, AuditQuery, AuditRecord, Batch, Cursor, DatabaseSink, Sink, Store,
+};
+
+/// Immutable audit logs: serve, query, import, purge, migrate.
+#[derive(Parser)]
+#[command(name = "fabric-audit", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the query API (GET /api/v1/audit) over a database.
+    Serve {
+        #[command(flatten)]
+        db: Database,
+        /// Address to listen on (default: `bind` from the configuration).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        /// Serve without authentication (refused otherwise when no token is
+        /// configured).
+        #[arg(long)]
+        no_auth: bool,
+    },
+    /// Print records, newest first.
+    Query {
+        #[command(flatten)]
+        db: Database,
+        #[command(flatten)]
+        filters: Filters,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load JSON-lines files written by the file sink into the database.
+    Import {
+        #[command(flatten)]
+        db: Database,
+        /// Files to import; a file with a bad line is not imported at all.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Delete records older than the retention window.
+    Purge {
+        #[command(flatten)]
+        db: Database,
+        /// Days to keep (default: `db_retention_days`).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Create or update the audit tables.
+    Migrate {
+        #[command(flatten)]
+        db: Database,
+    },
+}
+
+#[derive(Args)]
+struct Database {
+    /// Configuration file (TOML or YAML, `audit` section).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH, postgres://…, mysql://… (overrides the
+    /// configuration).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct Filters {
+    #[arg(long)]
+    actor_id: Option<String>,
+    #[arg(long)]
+    actor_type: Option<String>,
+    /// Exact, or a prefix when it ends in `.`.
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    resource_type: Option<String>,
+    #[arg(long)]
+    resource_id: Option<String>,
+    /// RFC 3339, inclusive.
+    #[arg(long)]
+    from: Option<String>,
+    /// RFC 3339, exclusive.
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    has_flag: Option<String>,
+    /// Records per page, 1 to 1000.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Continue after a previous page.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+/// A mistake of the user's: one line, exit code 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = e.downcast_ref::<Usage>().is_some()
+                || e.downcast_ref::<fabric_audit::Error>()
+                    .is_some_and(|e| e.is_invalid_input());
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+impl Database {
+    /// The configuration and the database URL to use.
+    fn resolve(&self) -> anyhow::Result<(AuditConfig, String)> {
+        let config = AuditConfig::load(self.config.as_deref())?;
+        let url = self
+            .database_url
+            .clone()
+            .unwrap_or_else(|| config.database_url.clone());
+        Ok((config, url))
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate { db } => {
+            let (_, url) = db.resolve()?;
+            blocking(move || fabric_audit::migrate(&url)).await?;
+            println!("audit tables are up to date");
+        }
+        Command::Purge { db, days } => {
+            let (config, url) = db.resolve()?;
+            let days = days.unwrap_or(config.db_retention_days);
+            let deleted = blocking(move || fabric_audit::purge(&url, days)).await?;
+            println!("purged {deleted} records older than {days} days");
+        }
+        Command::Query { db, filters, json } => {
+            let (_, url) = db.resolve()?;
+            let store = Store::connect(&url).await?;
+            let page = store.query(&filters.query()?).await?;
+            print_page(&page.items, json)?;
+            if let Some(cursor) = page.next_cursor {
+                eprintln!("next page: --cursor {cursor}");
+            }
+        }
+        Command::Import { db, files } => {
+            let (_, url) = db.resolve()?;
+            import(url, files).await?;
+        }
+        Command::Serve { db, bind, no_auth } => {
+            let (config, url) = db.resolve()?;
+            serve(&config, &url, bind.unwrap_or(config.bind), no_auth).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> fabric_audit::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
+impl Filters {
+    fn query(&self) -> anyhow::Result<AuditQuery> {
+        let mut q = AuditQuery::new().limit(self.limit)?;
+        let text = [
+            (
+                &self.actor_id,
+                AuditQuery::actor_id as fn(AuditQuery, String) -> AuditQuery,
+            ),
+            (&self.actor_type, AuditQuery::actor_type),
+            (&self.action, AuditQuery::action),
+            (&self.resource_type, AuditQuery::resource_type),
+            (&self.resource_id, AuditQuery::resource_id),
+            (&self.has_flag, AuditQuery::has_flag),
+        ];
+        for (value, set) in text {
+            if let Some(value) = value {
+                q = set(q, value.clone());
+            }
+        }
+        if let Some(from) = &self.from {
+            q = q.from(timestamp("--from", from)?);
+        }
+        if let Some(to) = &self.to {
+            q = q.to(timestamp("--to", to)?);
+        }
+        if let Some(cursor) = &self.cursor {
+            q = q.after(cursor.parse::<Cursor>()?);
+        }
+        Ok(q)
+    }
+}
+
+fn timestamp(flag: &str, value: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| Usage(format!("{flag} is not an RFC 3339 timestamp: {value:?}")).into())
+}
+
+fn print_page(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
+    if json {
+        for record in records {
+            println!("{}", serde_json::to_string(record)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<27}  {:<24}  {:<20}  {:<24}  ID",
+        "TIMESTAMP", "ACTION", "ACTOR", "RESOURCE"
+    );
+    for r in records {
+        let resource = match (r.resource_type(), r.resource_id()) {
+            (Some(t), Some(id)) => format!("{t}/{id}"),
+            (Some(t), None) => t.to_owned(),
+            (None, Some(id)) => id.to_owned(),
+            (None, None) => "-".to_owned(),
+        };
+        println!(
+            "{:<27}  {:<24}  {:<20}  {:<24}  {}",
+            r.timestamp().format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+            r.action(),
+            r.actor_id().unwrap_or("-"),
+            resource,
+            r.id()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a whole file as records, or says which line is bad.
+fn read_records(path: &Path) -> anyhow::Result<Vec<Arc<AuditRecord>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut records = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: AuditRecord = serde_json::from_str(line)
+            .map_err(|e| Usage(format!("{}:{}: {e}", path.display(), n + 1)))?;
+        records.push(Arc::new(record));
+    }
+    Ok(records)
+}
+
+async fn import(url: String, files: Vec<PathBuf>) -> anyhow::Result<()> {
+    // Every file is read whole before anything is written: a file with a
+    // bad line is not imported at all. Records are stored by id, so an
+    // import run twice stores each record once.
+    let mut loaded = Vec::new();
+    for path in &files {
+        loaded.push((path.clone(), read_records(path)?));
+    }
+    let total: usize = loaded.iter().map(|(_, r)| r.len()).sum();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut sink = DatabaseSink::builder(&url).keep_forever().build()?;
+        let bar = indicatif::ProgressBar::new(total as u64);
+        if total < 10_000 {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        for (path, records) in &loaded {
+            for chunk in records.chunks(1000) {
+                sink.write(&Batch::new(chunk))
+                    .with_context(|| format!("{}: writing to the database", path.display()))?;
+                bar.inc(chunk.len() as u64);
+            }
+        }
+        bar.finish_and_clear();
+        Ok(())
+    })
+    .await??;
+    println!("imported {total} records from {} files", files.len());
+    Ok(())
+}
+
+/// Admits everyone, with `audit:read`: for `serve --no-auth` only.
+struct NoAuth;
+
+impl Authorizer for NoAuth {
+    async fn authorize(&self, _: &axum::http::request::Parts) -> Result<Caller, Unauthenticated> {
+        Ok(Caller::new("anonymous", "anonymous", [AUDIT_READ]))
+    }
+}
+
+async fn serve(
+    config: &AuditConfig,
+    url: &str,
+    bind: SocketAddr,
+    no_auth: bool,
+) -> anyhow::Result<()> {
+    let store = Store::connect(url).await?;
+    let app = if no_auth {
+        http::router(store, NoAuth)
+    } else {
+        if config.tokens.is_empty() {
+            bail!(Usage(
+                "no tokens configured: add [[audit.tokens]] to the configuration, or pass --no-auth".into()
+            ));
+        }
+        let mut tokens = BearerTokens::new();
+        for t in &config.tokens {
+            tokens = match (&t.token, &t.sha256) {
+                (Some(secret), _) => tokens.token(&t.name, secret, &t.permissions),
+                (None, Some(digest)) => tokens.token_sha256(&t.name, digest, &t.permissions)?,
+                (None, None) => bail!("token `{}` has neither `token` nor `sha256`", t.name),
+            };
+        }
+        http::router(store, tokens)
+    }
+    .layer(http::request_context());
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| Usage(format!("cannot listen on {bind}: {e}")))?;
+    println!("serving the audit API on http://{}", listener.local_addr()?);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The `fabric-audit` binary, end to end on a temp dir.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use fabric_audit::{audit, AuditLayer, AuditRecord};
+
+use crate::support::pipeline;
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+        .args(args)
+        .env_remove("FABRIC_AUDIT_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes `n` records through the file sink; returns the day file.
+fn audit_file(dir: &Path, n: usize) -> std::path::PathBuf {
+    let (dispatch, audit) = pipeline(AuditLayer::builder().file(dir.join("audit.jsonl")));
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0..n {
+            audit!(
+                action = "post.created",
+                "actor.id" = "u-1",
+                resource_type = "post",
+                resource_id = i
+            );
+        }
+    });
+    assert!(audit.shutdown_blocking().is_lossless());
+    std::fs::read_dir(dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+fn count(url: &str) -> usize {
+    let out = cli(&["query", "--database-url", url, "--json", "--limit", "1000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let records: Vec<AuditRecord> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    records.len()
+}
+
+#[test]
+fn import_query_purge_and_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let file = audit_file(&logs, 5);
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+
+    let out = cli(&["migrate", "--database-url", &url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = cli(&["import", "--database-url", &url, file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("imported 5 records from 1 files"));
+    // Again: records are stored by id, once.
+    assert!(
+        cli(&["import", "--database-url", &url, file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert_eq!(count(&url), 5);
+
+    // A file with a bad line is refused whole, and the line is named.
+    let bad = dir.path().join("bad.jsonl");
+    let good_line = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .replace("post.created", "post.other");
+    let good_line = good_line.replacen(&good_line[7..43], &uuid::Uuid::now_v7().to_string(), 1);
+    std::fs::write(&bad, format!("{good_line}\n{{\"id\": \"nope\"}}\n")).unwrap();
+    let out = cli(&["import", "--database-url", &url, bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.jsonl:2:"), "{err}");
+    assert_eq!(count(&url), 5, "nothing of the bad file was imported");
+
+    // The table view and bad input.
+    let out = cli(&[
+        "query",
+        "--database-url",
+        &url,
+        "--action",
+        "post.",
+        "--limit",
+        "2",
+    ]);
+    assert!(out.status.success());
+    let table = text(&out.stdout);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(table.lines().nth(1).unwrap().contains("post/"), "{table}");
+    assert!(text(&out.stderr).contains("next page: --cursor "));
+    for args in [
+        &["query", "--database-url", &url, "--limit", "0"][..],
+        &["query", "--database-url", &url, "--from", "yesterday"],
+        &["query", "--database-url", "redis://x"],
+    ] {
+        let out = cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            text(&out.stderr).lines().count(),
+            1,
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    let out = cli(&["purge", "--database-url", &url, "--days", "0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("purged 5 records"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(count(&url), 0);
+}
+
+#[test]
+fn serve_answers_and_refuses_to_run_open_by_accident() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let file = audit_file(&dir.path().join("logs"), 3);
+    assert!(
+        cli(&["import", "--database-url", &url, file.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let out = cli(&["serve", "--database-url", &url, "--bind", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no tokens configured"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let config = dir.path().join("audit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\ndatabase_url = \"{url}\"\nbind = \"127.0.0.1:0\"\n[[audit.tokens]]\nname = \"ops\"\ntoken = \"t0k\"\npermissions = [\"audit:read\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+    let get = |auth: &str| {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "GET /api/v1/audit?limit=2 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let ok = get("Authorization: Bearer t0k\r\n");
+    let refused = get("");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let body: serde_json::Value =
+        serde_json::from_str(ok.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["items"].as_array().unwrap().len(), 2);
+    assert!(body["next_cursor"].is_string());
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+}
