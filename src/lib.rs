@@ -75,6 +75,16 @@
 //! [`AuditHandle::shutdown`] drains, joins and returns a [`Report`] in
 //! which `emitted == written + dropped + failed` for every sink.
 //!
+//! # Features
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `sqlite` | yes | [`DatabaseSink`] and [`Store`] on SQLite (bundled) |
+//! | `postgres`, `mysql` | | the same on PostgreSQL, MySQL/MariaDB (pure-Rust drivers) |
+//! | `http` | | [`http`]: the query API router and the request-context layer |
+//! | `config` | | `AuditConfig`: a TOML/YAML file and `FABRIC_AUDIT_*` variables |
+//! | `cli` | | the `fabric-audit` binary |
+//!
 //! # Layout
 //!
 //! - `macros`: [`audit!`].
@@ -83,6 +93,8 @@
 //! - `delivery`: queues, workers, flush barriers (private).
 //! - `sink`: the [`Sink`] trait and the [`FileSink`].
 //! - `handle`, `report`: [`AuditHandle`] and its [`Report`].
+//! - `db`: the database sink, migrations, retention and the [`Store`].
+//! - `http`, `config`: the query API and the settings.
 
 #[cfg(feature = "config")]
 pub use crate::config::{AuditConfig, TokenConfig};
