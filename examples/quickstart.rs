@@ -1,120 +1,259 @@
-//! Quick start: audit events from "request handlers" into the embedded
-//! SQLite database and the daily JSON-lines file, next to an ordinary
-//! stdout log that never sees them; then a query over the database.
+//! Quick start: a small axum app whose handlers emit audit events, with the
+//! query API mounted, writing to the embedded SQLite database and the daily
+//! JSON-lines file.
 //!
 //! ```sh
-//! cargo run --example quickstart            # writes logs/audit.db and logs/audit.YYYY-MM-DD.jsonl
-//! cargo run --example quickstart -- /tmp/x  # or into another directory
+//! cargo run --features http --example quickstart              # http://127.0.0.1:3000, Ctrl-C to stop
+//! cargo run --features http --example quickstart -- --port 8000
+//! cargo run --features http --example quickstart -- --smoke   # calls itself a few times, then exits
+//! ```
+//!
+//! Then, with the token it prints:
+//!
+//! ```sh
+//! curl -X POST -H 'x-demo-user: alice' localhost:3000/posts
+//! curl -X DELETE -H 'x-demo-user: bob' localhost:3000/posts/1
+//! curl -H "authorization: Bearer $TOKEN" 'localhost:3000/api/v1/audit?action=post.'
 //! ```
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
 
-use fabric_audit::{audit, exclude_audit, AuditLayer, AuditQuery, Principal, Store};
-use tracing::field::Empty;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, Next};
+use axum::response::Response;
+use axum::routing::{delete, post};
+use axum::Router;
+use fabric_audit::http::{self, request_context, BearerTokens, RequestSpan, AUDIT_READ};
+use fabric_audit::{audit, exclude_audit, AuditLayer, Principal, Store};
 use tracing_subscriber::filter::{FilterExt, LevelFilter};
 use tracing_subscriber::prelude::*;
 
-/// The application's own notion of who is calling.
+/// The demo's users, picked by the `x-demo-user` header.
 struct User {
-    id: String,
-    email: String,
+    id: &'static str,
+    email: &'static str,
     roles: Vec<String>,
 }
 
 impl Principal for User {
     fn id(&self) -> &str {
-        &self.id
+        self.id
     }
     fn kind(&self) -> Option<&str> {
         Some("user")
     }
     fn email(&self) -> Option<&str> {
-        Some(&self.email)
+        Some(self.email)
     }
     fn flags(&self) -> &[String] {
         &self.roles
     }
 }
 
-/// A handler that passes the principal explicitly.
-fn create_post(user: &User, post_id: u64, title: &str) {
-    tracing::info!(post_id, "creating post");
-    audit!(
-        action = "post.created",
-        actor = user,
-        resource_type = "post",
-        resource_id = post_id,
-        title = %title,
-        words = title.split_whitespace().count(),
-    );
+fn user(name: &str) -> Option<User> {
+    match name {
+        "alice" => Some(User {
+            id: "u-alice",
+            email: "alice@example.com",
+            roles: vec!["editor".into()],
+        }),
+        "bob" => Some(User {
+            id: "u-bob",
+            email: "bob@example.com",
+            roles: vec!["admin".into()],
+        }),
+        _ => None,
+    }
 }
 
-/// A handler that relies on the request span for the actor.
-fn delete_post(post_id: u64) {
+/// Demo authentication: a real app checks a session or a token here. It
+/// records the user on the request span, so handlers need not pass it.
+async fn demo_auth(request: Request, next: Next) -> Result<Response, StatusCode> {
+    let name = request
+        .headers()
+        .get("x-demo-user")
+        .and_then(|v| v.to_str().ok());
+    let user = name.and_then(user).ok_or(StatusCode::UNAUTHORIZED)?;
+    if let Some(span) = request.extensions().get::<RequestSpan>() {
+        span.record_actor(&user);
+    }
+    Ok(next.run(request).await)
+}
+
+#[derive(Default)]
+struct Posts {
+    next_id: u64,
+    titles: HashMap<u64, String>,
+}
+
+type Db = Arc<Mutex<Posts>>;
+
+async fn create_post(State(posts): State<Db>) -> (StatusCode, String) {
+    let id = {
+        let mut posts = posts.lock().unwrap_or_else(|e| e.into_inner());
+        posts.next_id += 1;
+        let id = posts.next_id;
+        posts.titles.insert(id, format!("post {id}"));
+        id
+    };
     audit!(
-        action = "post.deleted",
+        action = "post.created",
         resource_type = "post",
-        resource_id = post_id
+        resource_id = id
     );
+    (StatusCode::CREATED, format!("{{\"id\":{id}}}\n"))
+}
+
+async fn delete_post(State(posts): State<Db>, Path(id): Path<u64>) -> StatusCode {
+    let removed = posts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .titles
+        .remove(&id);
+    match removed {
+        Some(title) => {
+            audit!(action = "post.deleted", resource_type = "post", resource_id = id, title = %title);
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("logs"));
-    let database = format!("sqlite://{}", dir.join("audit.db").display());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let port: u16 = match args.iter().position(|a| a == "--port") {
+        Some(i) => args.get(i + 1).ok_or("--port needs a number")?.parse()?,
+        None if smoke => 0,
+        None => 3000,
+    };
+
+    // 1. The audit layer next to an ordinary log that never sees audit events.
+    let dir = if smoke {
+        tempfile_dir()?
+    } else {
+        "logs".into()
+    };
     std::fs::create_dir_all(&dir)?;
+    let database = format!("sqlite://{dir}/audit.db");
     let (audit_layer, audit) = AuditLayer::builder()
         .database(&database)
-        .file(dir.join("audit.jsonl"))
+        .file(format!("{dir}/audit.jsonl"))
         .build()?;
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::INFO.and(exclude_audit())))
         .with(audit_layer)
         .init();
 
-    let alice = User {
-        id: "u-1".into(),
-        email: "alice@example.com".into(),
-        roles: vec!["editor".into()],
-    };
-    for (n, request_id) in ["req-1", "req-2"].into_iter().enumerate() {
-        // What a request middleware does: open a span with the request
-        // context, and let authentication fill in the actor later.
-        let span = tracing::info_span!(
-            "request",
-            request_id,
-            client_ip = "203.0.113.7",
-            user_agent = "quickstart/1.0",
-            "actor.id" = Empty,
-            "actor.type" = Empty,
-        );
-        let _entered = span.enter();
-        if n == 0 {
-            create_post(&alice, 42, "Hello audit log");
-        } else {
-            span.record("actor.id", "u-2");
-            span.record("actor.type", "user");
-            delete_post(42);
-        }
-    }
+    // 2. The app: its own routes behind demo auth, and the query API.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let tokens = BearerTokens::new().token("demo", &token, [AUDIT_READ]);
+    // The sink migrates on its first write; the API may be asked before.
+    let url = database.clone();
+    tokio::task::spawn_blocking(move || fabric_audit::migrate(&url)).await??;
+    let store = Store::connect(&database).await?;
+    let app = Router::new()
+        .route("/posts", post(create_post))
+        .route("/posts/{id}", delete(delete_post))
+        .layer(from_fn(demo_auth))
+        .with_state(Db::default())
+        .merge(http::router(store, tokens))
+        .layer(request_context());
 
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    println!("demo token: {token}");
+    println!("  curl -X POST -H 'x-demo-user: alice' {addr}/posts");
+    println!("  curl -H 'authorization: Bearer {token}' '{addr}/api/v1/audit?action=post.'");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = stopped => {}
+            }
+        })
+        .into_future(),
+    );
+
+    if smoke {
+        for line in tokio::task::spawn_blocking(move || call_the_app(addr)).await?? {
+            println!("{line}");
+        }
+        // What was emitted so far is in the database once flushed.
+        audit.flush().await?;
+        let auth = format!("authorization: Bearer {token}");
+        let answer = tokio::task::spawn_blocking(move || {
+            request(addr, "GET", "/api/v1/audit?action=post.", &auth)
+        })
+        .await??;
+        if !answer.starts_with("HTTP/1.1 200") || !answer.contains("post.deleted") {
+            return Err(format!("the query API answered {answer}").into());
+        }
+        println!("{}", answer.split("\r\n\r\n").nth(1).unwrap_or_default());
+        let _ = stop.send(());
+    }
+    server.await??;
+
+    // 3. At shutdown, everything emitted so far reaches every sink.
     let report = audit.shutdown().await;
-    tracing::info!(%report, "audit log closed");
+    println!("audit log closed: {report}");
     if !report.is_lossless() {
         return Err(format!("records were lost: {report}").into());
     }
-
-    // The query side: what the HTTP API and the CLI read through.
-    let store = Store::connect(&database).await?;
-    let page = store
-        .query(&AuditQuery::new().action("post.").limit(5)?)
-        .await?;
-    println!("latest post.* records in {database}:");
-    for record in &page.items {
-        println!("{}", serde_json::to_string(record)?);
-    }
     Ok(())
+}
+
+/// Calls the running app the way the curl commands above do; returns the
+/// status lines, and fails if any call went wrong.
+fn call_the_app(addr: SocketAddr) -> Result<Vec<String>, String> {
+    let calls = [
+        ("POST", "/posts", "x-demo-user: alice", "201"),
+        ("POST", "/posts", "x-demo-user: alice", "201"),
+        ("DELETE", "/posts/1", "x-demo-user: bob", "204"),
+        ("DELETE", "/posts/1", "x-demo-user: bob", "404"),
+        ("POST", "/posts", "x-demo-user: mallory", "401"),
+    ];
+    let mut lines = Vec::new();
+    for (method, path, header, want) in calls {
+        let response = request(addr, method, path, header)?;
+        let status = response.lines().next().unwrap_or_default().to_owned();
+        if !status.contains(want) {
+            return Err(format!("{method} {path}: {status}"));
+        }
+        lines.push(format!("{method} {path} ({header}): {status}"));
+    }
+    Ok(lines)
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, header: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{header}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    Ok(response)
+}
+
+/// A fresh directory for a smoke run, so that it leaves nothing behind in
+/// the working tree.
+fn tempfile_dir() -> Result<String, Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!(
+        "fabric-audit-quickstart-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    Ok(dir.to_string_lossy().into_owned())
 }

@@ -20,7 +20,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 
 use self::error::ApiError;
 use crate::{audit, Store};
@@ -79,7 +78,7 @@ async fn list<A: Authorizer>(
     State(api): State<Arc<Api<A>>>,
     RawQuery(query): RawQuery,
     parts: Parts,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PageBody>, ApiError> {
     let caller = api.caller(&parts).await?;
     let (query, f) = params::parse(query.as_deref())?;
     audit!(
@@ -97,10 +96,17 @@ async fn list<A: Authorizer>(
         "filter.cursor" = f.cursor.as_deref(),
     );
     let page = api.store.query(&query).await?;
-    Ok(Json(json!({
-        "items": page.items,
-        "next_cursor": page.next_cursor.map(|c| c.to_string()),
-    })))
+    Ok(Json(PageBody {
+        items: page.items,
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+/// The list's answer; a struct, so that each record keeps its field order.
+#[derive(serde::Serialize)]
+struct PageBody {
+    items: Vec<crate::AuditRecord>,
+    next_cursor: Option<String>,
 }
 
 async fn get_one<A: Authorizer>(
