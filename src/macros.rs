@@ -155,7 +155,11 @@ macro_rules! __audit_emit {
 
 #[cfg(test)]
 mod tests {
-    use crate::Principal;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::prelude::*;
+
+    use crate::{AuditLayer, AuditRecord, Batch, DetailValue, Principal, Sink, SinkError};
 
     struct Service;
     impl Principal for Service {
@@ -164,25 +168,66 @@ mod tests {
         }
     }
 
-    // The forms below must compile; what they record is tested in
-    // `tests/it/layer.rs`.
+    #[derive(Clone, Default)]
+    struct Keep(Arc<Mutex<Vec<AuditRecord>>>);
+
+    impl Sink for Keep {
+        fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+            self.0.lock().unwrap().extend(batch.iter().cloned());
+            Ok(())
+        }
+    }
+
+    /// Every form compiles, and each field lands where it should.
     #[test]
     fn accepts_every_field_form() {
+        let keep = Keep::default();
+        let (layer, audit) = AuditLayer::builder()
+            .sink("keep", keep.clone())
+            .build()
+            .unwrap();
+        let subscriber = tracing_subscriber::registry().with(layer);
         let title = "t";
         let count = 3;
         let nested = (1, 2);
-        audit!(action = "a.b");
-        audit!(action = "a.b",);
-        audit!(title, action = String::from("a.b"), count, ?nested, %title);
-        audit!(
-            actor = Service,
-            action = "a.b",
-            "http.method" = "GET",
-            "x" = %title,
-            "y" = ?nested,
-            a.b = 1,
-            c = %count,
-            d = ?count,
+        tracing::subscriber::with_default(subscriber, || {
+            audit!(action = "a.b");
+            audit!(action = "a.b",);
+            audit!(title, action = String::from("a.c"), count, ?nested);
+            audit!(action = "a.e", %count);
+            audit!(
+                actor = Service,
+                action = "a.d",
+                "http.method" = "GET",
+                "x" = %title,
+                "y" = ?nested,
+                a.b = 1,
+                c = %count,
+                d = ?count,
+            );
+        });
+        assert!(audit.shutdown_blocking().is_lossless());
+        let records = keep.0.lock().unwrap().clone();
+        let actions: Vec<&str> = records.iter().map(|r| r.action()).collect();
+        assert_eq!(actions, ["a.b", "a.b", "a.c", "a.e", "a.d"]);
+        assert_eq!(records[1].detail().len(), 0);
+        let keys = |r: &AuditRecord| r.detail().map(|(k, _)| k.to_owned()).collect::<Vec<_>>();
+        assert_eq!(keys(&records[2]), ["title", "count", "nested"]);
+        assert_eq!(records[2].detail_value("count"), Some(DetailValue::I64(3)));
+        assert_eq!(
+            records[2].detail_value("nested"),
+            Some(DetailValue::Str("(1, 2)"))
         );
+        assert_eq!(
+            records[3].detail_value("count"),
+            Some(DetailValue::Str("3"))
+        );
+        assert_eq!(records[4].actor_id(), Some("svc"));
+        assert_eq!(
+            keys(&records[4]),
+            ["http.method", "x", "y", "a.b", "c", "d"]
+        );
+        assert_eq!(records[4].detail_value("a.b"), Some(DetailValue::I64(1)));
+        assert_eq!(records[4].detail_value("c"), Some(DetailValue::Str("3")));
     }
 }

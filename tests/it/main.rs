@@ -1,5 +1,6 @@
 //! Integration tests: one binary, so the crate links once.
 
+#[cfg(feature = "sqlite")]
 mod proxy;
 mod support;
 
