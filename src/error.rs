@@ -25,6 +25,9 @@ enum ErrorKind {
     Invalid(String),
     /// The database failed to answer, or holds a row this crate did not write.
     Database(String),
+    /// The database did not answer in time (a 503 in an HTTP API).
+    #[allow(dead_code)] // made by the store's timeouts
+    Unavailable(String),
     Unflushed(Vec<String>),
 }
 
@@ -64,6 +67,19 @@ impl Error {
         }
     }
 
+    #[allow(dead_code)] // made by the store's timeouts
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unavailable(message.into()),
+        }
+    }
+
+    /// Whether the database did not answer in time, or could not be reached:
+    /// worth trying again later (a 503 in an HTTP API).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self.kind, ErrorKind::Unavailable(_))
+    }
+
     /// Whether the caller's input was at fault (a 400 in an HTTP API),
     /// rather than the system (a 500).
     pub fn is_invalid_input(&self) -> bool {
@@ -97,7 +113,8 @@ impl fmt::Display for Error {
             ErrorKind::Io { context, source } => write!(f, "{context}: {source}"),
             ErrorKind::Config(message)
             | ErrorKind::Invalid(message)
-            | ErrorKind::Database(message) => f.write_str(message),
+            | ErrorKind::Database(message)
+            | ErrorKind::Unavailable(message) => f.write_str(message),
             ErrorKind::Unflushed(sinks) => {
                 write!(f, "failing sinks not flushed: {}", sinks.join(", "))
             }

@@ -110,6 +110,7 @@ pub use crate::layer::{
 pub use crate::principal::Principal;
 pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
 pub use crate::report::{Report, SinkReport};
+pub use crate::retention::Retention;
 pub use crate::sink::{Batch, FileSink, FileSinkBuilder, Sink, SinkError};
 
 #[cfg(feature = "config")]
@@ -129,6 +130,7 @@ mod macros;
 mod principal;
 mod record;
 mod report;
+mod retention;
 mod sink;
 
 /// What `audit!` expands to; not public API.

@@ -96,6 +96,19 @@ impl Worker {
             if self.slot.record_error(&error, error.is_transient()) {
                 self.control.progress.notify();
             }
+            if let Some(failed) = error.failed_records() {
+                let failed = failed.min(batch.len());
+                warn_failed(
+                    &self.slot.name,
+                    &error,
+                    "some records of a batch were refused",
+                );
+                self.slot.record_failed(failed);
+                if self.slot.record_written(batch.len() - failed) {
+                    self.control.progress.notify();
+                }
+                return;
+            }
             let deadline = self.control.deadline();
             if !error.is_transient() || deadline.is_some_and(|d| Instant::now() >= d) {
                 warn_failed(&self.slot.name, &error, "giving up on a batch");

@@ -34,6 +34,9 @@ pub use self::file::{FileSink, FileSinkBuilder};
 ///   idempotent (records carry unique ids for this).
 /// - A [`SinkError::rejected`] error means the batch can never be written:
 ///   its records are counted as failed and the worker moves on.
+/// - A [`SinkError::partial`] error means the sink wrote every record of the
+///   batch but `n`, which it can never write (a database that refuses one
+///   hostile value): those `n` are counted as failed, the rest as written.
 /// - `write` may block (that is what the worker thread is for) but should
 ///   not block forever: shutdown waits for it.
 ///
@@ -132,8 +135,16 @@ impl fmt::Debug for Batch<'_> {
 
 /// Why a [`Sink`] could not write a batch, and whether to try again.
 pub struct SinkError {
-    transient: bool,
+    kind: Kind,
     source: Box<dyn StdError + Send + Sync>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Transient,
+    Rejected,
+    /// The batch was written except this many records, which never can be.
+    Partial(usize),
 }
 
 impl SinkError {
@@ -141,7 +152,7 @@ impl SinkError {
     /// the same batch with backoff.
     pub fn transient(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self {
-            transient: true,
+            kind: Kind::Transient,
             source: source.into(),
         }
     }
@@ -149,14 +160,45 @@ impl SinkError {
     /// A batch that can never be written: its records are counted as failed.
     pub fn rejected(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self {
-            transient: false,
+            kind: Kind::Rejected,
+            source: source.into(),
+        }
+    }
+
+    /// The batch is written, except `failed` of its records, which can never
+    /// be (`source` says why): those are counted as failed, the others as
+    /// written, and the worker moves on. A sink that can isolate a bad
+    /// record (a database refusing one value) says this rather than
+    /// rejecting the whole batch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fabric_audit::SinkError;
+    ///
+    /// let error = SinkError::partial(1, "value too long for column `user_agent`");
+    /// assert_eq!(error.failed_records(), Some(1));
+    /// assert!(!error.is_transient());
+    /// ```
+    pub fn partial(failed: usize, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self {
+            kind: Kind::Partial(failed),
             source: source.into(),
         }
     }
 
     /// Whether the worker will retry.
     pub fn is_transient(&self) -> bool {
-        self.transient
+        self.kind == Kind::Transient
+    }
+
+    /// For a [`partial`](Self::partial) error, how many records of the batch
+    /// failed; `None` for the others (transient: none yet; rejected: all).
+    pub fn failed_records(&self) -> Option<usize> {
+        match self.kind {
+            Kind::Partial(n) => Some(n),
+            Kind::Transient | Kind::Rejected => None,
+        }
     }
 }
 
@@ -170,7 +212,7 @@ impl From<std::io::Error> for SinkError {
 impl fmt::Debug for SinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SinkError")
-            .field("transient", &self.transient)
+            .field("kind", &self.kind)
             .field("source", &self.source)
             .finish()
     }
