@@ -28,7 +28,19 @@ enum ErrorKind {
     /// The database did not answer in time (a 503 in an HTTP API).
     #[allow(dead_code)] // made by the store's timeouts
     Unavailable(String),
-    Unflushed(Vec<String>),
+    Unflushed(Vec<Unflushed>),
+}
+
+/// What one sink did not write of the records emitted before a flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unflushed {
+    pub(crate) sink: String,
+    /// Records the sink refused, or gave up on (since the start).
+    pub(crate) failed: u64,
+    /// Records dropped before the flush (since the start).
+    pub(crate) dropped: u64,
+    /// Records still queued because the sink is failing.
+    pub(crate) waiting: u64,
 }
 
 impl Error {
@@ -86,17 +98,31 @@ impl Error {
         matches!(self.kind, ErrorKind::Invalid(_))
     }
 
-    pub(crate) fn unflushed(sinks: Vec<String>) -> Self {
+    pub(crate) fn unflushed(sinks: Vec<Unflushed>) -> Self {
         Self {
             kind: ErrorKind::Unflushed(sinks),
         }
     }
 
-    /// The sinks a flush could not complete on, because they were failing.
-    pub fn unflushed_sinks(&self) -> &[String] {
+    /// The sinks a flush could not complete: failing ones (their records
+    /// wait in the queue and are retried), and ones that lost records
+    /// (dropped or failed).
+    pub fn unflushed_sinks(&self) -> Vec<&str> {
         match &self.kind {
-            ErrorKind::Unflushed(sinks) => sinks,
-            _ => &[],
+            ErrorKind::Unflushed(sinks) => sinks.iter().map(|s| s.sink.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// How many of the records emitted before a flush did not make it, over
+    /// every sink: lost (dropped or failed, since the pipeline started) or
+    /// still waiting in a failing sink's queue.
+    pub fn unflushed_records(&self) -> u64 {
+        match &self.kind {
+            ErrorKind::Unflushed(sinks) => {
+                sinks.iter().map(|s| s.failed + s.dropped + s.waiting).sum()
+            }
+            _ => 0,
         }
     }
 }
@@ -116,7 +142,25 @@ impl fmt::Display for Error {
             | ErrorKind::Database(message)
             | ErrorKind::Unavailable(message) => f.write_str(message),
             ErrorKind::Unflushed(sinks) => {
-                write!(f, "failing sinks not flushed: {}", sinks.join(", "))
+                f.write_str("audit records not flushed")?;
+                for (i, s) in sinks.iter().enumerate() {
+                    let sep = if i == 0 { ": " } else { "; " };
+                    write!(f, "{sep}sink `{}`", s.sink)?;
+                    if s.waiting > 0 {
+                        write!(
+                            f,
+                            " is failing, {} records waiting to be retried",
+                            s.waiting
+                        )?;
+                    }
+                    if s.failed > 0 {
+                        write!(f, ", {} failed", s.failed)?;
+                    }
+                    if s.dropped > 0 {
+                        write!(f, ", {} dropped", s.dropped)?;
+                    }
+                }
+                Ok(())
             }
         }
     }

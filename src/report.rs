@@ -7,8 +7,9 @@ use std::fmt;
 ///
 /// [`AuditHandle::report`](crate::AuditHandle::report) gives a snapshot at
 /// any time; [`AuditHandle::shutdown`](crate::AuditHandle::shutdown) gives
-/// the final one. In the final report every emitted record is accounted
-/// for in every sink: `emitted == written + dropped + failed`.
+/// the final one. Every report balances for every sink: `emitted ==
+/// written + dropped + failed + pending`, and in the final report pending
+/// is zero, so every emitted record is accounted for in every sink.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
     pub(crate) emitted: u64,
@@ -56,6 +57,9 @@ impl fmt::Display for Report {
                 "; {}: written {}, dropped {}, failed {}",
                 s.name, s.written, s.dropped, s.failed
             )?;
+            if s.pending > 0 {
+                write!(f, ", pending {}", s.pending)?;
+            }
         }
         Ok(())
     }
@@ -70,6 +74,7 @@ pub struct SinkReport {
     pub(crate) failed: u64,
     pub(crate) errors: u64,
     pub(crate) queued: u64,
+    pub(crate) pending: u64,
     pub(crate) failing: bool,
     pub(crate) last_error: Option<String>,
 }
@@ -104,6 +109,13 @@ impl SinkReport {
     /// Records waiting in the queue when the report was taken.
     pub fn queued(&self) -> u64 {
         self.queued
+    }
+
+    /// Records emitted and not yet written, dropped or failed in this sink:
+    /// queued, being written, or being handed over. Zero in the final
+    /// report.
+    pub fn pending(&self) -> u64 {
+        self.pending
     }
 
     /// Whether the sink's last write attempt failed.

@@ -3,15 +3,38 @@
 //!
 //! The emitting thread only enqueues ([`Delivery::submit`]); each sink has a
 //! bounded queue and a worker thread ([`worker`]). Flush barriers travel
-//! through the queues as markers, so "everything emitted before the flush"
+//! through the queues ([`flush`]), so "everything emitted before the flush"
 //! is exact per sink without a lock on the emitting path.
+//!
+//! # Accounting
+//!
+//! Every record that enters ([`Intake`]) is offered once to every sink and
+//! ends, in each sink, as exactly one of written, dropped (queue full, or
+//! closed) or failed (refused by the sink, or not written by the shutdown
+//! deadline). While running, `emitted = written + dropped + failed +
+//! pending` per sink, where pending records are queued or being written;
+//! in the final report pending is zero. Records emitted after shutdown
+//! began never enter: they are counted as emitted and dropped in every
+//! sink, from one counter, so every report balances.
+//!
+//! # Shutdown
+//!
+//! [`Delivery::begin_shutdown`] closes the intake (one atomic operation
+//! decides which records made it), closes the queues and sets the
+//! deadline. Workers drain their queues, retrying failing sinks until the
+//! deadline, and finish once their queue is empty and every admitted
+//! record has settled. Shutdown waits for them until the deadline (and a
+//! short grace); a worker still busy then (a sink hung on a dead
+//! connection) is abandoned: what it has not settled counts as failed, and
+//! it counts nothing more.
 
+pub(crate) mod flush;
 pub(crate) mod signal;
 pub(crate) mod slot;
 pub(crate) mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,14 +52,19 @@ const POOL_CAPACITY: usize = 4096;
 /// burst of large records does not stay resident in the pool.
 const POOL_MAX_RECORD_BYTES: usize = 4096;
 
+/// How long past its deadline shutdown waits for a worker that is giving
+/// up its last batch, before abandoning it.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
 /// State shared with the workers.
 #[derive(Debug)]
 pub(crate) struct Control {
-    /// Notified when a marker is reached, a sink changes health or a worker
-    /// finishes.
+    /// Notified when a barrier is reached, a sink changes health or a
+    /// worker finishes.
     pub(crate) progress: Signal,
     closing: AtomicBool,
     deadline: OnceLock<Instant>,
+    pub(crate) intake: Intake,
     pub(crate) warnings: RateLimit,
     /// Spent records, returned by the workers for the emitting threads to
     /// fill again: steady emission then allocates nothing, and memory is
@@ -51,6 +79,7 @@ impl Default for Control {
             progress: Signal::default(),
             closing: AtomicBool::new(false),
             deadline: OnceLock::new(),
+            intake: Intake::default(),
             warnings: RateLimit::default(),
             pool: ArrayQueue::new(POOL_CAPACITY),
         }
@@ -76,19 +105,88 @@ impl Control {
     }
 }
 
+/// Counts the records that enter the pipeline, so that shutdown knows
+/// exactly which made it in.
+///
+/// `entered` is one atomic: its top bit closes the intake, and the
+/// modification order of that one variable decides, for each record,
+/// whether it came before the close (admitted: offered to every sink) or
+/// after (late: dropped everywhere). No lock, and one more atomic add per
+/// record than a plain counter (`settled`).
+#[derive(Debug, Default)]
+pub(crate) struct Intake {
+    /// Records that tried to enter; the top bit is set once closed.
+    entered: AtomicU64,
+    /// Admitted records already offered to every sink.
+    settled: AtomicU64,
+    /// Records that came after the close.
+    late: AtomicU64,
+    /// How many were admitted before the close.
+    admitted: OnceLock<u64>,
+}
+
+const CLOSED: u64 = 1 << 63;
+
+impl Intake {
+    /// Lets a record in, or counts it as late once the intake is closed.
+    fn admit(&self) -> bool {
+        if self.entered.fetch_add(1, Ordering::AcqRel) & CLOSED == 0 {
+            return true;
+        }
+        self.late.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// An admitted record has been offered to every sink.
+    fn settle(&self) {
+        self.settled.fetch_add(1, Ordering::Release);
+    }
+
+    fn close(&self) {
+        let before = self.entered.fetch_or(CLOSED, Ordering::AcqRel);
+        // The first close decides; a second finds the bit set and changes
+        // nothing.
+        if before & CLOSED == 0 {
+            let _ = self.admitted.set(before);
+        }
+    }
+
+    /// Whether the intake is closed and every admitted record offered.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.admitted
+            .get()
+            .is_some_and(|&n| self.settled.load(Ordering::Acquire) == n)
+    }
+
+    /// Records admitted so far, and records refused as late.
+    fn counts(&self) -> (u64, u64) {
+        loop {
+            if let Some(&admitted) = self.admitted.get() {
+                return (admitted, self.late.load(Ordering::Relaxed));
+            }
+            let entered = self.entered.load(Ordering::Acquire);
+            if entered & CLOSED == 0 {
+                return (entered, 0);
+            }
+            // Closed a moment ago; `admitted` is being set.
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// The emitting side: held by the layer and by every handle.
 #[derive(Debug)]
 pub(crate) struct Delivery {
     pub(crate) slots: Vec<Arc<SinkSlot>>,
     pub(crate) control: Arc<Control>,
     overflow: Overflow,
-    emitted: AtomicU64,
     invalid: AtomicU64,
     drop_warnings: RateLimit,
     invalid_warnings: RateLimit,
     shutdown_timeout: Duration,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-    final_report: OnceLock<Report>,
+    /// Each worker with the index of its slot.
+    workers: Mutex<Vec<(usize, JoinHandle<()>)>>,
+    final_report: OnceLock<()>,
 }
 
 impl Delivery {
@@ -101,7 +199,6 @@ impl Delivery {
             slots,
             control: Arc::new(Control::default()),
             overflow,
-            emitted: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             drop_warnings: RateLimit::default(),
             invalid_warnings: RateLimit::default(),
@@ -111,11 +208,11 @@ impl Delivery {
         }
     }
 
-    pub(crate) fn add_worker(&self, worker: JoinHandle<()>) {
+    pub(crate) fn add_worker(&self, slot: usize, worker: JoinHandle<()>) {
         self.workers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(worker);
+            .push((slot, worker));
     }
 
     /// A record to fill, stamped with the current time: a spent one from
@@ -145,7 +242,12 @@ impl Delivery {
             }
             return;
         }
-        self.emitted.fetch_add(1, Ordering::Relaxed);
+        let intake = &self.control.intake;
+        if !intake.admit() {
+            // After shutdown: counted as dropped in every sink.
+            self.control.recycle(record);
+            return;
+        }
         let mut dropped = false;
         if let Some((last, others)) = self.slots.split_last() {
             for slot in others {
@@ -154,6 +256,7 @@ impl Delivery {
             // The last sink takes our reference: one atomic less per record.
             dropped |= !last.offer(record, self.overflow);
         }
+        intake.settle();
         if dropped && !self.control.is_closing() && self.drop_warnings.allow() {
             self.warn_dropped();
         }
@@ -172,14 +275,21 @@ impl Delivery {
         }
     }
 
+    /// The counters. The sinks' are read before the intake's, so that no
+    /// sink shows a record the intake has not counted: pending is never
+    /// negative, and zero once shut down.
     pub(crate) fn report(&self) -> Report {
-        if let Some(report) = self.final_report.get() {
-            return report.clone();
+        let mut sinks: Vec<_> = self.slots.iter().map(|s| s.report(0)).collect();
+        let (admitted, late) = self.control.intake.counts();
+        let emitted = admitted + late;
+        for sink in &mut sinks {
+            sink.dropped += late;
+            sink.pending = emitted.saturating_sub(sink.written + sink.dropped + sink.failed);
         }
         Report {
-            emitted: self.emitted.load(Ordering::Relaxed),
+            emitted,
             invalid: self.invalid.load(Ordering::Relaxed),
-            sinks: self.slots.iter().map(|s| s.report()).collect(),
+            sinks,
         }
     }
 
@@ -190,6 +300,7 @@ impl Delivery {
             .control
             .deadline
             .set(Instant::now() + self.shutdown_timeout);
+        self.control.intake.close();
         self.control.closing.store(true, Ordering::Release);
         for slot in &self.slots {
             slot.close();
@@ -200,19 +311,48 @@ impl Delivery {
         self.slots.iter().all(|s| s.is_finished())
     }
 
-    /// After every worker has finished: joins them and freezes the report.
+    /// When shutdown stops waiting for the workers.
+    pub(crate) fn give_up_at(&self) -> Instant {
+        self.control.deadline().unwrap_or_else(Instant::now) + SHUTDOWN_GRACE
+    }
+
+    /// Whether shutdown is done waiting: every worker finished, or the
+    /// deadline and its grace are past.
+    pub(crate) fn shutdown_waited(&self) -> bool {
+        self.workers_finished() || Instant::now() >= self.give_up_at()
+    }
+
+    /// After the wait: joins the finished workers, abandons the others,
+    /// and gives the final report.
     pub(crate) fn finish_shutdown(&self) -> Report {
-        let workers =
-            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
-        for worker in workers {
-            // A panicking sink is reported through its counters; the panic
-            // itself has already been printed by the panic hook.
-            let _ = worker.join();
-        }
-        for slot in &self.slots {
-            slot.drop_leftovers();
-        }
-        self.final_report.get_or_init(|| self.report()).clone()
+        self.final_report.get_or_init(|| {
+            let intake = &self.control.intake;
+            // Emitters still handing over admitted records finish at once:
+            // the queues are closed and blocked emitters were woken.
+            while !intake.is_settled() {
+                std::thread::yield_now();
+            }
+            let workers =
+                std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+            for (index, worker) in workers {
+                let slot = &self.slots[index];
+                if slot.is_finished() {
+                    // A panicking sink is reported through its counters; the
+                    // panic itself has already been printed by the hook.
+                    let _ = worker.join();
+                    slot.drop_leftovers();
+                } else {
+                    let (admitted, _) = intake.counts();
+                    slot.abandon(admitted);
+                    tracing::warn!(
+                        target: "fabric_audit",
+                        sink = %slot.name,
+                        "audit sink still busy at the shutdown deadline; its unwritten records are counted as failed"
+                    );
+                }
+            }
+        });
+        self.report()
     }
 }
 
@@ -221,6 +361,57 @@ impl Drop for Delivery {
     /// what is queued and exit on their own.
     fn drop(&mut self) {
         self.begin_shutdown();
+    }
+}
+
+/// Notifies a signal at an instant, unless dropped first: wakes shutdown's
+/// wait at its deadline without a timer of the caller's runtime.
+pub(crate) struct Alarm {
+    state: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Alarm {
+    pub(crate) fn at(when: Instant, control: Arc<Control>) -> Self {
+        let state = Arc::new((Mutex::new(false), Condvar::new()));
+        let shared = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fabric-audit-alarm".into())
+            .spawn(move || {
+                let (lock, cv) = &*shared;
+                let mut cancelled = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                while !*cancelled {
+                    let left = when.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        drop(cancelled);
+                        control.progress.notify();
+                        return;
+                    }
+                    cancelled = cv
+                        .wait_timeout(cancelled, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            });
+        if spawned.is_err() {
+            // No thread: the waiters are still woken by every worker that
+            // finishes; only a hung one would hold shutdown up.
+            tracing::warn!(target: "fabric_audit", "cannot start the shutdown alarm thread");
+        }
+        Self { state }
+    }
+}
+
+impl Drop for Alarm {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.state;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cv.notify_all();
+    }
+}
+
+impl std::fmt::Debug for Alarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alarm").finish_non_exhaustive()
     }
 }
 

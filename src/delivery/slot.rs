@@ -20,14 +20,40 @@ use crate::{AuditRecord, Overflow};
 #[derive(Debug)]
 pub(crate) enum Item {
     Record(Arc<AuditRecord>),
-    /// A flush barrier: reached once everything queued before it is written.
-    Marker(Arc<AtomicBool>),
+    /// A flush barrier: reached once everything queued before it is settled.
+    Barrier(Arc<Barrier>),
 }
 
+/// A flush barrier in one sink's queue (see [`super::flush`]).
+#[derive(Debug, Default)]
+pub(crate) struct Barrier {
+    reached: AtomicBool,
+    /// The sink's failed count when the barrier was reached: every record
+    /// queued before it was written or failed by then.
+    failed: AtomicU64,
+}
+
+impl Barrier {
+    /// Marks the barrier reached, with the sink's failed count at that point.
+    pub(crate) fn reach(&self, failed: u64) {
+        self.failed.store(failed, Ordering::Relaxed);
+        self.reached.store(true, Ordering::Release);
+    }
+
+    /// The failed count when reached, or `None` while not reached.
+    pub(crate) fn failed_when_reached(&self) -> Option<u64> {
+        self.reached
+            .load(Ordering::Acquire)
+            .then(|| self.failed.load(Ordering::Relaxed))
+    }
+}
+
+/// One sink's queue and its counters: what emitters, its worker, flushes
+/// and shutdown share.
 #[derive(Debug)]
 pub(crate) struct SinkSlot {
     pub(crate) name: String,
-    pub(crate) queue: ArrayQueue<Item>,
+    queue: ArrayQueue<Item>,
     /// Queue length at which an emitter wakes a sleeping worker.
     wake_at: usize,
     sleeping: AtomicBool,
@@ -40,6 +66,10 @@ pub(crate) struct SinkSlot {
     finished: AtomicBool,
     failing: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Set when shutdown gave up on a worker that did not finish by the
+    /// deadline; the lock makes that and the worker's own counting
+    /// mutually exclusive, so no record is counted twice.
+    abandoned: Mutex<bool>,
     written: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
@@ -59,6 +89,7 @@ impl SinkSlot {
             finished: AtomicBool::new(false),
             failing: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            abandoned: Mutex::new(false),
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -183,14 +214,68 @@ impl SinkSlot {
         transient && !self.failing.swap(true, Ordering::AcqRel)
     }
 
-    /// Records a successful write; returns whether the sink was failing.
-    pub(crate) fn record_written(&self, n: usize) -> bool {
-        self.written.fetch_add(n as u64, Ordering::Relaxed);
-        self.failing.swap(false, Ordering::AcqRel)
+    /// Records the outcome of a batch: `written` records stored, `failed`
+    /// never will be. Returns whether the sink was failing until now.
+    /// Nothing is counted once shutdown has abandoned the worker.
+    pub(crate) fn record_outcome(&self, written: usize, failed: usize) -> bool {
+        let abandoned = self
+            .abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *abandoned {
+            return false;
+        }
+        self.failed.fetch_add(failed as u64, Ordering::Relaxed);
+        self.written.fetch_add(written as u64, Ordering::Relaxed);
+        written > 0 && self.failing.swap(false, Ordering::AcqRel)
     }
 
-    pub(crate) fn record_failed(&self, n: usize) {
-        self.failed.fetch_add(n as u64, Ordering::Relaxed);
+    /// Shutdown's last word on a worker still busy at the deadline: of the
+    /// `admitted` records, those not yet written, dropped or failed are
+    /// counted as failed, and the worker counts nothing more.
+    pub(crate) fn abandon(&self, admitted: u64) {
+        let mut abandoned = self
+            .abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !*abandoned {
+            let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+            let settled = load(&self.written) + load(&self.dropped) + load(&self.failed);
+            self.failed
+                .fetch_add(admitted.saturating_sub(settled), Ordering::Relaxed);
+            *abandoned = true;
+        }
+    }
+
+    pub(crate) fn is_abandoned(&self) -> bool {
+        *self
+            .abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The failed count, as a barrier records it.
+    pub(crate) fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Records failed and dropped so far.
+    pub(crate) fn lost(&self) -> (u64, u64) {
+        (
+            self.failed.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Takes the next item off the queue: the worker's side.
+    pub(crate) fn pop(&self) -> Option<Item> {
+        self.queue.pop()
+    }
+
+    /// Queues a flush barrier behind everything already queued; false when
+    /// the queue is full.
+    pub(crate) fn push_barrier(&self, barrier: &Arc<Barrier>) -> bool {
+        self.queue.push(Item::Barrier(barrier.clone())).is_ok()
     }
 
     /// Counts whatever is still queued as dropped (after the worker is gone).
@@ -202,15 +287,18 @@ impl SinkSlot {
         }
     }
 
-    pub(crate) fn report(&self) -> SinkReport {
+    /// The sink's counters. `late` records, refused after shutdown began,
+    /// count as dropped in every sink.
+    pub(crate) fn report(&self, late: u64) -> SinkReport {
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         SinkReport {
             name: self.name.clone(),
             written: load(&self.written),
-            dropped: load(&self.dropped),
+            dropped: load(&self.dropped) + late,
             failed: load(&self.failed),
             errors: load(&self.errors),
             queued: self.queue.len() as u64,
+            pending: 0,
             failing: self.is_failing(),
             last_error: self
                 .last_error

@@ -1,13 +1,16 @@
 //! A sink's worker thread: drain the queue in batches, write, retry.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::slot::{Item, SinkSlot};
+use super::slot::{Barrier, Item, SinkSlot};
 use super::Control;
 use crate::sink::{Batch, Sink, SinkError};
 use crate::AuditRecord;
+
+/// How often a closing worker with an empty queue looks for the records
+/// that emitters admitted before the close are still handing over.
+const HANDOVER_POLL: Duration = Duration::from_millis(1);
 
 /// How a worker batches and retries.
 #[derive(Clone, Copy, Debug)]
@@ -33,20 +36,29 @@ impl Worker {
         let _finished = Finished(self.slot.clone(), self.control.clone());
         let mut batch = Vec::with_capacity(self.config.batch_size);
         loop {
-            let marker = self.drain(&mut batch);
-            let drained = !batch.is_empty() || marker.is_some();
+            if self.slot.is_abandoned() {
+                // Shutdown has counted what we hold; leave quietly.
+                return;
+            }
+            let barrier = self.drain(&mut batch);
+            let drained = !batch.is_empty() || barrier.is_some();
             if !batch.is_empty() {
                 self.write(&batch);
                 batch.drain(..).for_each(|r| self.control.recycle(r));
             }
-            if let Some(marker) = marker {
-                marker.store(true, Ordering::Release);
+            if let Some(barrier) = barrier {
+                barrier.reach(self.slot.failed());
                 self.control.progress.notify();
             }
             if drained {
                 self.slot.space.notify();
             } else if self.control.is_closing() {
-                break;
+                if self.control.intake.is_settled() {
+                    break;
+                }
+                // An emitter admitted before the close is still handing
+                // its record over: look again in a moment.
+                self.slot.sleep(HANDOVER_POLL);
             } else {
                 self.slot.sleep(self.config.interval);
             }
@@ -57,17 +69,14 @@ impl Worker {
         }
     }
 
-    /// Pops up to a batch of records, stopping after a flush marker so that
-    /// the marker is acknowledged only once the records before it are
-    /// written.
-    fn drain(
-        &self,
-        batch: &mut Vec<Arc<AuditRecord>>,
-    ) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+    /// Pops up to a batch of records, stopping after a flush barrier so
+    /// that the barrier is reached only once the records before it are
+    /// settled.
+    fn drain(&self, batch: &mut Vec<Arc<AuditRecord>>) -> Option<Arc<Barrier>> {
         while batch.len() < self.config.batch_size {
-            match self.slot.queue.pop()? {
+            match self.slot.pop()? {
                 Item::Record(record) => batch.push(record),
-                Item::Marker(marker) => return Some(marker),
+                Item::Barrier(barrier) => return Some(barrier),
             }
         }
         None
@@ -86,7 +95,7 @@ impl Worker {
             let attempt = attempt.unwrap_or_else(|_| Err(SinkError::rejected("the sink panicked")));
             let error = match attempt {
                 Ok(()) => {
-                    if self.slot.record_written(batch.len()) {
+                    if self.slot.record_outcome(batch.len(), 0) {
                         self.control.progress.notify();
                     }
                     return;
@@ -103,8 +112,7 @@ impl Worker {
                     &error,
                     "some records of a batch were refused",
                 );
-                self.slot.record_failed(failed);
-                if self.slot.record_written(batch.len() - failed) {
+                if self.slot.record_outcome(batch.len() - failed, failed) {
                     self.control.progress.notify();
                 }
                 return;
@@ -112,7 +120,7 @@ impl Worker {
             let deadline = self.control.deadline();
             if !error.is_transient() || deadline.is_some_and(|d| Instant::now() >= d) {
                 warn_failed(&self.slot.name, &error, "giving up on a batch");
-                self.slot.record_failed(batch.len());
+                self.slot.record_outcome(0, batch.len());
                 return;
             }
             if self.control.warnings.allow() {

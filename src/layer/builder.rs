@@ -238,7 +238,7 @@ impl AuditLayerBuilder {
             self.overflow,
             self.shutdown_timeout,
         ));
-        for (slot, (name, sink)) in slots.into_iter().zip(self.sinks) {
+        for (index, (slot, (name, sink))) in slots.into_iter().zip(self.sinks).enumerate() {
             let worker = Worker {
                 slot: slot.clone(),
                 sink,
@@ -250,7 +250,7 @@ impl AuditLayerBuilder {
                 .spawn(move || worker.run())
                 .map_err(|e| Error::io(format!("cannot start the worker of sink `{name}`"), e))?;
             slot.set_worker(thread.thread().clone());
-            delivery.add_worker(thread);
+            delivery.add_worker(index, thread);
         }
         let layer = AuditLayer::new(delivery.clone()).with_filter(AuditFilter::default());
         Ok((layer, AuditHandle::new(delivery)))

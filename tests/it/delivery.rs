@@ -127,12 +127,14 @@ fn shutdown_drains_everything_queued() {
     assert_eq!(report.emitted(), 40_000);
     assert!(report.is_lossless(), "{report}");
     assert_eq!(written.len(), 40_000);
-    // Shutdown is idempotent, and later events are counted as dropped.
+    // Later events are counted as emitted and dropped, in every report.
     tracing::dispatcher::with_default(&dispatch, || audit!(action = "too.late"));
     let after = audit.shutdown_blocking();
-    assert_eq!(after, report);
-    let live = audit.report();
-    assert_eq!(live, report, "the final report is frozen");
+    assert_eq!(after.emitted(), 40_001);
+    let sink = after.sink("slow").unwrap();
+    assert_eq!((sink.written(), sink.dropped()), (40_000, 1), "{after}");
+    assert_eq!(audit.report(), after);
+    assert_eq!(written.len(), 40_000);
 }
 
 #[test]
@@ -211,7 +213,15 @@ fn a_failing_sink_is_reported_by_flush_and_counted_at_shutdown() {
         }
     });
     let err = audit.flush_blocking().unwrap_err();
-    assert_eq!(err.unflushed_sinks(), ["down"]);
+    // The failing sink still holds its records; the rejecting one lost them.
+    assert_eq!(err.unflushed_sinks(), ["down", "rejecting"]);
+    assert_eq!(err.unflushed_records(), 50, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("sink `down` is failing, 25 records waiting"),
+        "{text}"
+    );
+    assert!(text.contains("sink `rejecting`, 25 failed"), "{text}");
     assert_eq!(healthy.len(), 25);
     let report = audit.shutdown_blocking();
     let down = report.sink("down").unwrap();
@@ -285,10 +295,210 @@ fn a_panicking_sink_fails_its_records_and_holds_up_nothing() {
             audit!(action = "after.panic", i = i);
         }
     });
-    audit.flush_blocking().unwrap();
+    // The flush is not Ok: none of the records before it reached `panicky`.
+    let err = audit.flush_blocking().unwrap_err();
+    assert_eq!(err.unflushed_sinks(), ["panicky"]);
+    assert_eq!(err.unflushed_records(), 35);
     let report = audit.shutdown_blocking();
     let panicky = report.sink("panicky").unwrap();
     assert_eq!((panicky.written(), panicky.failed()), (0, 35), "{report}");
     assert_eq!(panicky.last_error(), Some("the sink panicked"));
     assert_eq!(report.sink("healthy").unwrap().written(), 35);
+}
+
+/// Asserts that every sink of `report` accounts for every emitted record.
+fn assert_balanced(report: &fabric_audit::Report) {
+    for sink in report.sinks() {
+        assert_eq!(
+            report.emitted(),
+            sink.written() + sink.dropped() + sink.failed() + sink.pending(),
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn a_rejected_batch_fails_the_flush_with_its_count() {
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("rejecting", Broken { transient: false })
+            .sink("ok", Collect::default()),
+    );
+    tracing::dispatcher::with_default(&dispatch, || audit!(action = "one"));
+    let err = audit.flush_blocking().unwrap_err();
+    assert_eq!(err.unflushed_sinks(), ["rejecting"]);
+    assert_eq!(err.unflushed_records(), 1);
+    // Once lost, every later flush says so.
+    assert_eq!(audit.flush_blocking().unwrap_err().unflushed_records(), 1);
+    audit.shutdown_blocking();
+}
+
+#[test]
+fn a_flush_after_dropped_records_names_the_sink() {
+    let gate = Gate::default();
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("gated", gate.clone())
+            .queue_capacity(4)
+            .batch_size(1),
+    );
+    tracing::dispatcher::with_default(&dispatch, || audit!(action = "held"));
+    gate.wait_until_held();
+    tracing::dispatcher::with_default(&dispatch, || {
+        (0..10).for_each(|_| audit!(action = "queued or dropped"))
+    });
+    gate.open();
+    let err = audit.flush_blocking().unwrap_err();
+    assert_eq!(err.unflushed_sinks(), ["gated"]);
+    assert_eq!(err.unflushed_records(), 6, "{err}");
+    let report = audit.shutdown_blocking();
+    assert_eq!(report.sink("gated").unwrap().dropped(), 6, "{report}");
+    assert_balanced(&report);
+}
+
+#[test]
+fn a_partially_refused_batch_counts_only_the_refused_records() {
+    struct RefuseOdd(Collect);
+    impl fabric_audit::Sink for RefuseOdd {
+        fn write(
+            &mut self,
+            batch: &fabric_audit::Batch<'_>,
+        ) -> Result<(), fabric_audit::SinkError> {
+            let odd = batch.iter().filter(|r| r.action() == "odd").count();
+            self.0.write(batch)?;
+            match odd {
+                0 => Ok(()),
+                n => Err(fabric_audit::SinkError::partial(n, "odd records refused")),
+            }
+        }
+    }
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("picky", RefuseOdd(Collect::default()))
+            .batch_size(7),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        (0..100).for_each(|i| {
+            if i % 2 == 1 {
+                audit!(action = "odd")
+            } else {
+                audit!(action = "even")
+            }
+        })
+    });
+    let err = audit.flush_blocking().unwrap_err();
+    assert_eq!(err.unflushed_records(), 50);
+    let report = audit.shutdown_blocking();
+    let sink = report.sink("picky").unwrap();
+    assert_eq!((sink.written(), sink.failed()), (50, 50), "{report}");
+    assert_eq!(sink.last_error(), Some("odd records refused"));
+    assert!(!sink.is_failing());
+}
+
+/// The race of shutdown against emitting threads, many times over: every
+/// report balances, and events after the shutdown count as dropped.
+#[test]
+fn shutdown_racing_emitters_always_balances() {
+    for round in 0..200 {
+        let fast = Collect::default();
+        let (slow, _) = Slow::new(Duration::from_micros(50));
+        let (dispatch, audit) = pipeline(
+            AuditLayer::builder()
+                .sink("fast", fast.clone())
+                .sink("slow", slow)
+                .queue_capacity(256)
+                .batch_size(32),
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let emitters: Vec<_> = (0..4)
+            .map(|t| {
+                let (dispatch, stop) = (dispatch.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            audit!(action = "race", thread = t, n = n);
+                            n += 1;
+                        }
+                    });
+                    n
+                })
+            })
+            .collect();
+        // Let them get going, then shut down under their feet.
+        while audit.report().emitted() < 500 {
+            std::thread::yield_now();
+        }
+        let report = audit.shutdown_blocking();
+        for sink in report.sinks() {
+            assert_eq!(sink.pending(), 0, "round {round}: {report}");
+        }
+        assert_balanced(&report);
+        assert_eq!(
+            report.sink("fast").unwrap().written(),
+            fast.len() as u64,
+            "round {round}"
+        );
+        // Still emitting after the shutdown: each report balances.
+        let later = audit.report();
+        assert_balanced(&later);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent: u64 = emitters.into_iter().map(|h| h.join().unwrap()).sum();
+        let last = audit.report();
+        assert_eq!(last.emitted(), sent, "round {round}: every event counted");
+        assert_balanced(&last);
+        let late = last.emitted() - report.emitted();
+        for sink in last.sinks() {
+            let final_sink = report.sink(sink.name()).unwrap();
+            assert_eq!(sink.dropped(), final_sink.dropped() + late, "round {round}");
+            assert_eq!(sink.written(), final_sink.written(), "round {round}");
+        }
+    }
+}
+
+/// A sink stuck in a write forever does not hold shutdown past its
+/// deadline; what it holds counts as failed, and stays counted so.
+#[test]
+fn shutdown_returns_at_its_deadline_even_with_a_hung_sink() {
+    let gate = Gate::default();
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("hung", gate.clone())
+            .sink("ok", Collect::default())
+            .shutdown_timeout(Duration::from_millis(300)),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        (0..50).for_each(|i| audit!(action = "stuck", i = i))
+    });
+    gate.wait_until_held();
+    let started = std::time::Instant::now();
+    let report = audit.shutdown_blocking();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    let hung = report.sink("hung").unwrap();
+    assert_eq!((hung.written(), hung.failed()), (0, 50), "{report}");
+    assert_eq!(report.sink("ok").unwrap().written(), 50);
+    assert_balanced(&report);
+    // The write finishing later changes nothing: it was already counted.
+    gate.open();
+    gate.inner.wait_for(1);
+    assert_eq!(audit.report(), report);
+}
+
+#[tokio::test]
+async fn async_shutdown_returns_at_its_deadline_even_with_a_hung_sink() {
+    let gate = Gate::default();
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("hung", gate.clone())
+            .shutdown_timeout(Duration::from_millis(200)),
+    );
+    tracing::dispatcher::with_default(&dispatch, || audit!(action = "stuck"));
+    let held = gate.clone();
+    tokio::task::spawn_blocking(move || held.wait_until_held())
+        .await
+        .unwrap();
+    let report = audit.shutdown().await;
+    assert_eq!(report.sink("hung").unwrap().failed(), 1, "{report}");
+    gate.open();
 }

@@ -1,0 +1,136 @@
+//! Flush barriers: "every record emitted before this call is settled".
+//!
+//! A flush places one [`Barrier`] in each sink's queue, behind everything
+//! already queued. The sink's worker reaches it only after writing (or
+//! failing) every record before it, and then records the sink's failed
+//! count in it. Invariants:
+//!
+//! - A barrier is reached only when every record queued before it is
+//!   written or failed: the worker drains in order and stops a batch at a
+//!   barrier.
+//! - A sink counts as settled for a flush when its barrier is reached, when
+//!   it is failing (its records stay queued and are retried: waiting would
+//!   be waiting for the database to come back), or when its worker is gone.
+//! - The flush is `Ok` only if, in every sink, every record emitted before
+//!   it was written: nothing failed up to the barrier and nothing was
+//!   dropped before the flush began. Otherwise the error names each sink
+//!   with the records it lost (failed or dropped, since the start) or still
+//!   holds (when failing).
+
+use std::sync::Arc;
+
+use super::slot::{Barrier, SinkSlot};
+use super::Delivery;
+use crate::error::Unflushed;
+use crate::{Error, Result};
+
+/// One sink's part in a flush.
+struct Part {
+    slot: Arc<SinkSlot>,
+    /// `None` when the sink was failing or shut down: nothing to wait for.
+    barrier: Option<Arc<Barrier>>,
+    /// The sink's dropped count when the flush began: records emitted
+    /// before the flush and dropped were dropped by then.
+    dropped: u64,
+    /// Records emitted before the flush (an upper bound of what the sink
+    /// holds for it).
+    emitted: u64,
+}
+
+impl Delivery {
+    /// Places a barrier in every sink's queue and waits until every sink is
+    /// settled for it; see the module docs.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        let emitted = self.report().emitted();
+        let mut parts = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let mut part = None;
+            slot.space.wait(|| place(slot, emitted, &mut part)).await;
+            parts.extend(part);
+        }
+        let progress = &self.control.progress;
+        progress.wait(|| parts.iter().all(Part::is_settled)).await;
+        outcome(&parts)
+    }
+
+    /// Like [`flush`](Self::flush), blocking the thread.
+    pub(crate) fn flush_blocking(&self) -> Result<()> {
+        let emitted = self.report().emitted();
+        let mut parts = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let mut part = None;
+            slot.space.wait_blocking(|| place(slot, emitted, &mut part));
+            parts.extend(part);
+        }
+        let progress = &self.control.progress;
+        progress.wait_blocking(|| parts.iter().all(Part::is_settled));
+        outcome(&parts)
+    }
+}
+
+/// Tries to queue a barrier behind everything already in `slot`'s queue.
+/// Done when placed, or when waiting would be pointless (the sink is
+/// failing or shut down); false while the queue is full.
+fn place(slot: &Arc<SinkSlot>, emitted: u64, part: &mut Option<Part>) -> bool {
+    let (_, dropped) = slot.lost();
+    let mut new_part = |barrier| {
+        *part = Some(Part {
+            slot: slot.clone(),
+            barrier,
+            dropped,
+            emitted,
+        });
+        true
+    };
+    if slot.is_closed() || slot.is_failing() {
+        return new_part(None);
+    }
+    let barrier = Arc::new(Barrier::default());
+    if slot.push_barrier(&barrier) {
+        slot.kick();
+        return new_part(Some(barrier));
+    }
+    slot.kick();
+    false
+}
+
+impl Part {
+    fn is_settled(&self) -> bool {
+        let reached = self
+            .barrier
+            .as_ref()
+            .is_some_and(|b| b.failed_when_reached().is_some());
+        reached || self.slot.is_failing() || self.slot.is_finished()
+    }
+
+    /// What this sink did not write of the records emitted before the
+    /// flush, if anything.
+    fn unflushed(&self) -> Option<Unflushed> {
+        let reached = self.barrier.as_ref().and_then(|b| b.failed_when_reached());
+        let (failed_now, _) = self.slot.lost();
+        let (failed, waiting) = match reached {
+            Some(failed) => (failed, 0),
+            None => {
+                // Failing (or gone): what it has not settled is waiting.
+                let report = self.slot.report(0);
+                let settled = report.written() + report.dropped() + report.failed();
+                (failed_now, self.emitted.saturating_sub(settled))
+            }
+        };
+        (failed + self.dropped + waiting > 0).then(|| Unflushed {
+            sink: self.slot.name.clone(),
+            failed,
+            dropped: self.dropped,
+            waiting,
+        })
+    }
+}
+
+fn outcome(parts: &[Part]) -> Result<()> {
+    let unflushed: Vec<Unflushed> = parts.iter().filter_map(Part::unflushed).collect();
+    if unflushed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::unflushed(unflushed))
+    }
+}
