@@ -2,7 +2,7 @@
 //! the application's other layers.
 
 use tracing_core::subscriber::Interest;
-use tracing_core::{LevelFilter, Metadata};
+use tracing_core::{Level, LevelFilter, Metadata};
 use tracing_subscriber::layer::{Context, Filter};
 
 use crate::record::{is_flags_name, Field};
@@ -16,7 +16,9 @@ pub(crate) const TARGET: &str = "audit";
 /// It lets through events whose target is exactly `"audit"` (tracing's
 /// `Targets` and `EnvFilter` match by prefix, so `"auditor"` would pass
 /// them) and the spans that carry audit context: those that declare an
-/// `actor.*` field or `request_id`, `client_ip` or `user_agent`. The
+/// `actor.*` field or `request_id`, `client_ip` or `user_agent`, at level
+/// `INFO` or above (`WARN`, `ERROR`): `DEBUG` and `TRACE` events and spans
+/// are never audit data, even when another layer enables them. The
 /// decision depends on metadata only, so tracing caches it per call site,
 /// and the filter's maximum level, `INFO`, lets `debug!` and `trace!` call
 /// sites be skipped entirely when no other layer wants them.
@@ -27,6 +29,11 @@ pub struct AuditFilter {
 
 impl AuditFilter {
     fn wants(meta: &Metadata<'_>) -> bool {
+        // Audit events are INFO; DEBUG and TRACE call sites (events and
+        // spans) are not audit data, whatever another layer enables.
+        if *meta.level() > Level::INFO {
+            return false;
+        }
         if meta.is_event() {
             meta.target() == TARGET
         } else {

@@ -131,10 +131,17 @@ enum Key {
 }
 
 impl SpanContext {
+    /// Sets a value; an empty one clears the field (tracing cannot unset a
+    /// span field, so recording `""` is how a new actor without an email
+    /// replaces one with).
     fn set(&mut self, key: Key, value: String) {
-        match self.values.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.values.push((key, value)),
+        let at = self.values.iter().position(|(k, _)| *k == key);
+        match (at, value.is_empty()) {
+            (Some(i), true) => {
+                self.values.remove(i);
+            }
+            (Some(i), false) => self.values[i].1 = value,
+            (None, _) => self.values.push((key, value)),
         }
     }
 
@@ -145,6 +152,7 @@ impl SpanContext {
         }
     }
 
+    /// Whether nothing was recorded (cleared fields count as recorded).
     pub(crate) fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
@@ -153,7 +161,7 @@ impl SpanContext {
     pub(crate) fn fill_request(&self, record: &mut AuditRecord) {
         for (key, value) in &self.values {
             if let Key::Field(field) = *key {
-                if field.is_request() && !record.has(field) {
+                if field.is_request() && !value.is_empty() && !record.has(field) {
                     record.set(field, value);
                 }
             }
@@ -166,13 +174,14 @@ impl SpanContext {
         if !self
             .values
             .iter()
-            .any(|(k, _)| *k == Key::Field(Field::ActorId))
+            .any(|(k, v)| *k == Key::Field(Field::ActorId) && !v.is_empty())
         {
             return false;
         }
         let flags_given = record.has_flags();
         for (key, value) in &self.values {
             match *key {
+                Key::Field(_) if value.is_empty() => {}
                 Key::Field(field) if field.is_actor() => record.set(field, value),
                 Key::Flags if !flags_given => push_flags(record, value),
                 Key::Flags => {}

@@ -304,3 +304,71 @@ async fn emits_from_async_tasks_and_flushes_without_blocking() {
     let report = audit.shutdown().await;
     assert_eq!(report.sink("collect").unwrap().written(), 800);
 }
+
+#[test]
+fn debug_and_trace_are_never_audit_data_even_when_another_layer_wants_them() {
+    let sink = Collect::default();
+    let everything = Seen::default();
+    let (layer, audit) = AuditLayer::builder()
+        .sink("collect", sink.clone())
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            everything
+                .clone()
+                .with_filter(tracing::level_filters::LevelFilter::TRACE),
+        )
+        .with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::debug!(target: "audit", action = "debug.event");
+        tracing::trace!(target: "audit", action = "trace.event");
+        let debug_span = tracing::debug_span!("auth", "actor.id" = "from-debug-span");
+        let _d = debug_span.enter();
+        audit!(action = "info.event");
+        tracing::warn!(target: "audit", action = "warn.event");
+    });
+    audit.shutdown_blocking();
+    let records = sink.records();
+    let actions: Vec<&str> = records.iter().map(|r| r.action()).collect();
+    assert_eq!(actions, ["info.event", "warn.event"]);
+    assert!(
+        records.iter().all(|r| r.actor_id().is_none()),
+        "{records:?}"
+    );
+    // The other layer did see everything: the filter only keeps it out of ours.
+    assert_eq!(everything.targets().len(), 4);
+}
+
+#[test]
+fn an_empty_value_recorded_on_a_span_clears_the_field() {
+    let r = collect(|| {
+        let span = tracing::info_span!(
+            "request",
+            "actor.id" = Empty,
+            "actor.email" = Empty,
+            "actor.name" = Empty,
+            "actor.flags" = Empty,
+            user_agent = Empty,
+        );
+        span.record("actor.id", "u-admin");
+        span.record("actor.email", "admin@example.com");
+        span.record("actor.name", "Admin");
+        span.record("actor.flags", r#"["admin"]"#);
+        span.record("user_agent", "first/1.0");
+        // A second actor, without email, name or flags, replaces the first.
+        span.record("actor.id", "u-guest");
+        span.record("actor.email", "");
+        span.record("actor.name", "");
+        span.record("actor.flags", "[]");
+        span.record("user_agent", "");
+        let _e = span.enter();
+        audit!(action = "as.guest");
+    })
+    .only();
+    assert_eq!(r.actor_id(), Some("u-guest"));
+    assert_eq!(r.actor_email(), None);
+    assert_eq!(r.actor_name(), None);
+    assert_eq!(r.actor_flags().len(), 0);
+    assert_eq!(r.user_agent(), None);
+}
