@@ -184,6 +184,8 @@ pub(crate) struct Delivery {
     drop_warnings: RateLimit,
     invalid_warnings: RateLimit,
     shutdown_timeout: Duration,
+    /// The size budget of each record's text.
+    max_record_bytes: usize,
     /// Each worker with the index of its slot.
     workers: Mutex<Vec<(usize, JoinHandle<()>)>>,
     final_report: OnceLock<()>,
@@ -194,8 +196,10 @@ impl Delivery {
         slots: Vec<Arc<SinkSlot>>,
         overflow: Overflow,
         shutdown_timeout: Duration,
+        max_record_bytes: usize,
     ) -> Self {
         Self {
+            max_record_bytes,
             slots,
             control: Arc::new(Control::default()),
             overflow,
@@ -223,7 +227,7 @@ impl Delivery {
             Some(spent) if Arc::strong_count(&spent) == 1 => spent,
             _ => Arc::new(AuditRecord::empty()),
         };
-        Arc::make_mut(&mut record).reset_now();
+        Arc::make_mut(&mut record).reset_now(self.max_record_bytes);
         record
     }
 

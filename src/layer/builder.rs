@@ -16,6 +16,12 @@ use crate::delivery::Delivery;
 use crate::sink::{FileSink, Sink};
 use crate::{AuditHandle, Error, Result};
 
+/// The default size budget of a record's text (`max_record_bytes`).
+pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 32 * 1024;
+
+/// The smallest size budget allowed.
+const MIN_MAX_RECORD_BYTES: usize = 1024;
+
 /// What to do with a record when a sink's queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -42,6 +48,7 @@ pub enum Overflow {
 /// | [`flush_interval`](Self::flush_interval) | 50 ms |
 /// | [`max_backoff`](Self::max_backoff) | 5 s |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s |
+/// | [`max_record_bytes`](Self::max_record_bytes) | 32 KiB |
 ///
 /// # Examples
 ///
@@ -76,6 +83,7 @@ pub struct AuditLayerBuilder {
     overflow: Overflow,
     worker: WorkerConfig,
     shutdown_timeout: Duration,
+    max_record_bytes: usize,
 }
 
 impl AuditLayerBuilder {
@@ -97,6 +105,7 @@ impl AuditLayerBuilder {
                 max_backoff: Duration::from_secs(5),
             },
             shutdown_timeout: Duration::from_secs(30),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 
@@ -195,6 +204,50 @@ impl AuditLayerBuilder {
         }
     }
 
+    /// The most text one record may hold (`max_record_bytes`), which with
+    /// the queue capacity bounds the pipeline's memory. Past it, values are
+    /// cut (each keeps at least its first 256 bytes) and the record says
+    /// so: `detail["fabric_audit.truncated.<field>"]` holds the original
+    /// length in bytes (`user_agent`, `detail.<key>`, …). The record is
+    /// never dropped for its size. At least 1 024.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fabric_audit::{audit, AuditLayer, DetailValue};
+    /// # use tracing_subscriber::prelude::*;
+    /// # #[derive(Clone, Default)]
+    /// # struct Keep(std::sync::Arc<std::sync::Mutex<Vec<fabric_audit::AuditRecord>>>);
+    /// # impl fabric_audit::Sink for Keep {
+    /// #     fn write(&mut self, b: &fabric_audit::Batch<'_>) -> Result<(), fabric_audit::SinkError> {
+    /// #         self.0.lock().unwrap().extend(b.iter().cloned()); Ok(())
+    /// #     }
+    /// # }
+    /// # let keep = Keep::default();
+    /// let (layer, audit) = AuditLayer::builder()
+    ///     .sink("keep", keep.clone())
+    ///     .max_record_bytes(4096)
+    ///     .build()?;
+    /// # let subscriber = tracing_subscriber::registry().with(layer);
+    /// # tracing::subscriber::with_default(subscriber, || {
+    /// audit!(action = "upload", body = "x".repeat(1_000_000));
+    /// # });
+    /// # audit.shutdown_blocking();
+    /// # let record = keep.0.lock().unwrap()[0].clone();
+    /// assert!(matches!(record.detail_value("body"), Some(DetailValue::Str(s)) if s.len() < 4096));
+    /// assert_eq!(
+    ///     record.detail_value("fabric_audit.truncated.detail.body"),
+    ///     Some(DetailValue::I64(1_000_000))
+    /// );
+    /// # Ok::<(), fabric_audit::Error>(())
+    /// ```
+    pub fn max_record_bytes(self, bytes: usize) -> Self {
+        Self {
+            max_record_bytes: bytes,
+            ..self
+        }
+    }
+
     /// Opens the sinks, starts one worker thread per sink, and returns the
     /// layer (wrapped in its [`AuditFilter`]) with the handle that flushes
     /// and shuts it down.
@@ -237,6 +290,7 @@ impl AuditLayerBuilder {
             slots.clone(),
             self.overflow,
             self.shutdown_timeout,
+            self.max_record_bytes,
         ));
         for (index, (slot, (name, sink))) in slots.into_iter().zip(self.sinks).enumerate() {
             let worker = Worker {
@@ -265,6 +319,12 @@ impl AuditLayerBuilder {
         if self.queue_capacity == 0 {
             return Err(Error::config("`queue_capacity` must be at least 1"));
         }
+        if self.max_record_bytes < MIN_MAX_RECORD_BYTES {
+            return Err(Error::config(format!(
+                "`max_record_bytes` must be at least {MIN_MAX_RECORD_BYTES}, not {}",
+                self.max_record_bytes
+            )));
+        }
         if self.worker.batch_size == 0 {
             return Err(Error::config("`batch_size` must be at least 1"));
         }
@@ -292,6 +352,7 @@ impl std::fmt::Debug for AuditLayerBuilder {
         .field("overflow", &self.overflow)
         .field("worker", &self.worker)
         .field("shutdown_timeout", &self.shutdown_timeout)
+        .field("max_record_bytes", &self.max_record_bytes)
         .finish()
     }
 }

@@ -15,6 +15,28 @@ const TEXT_CAPACITY: usize = 256;
 /// Room for a typical record's detail fields.
 const DETAIL_CAPACITY: usize = 8;
 
+/// The most text a record can hold at all: its ranges are `u32`.
+const MAX_TEXT: usize = u32::MAX as usize - 1;
+
+/// Every value keeps at least this many bytes when the record's budget is
+/// spent, so that a huge value early in the event does not blank out the
+/// request id or the resource after it.
+pub(crate) const MIN_KEPT_BYTES: usize = 256;
+
+/// The detail key prefix of the marker left by a cut value; the marker's
+/// value is the original length in bytes.
+pub(crate) const TRUNCATED_PREFIX: &str = "fabric_audit.truncated.";
+
+/// What a value is, to name it in the marker when it is cut.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    Field(Field),
+    Flag,
+    DetailKey,
+    /// A detail value; its key is at this slot.
+    Detail(Slot),
+}
+
 /// Builds an [`AuditRecord`] by hand: for tests of your own sinks, imports
 /// and tools. Events emitted with `audit!` do not need it.
 ///
@@ -158,16 +180,19 @@ impl AuditRecord {
             slots: [Slot::NONE; Field::COUNT],
             flags: Vec::new(),
             detail: Vec::with_capacity(DETAIL_CAPACITY),
+            limit: MAX_TEXT as u32,
         }
     }
 
-    /// Empties the record, keeping its buffers, and stamps it with the
-    /// current time and a UUID v7 of that time.
-    pub(crate) fn reset_now(&mut self) {
+    /// Empties the record, keeping its buffers, stamps it with the current
+    /// time and a UUID v7 of that time, and sets its size budget: past
+    /// `max_text_bytes` of text, values are cut (see [`MIN_KEPT_BYTES`]).
+    pub(crate) fn reset_now(&mut self, max_text_bytes: usize) {
         self.text.clear();
         self.slots = [Slot::NONE; Field::COUNT];
         self.flags.clear();
         self.detail.clear();
+        self.limit = max_text_bytes.min(MAX_TEXT) as u32;
         self.stamp_now();
     }
 
@@ -188,17 +213,17 @@ impl AuditRecord {
     }
 
     pub(crate) fn set(&mut self, field: Field, value: &str) {
-        self.slots[field as usize] = self.push_str(value);
+        self.slots[field as usize] = self.push_str(value, Part::Field(field));
     }
 
     pub(crate) fn set_debug(&mut self, field: Field, value: &dyn fmt::Debug) {
-        self.slots[field as usize] = self.push_debug(value);
+        self.slots[field as usize] = self.push_debug(value, Part::Field(field));
     }
 
     pub(crate) fn set_display(&mut self, field: Field, value: &dyn fmt::Display) {
         let start = self.text.len();
         let _ = write!(self.text, "{value}");
-        self.slots[field as usize] = self.finish(start);
+        self.slots[field as usize] = self.finish(start, Part::Field(field));
     }
 
     /// Sets a field to an integer's decimal text (ids are often integers):
@@ -225,30 +250,35 @@ impl AuditRecord {
     }
 
     pub(crate) fn push_flag(&mut self, flag: &str) {
-        let slot = self.push_str(flag);
+        let slot = self.push_str(flag, Part::Flag);
         self.flags.push(slot);
     }
 
     pub(crate) fn push_detail_str(&mut self, key: &str, value: &str) {
-        let key = self.push_str(key);
-        let value = self.push_str(value);
+        let key = self.push_str(key, Part::DetailKey);
+        let value = self.push_str(value, Part::Detail(key));
         self.detail.push((key, Value::Str(value)));
     }
 
     pub(crate) fn push_detail_debug(&mut self, key: &str, value: &dyn fmt::Debug) {
-        let key = self.push_str(key);
-        let value = self.push_debug(value);
+        let key = self.push_str(key, Part::DetailKey);
+        let value = self.push_debug(value, Part::Detail(key));
         self.detail.push((key, Value::Str(value)));
     }
 
     pub(crate) fn push_detail(&mut self, key: &str, value: Value) {
-        let key = self.push_str(key);
+        let key = self.push_str(key, Part::DetailKey);
         self.detail.push((key, value));
     }
 
     pub(crate) fn push_json(&mut self, key: &str, value: serde_json::Value) {
         let value = match value {
-            serde_json::Value::String(s) => Value::Str(self.push_str(&s)),
+            serde_json::Value::String(s) => {
+                let key = self.push_str(key, Part::DetailKey);
+                let value = self.push_str(&s, Part::Detail(key));
+                self.detail.push((key, Value::Str(value)));
+                return;
+            }
             serde_json::Value::Bool(b) => Value::Bool(b),
             serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
                 (Some(i), _, _) => Value::I64(i),
@@ -261,33 +291,64 @@ impl AuditRecord {
         self.push_detail(key, value);
     }
 
-    fn push_str(&mut self, value: &str) -> Slot {
+    fn push_str(&mut self, value: &str, part: Part) -> Slot {
         let start = self.text.len();
         self.text.push_str(value);
-        self.finish(start)
+        self.finish(start, part)
     }
 
-    fn push_debug(&mut self, value: &dyn fmt::Debug) -> Slot {
+    fn push_debug(&mut self, value: &dyn fmt::Debug, part: Part) -> Slot {
         let start = self.text.len();
         let _ = write!(self.text, "{value:?}");
-        self.finish(start)
+        self.finish(start, part)
     }
 
-    /// The slot written since `start`. Past 4 GiB of text (a field that
-    /// large is a bug in the caller) the value is cut rather than wrapped.
-    fn finish(&mut self, start: usize) -> Slot {
-        const MAX: usize = u32::MAX as usize - 1;
-        if self.text.len() > MAX {
-            let mut cut = MAX;
-            while !self.text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            self.text.truncate(cut);
+    /// The slot written since `start`, cut to the record's budget: a value
+    /// may take what is left of it, and at least [`MIN_KEPT_BYTES`]. A cut
+    /// value leaves a marker in `detail` with its original length.
+    fn finish(&mut self, start: usize, part: Part) -> Slot {
+        let allowed = (self.limit as usize)
+            .saturating_sub(start)
+            .max(MIN_KEPT_BYTES)
+            .min(MAX_TEXT.saturating_sub(start));
+        let len = self.text.len() - start;
+        if len > allowed {
+            return self.cut(start, allowed, len, part);
         }
-        let start = start.min(self.text.len());
         Slot {
             start: start as u32,
             end: self.text.len() as u32,
         }
+    }
+
+    #[cold]
+    fn cut(&mut self, start: usize, allowed: usize, len: usize, part: Part) -> Slot {
+        let mut end = start + allowed;
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.truncate(end);
+        let slot = Slot {
+            start: start as u32,
+            end: end as u32,
+        };
+        let name = match part {
+            Part::Field(field) => field.name().to_owned(),
+            Part::Flag => "actor_flags".to_owned(),
+            Part::DetailKey => "detail_key".to_owned(),
+            Part::Detail(key) => format!("detail.{}", self.str(key)),
+        };
+        // The marker itself is not held to the budget: one short key per
+        // cut value.
+        let key_start = self.text.len();
+        self.text.push_str(TRUNCATED_PREFIX);
+        self.text.push_str(&name);
+        let key = Slot {
+            start: key_start as u32,
+            end: self.text.len() as u32,
+        };
+        // As JSON reads it back: a number that fits is signed.
+        self.detail.push((key, Value::I64(len as i64)));
+        slot
     }
 }

@@ -55,6 +55,9 @@ pub struct AuditRecord {
     slots: [Slot; Field::COUNT],
     flags: Vec<Slot>,
     detail: Vec<(Slot, Value)>,
+    /// Bytes of text the record may hold before values are cut (see
+    /// `AuditLayerBuilder::max_record_bytes`).
+    limit: u32,
 }
 
 /// A string field of the record, by position in [`AuditRecord::slots`].
@@ -94,6 +97,22 @@ impl Field {
             "user_agent" | "user_agent.original" => Self::UserAgent,
             _ => return None,
         })
+    }
+
+    /// The record's name for this field: its JSON key and column.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Action => "action",
+            Self::ActorId => "actor_id",
+            Self::ActorType => "actor_type",
+            Self::ActorEmail => "actor_email",
+            Self::ActorName => "actor_name",
+            Self::ResourceType => "resource_type",
+            Self::ResourceId => "resource_id",
+            Self::RequestId => "request_id",
+            Self::ClientIp => "client_ip",
+            Self::UserAgent => "user_agent",
+        }
     }
 
     /// Whether this field is request context (inherited field by field).

@@ -372,3 +372,97 @@ fn an_empty_value_recorded_on_a_span_clears_the_field() {
     assert_eq!(r.actor_flags().len(), 0);
     assert_eq!(r.user_agent(), None);
 }
+
+#[test]
+fn a_huge_value_is_cut_to_the_record_budget_and_says_so() {
+    let sink = Collect::default();
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("collect", sink.clone())
+            .max_record_bytes(8 * 1024),
+    );
+    // 400 KB of two-byte characters: every cut must fall between them.
+    let huge = "é".repeat(200_000);
+    tracing::dispatcher::with_default(&dispatch, || {
+        let span = tracing::info_span!(
+            "request",
+            user_agent = huge.as_str(),
+            request_id = "req-after-the-huge-one"
+        );
+        let _e = span.enter();
+        audit!(
+            action = "upload",
+            body = huge.as_str(),
+            note = "small",
+            resource_id = "r-1"
+        );
+    });
+    let report = audit.shutdown_blocking();
+    assert!(report.is_lossless(), "{report}");
+    let r = sink.only();
+    let body = match r.detail_value("body") {
+        Some(DetailValue::Str(s)) => s,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        body.len() <= 8 * 1024 && body.len() > 7 * 1024,
+        "{}",
+        body.len()
+    );
+    assert!(body.chars().all(|c| c == 'é'));
+    // Values after the budget is spent keep their first 256 bytes.
+    assert_eq!(r.detail_value("note"), Some(DetailValue::Str("small")));
+    assert_eq!(r.resource_id(), Some("r-1"));
+    assert_eq!(r.request_id(), Some("req-after-the-huge-one"));
+    assert_eq!(r.user_agent().unwrap().len(), 256);
+    assert_eq!(
+        r.detail_value("fabric_audit.truncated.detail.body"),
+        Some(DetailValue::I64(400_000))
+    );
+    assert_eq!(
+        r.detail_value("fabric_audit.truncated.user_agent"),
+        Some(DetailValue::I64(400_000))
+    );
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.len() < 8 * 1024 + 4 * 1024, "{}", json.len());
+}
+
+#[test]
+fn the_default_budget_bounds_hostile_values() {
+    let megabyte: String = (0..1_048_576u32)
+        .map(|i| char::from_u32(i % 32).unwrap())
+        .collect();
+    let r = collect(|| {
+        audit!(
+            action = "hostile",
+            resource_id = megabyte.as_str(),
+            "actor.id" = megabyte.as_str(),
+            blob = ?megabyte.as_bytes().len(),
+            text = %megabyte,
+        )
+    })
+    .only();
+    let json = serde_json::to_string(&r).unwrap();
+    // 32 KiB of text, escaped (control characters take six bytes each).
+    assert!(json.len() < 6 * 40 * 1024, "{}", json.len());
+    assert!(r.resource_id().unwrap().len() <= 32 * 1024);
+    assert_eq!(
+        r.detail_value("fabric_audit.truncated.resource_id"),
+        Some(DetailValue::I64(1_048_576))
+    );
+    assert_eq!(
+        r.detail_value("fabric_audit.truncated.actor_id"),
+        Some(DetailValue::I64(1_048_576))
+    );
+    assert_eq!(r.detail_value("blob"), Some(DetailValue::Str("1048576")));
+}
+
+#[test]
+fn a_budget_below_one_kilobyte_is_refused() {
+    let err = AuditLayer::builder()
+        .sink("collect", Collect::default())
+        .max_record_bytes(100)
+        .build::<tracing_subscriber::Registry>()
+        .unwrap_err();
+    assert!(err.to_string().contains("max_record_bytes"), "{err}");
+}
