@@ -437,7 +437,7 @@ fn the_default_budget_bounds_hostile_values() {
             action = "hostile",
             resource_id = megabyte.as_str(),
             "actor.id" = megabyte.as_str(),
-            blob = ?megabyte.as_bytes().len(),
+            blob = ?megabyte.len(),
             text = %megabyte,
         )
     })
