@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use super::{Batch, Sink, SinkError};
-use crate::{Error, Result};
+use crate::{Error, Result, Retention};
 
 type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
@@ -30,8 +30,11 @@ type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// A failed write (disk full, directory removed) is undone by truncating
 /// the file back to its last complete line, and reported to the worker,
 /// which retries the batch: the file never holds a torn or duplicated line
-/// of this process, and writing resumes when the fault clears. One file
-/// must have one writing process.
+/// of this process, and writing resumes when the fault clears (should the
+/// undo fail too, it is done again before the next write, even if the day
+/// has turned). A line torn by a crash is cut when the file is opened
+/// again, its bytes kept in `….jsonl.torn` beside it. One file must have
+/// one writing process.
 ///
 /// # Examples
 ///
@@ -104,6 +107,7 @@ impl FileSink {
     fn open(&mut self, today: NaiveDate) -> io::Result<&mut OpenFile> {
         if self.current.as_ref().is_none_or(|f| f.date != today) {
             self.current = None;
+            self.repair_other_day(today);
             let file = self.open_day(today)?;
             self.prune(today);
             self.current = Some(file);
@@ -130,12 +134,62 @@ impl FileSink {
         }
         self.repair = None;
         if len > 0 && last_byte(&mut file)? != b'\n' {
-            // A line torn by a crash of an earlier process: end it, so that
-            // our first line is whole.
-            file.write_all(b"\n")?;
-            len += 1;
+            len = self.cut_torn_tail(&path, &mut file, len)?;
         }
         Ok(OpenFile { date, file, len })
+    }
+
+    /// A failed write whose undo failed too left a torn tail in a file
+    /// that is no longer today's (the day turned in between): cut it now.
+    /// Until that succeeds, it is tried again at every write.
+    fn repair_other_day(&mut self, today: NaiveDate) {
+        let Some((day, good)) = self.repair.filter(|(day, _)| *day != today) else {
+            return;
+        };
+        let path = self.names.path(day);
+        let cut = OpenOptions::new().write(true).open(&path).and_then(|file| {
+            if file.metadata()?.len() > good {
+                file.set_len(good)?;
+                file.sync_all()?;
+            }
+            Ok(())
+        });
+        match cut {
+            Ok(()) => self.repair = None,
+            Err(error) => tracing::warn!(
+                target: "fabric_audit",
+                file = %path.display(),
+                %error,
+                "cannot cut a torn line from an audit file; retrying at the next write"
+            ),
+        }
+    }
+
+    /// Cuts a line torn by a crash (of an earlier process: this one undoes
+    /// its own failed writes) back to the last whole line, so that every
+    /// line of the file is a record, and keeps the torn bytes beside the
+    /// file (`….jsonl.torn`) rather than losing them. Returns the new
+    /// length.
+    fn cut_torn_tail(&self, path: &Path, file: &mut File, len: u64) -> io::Result<u64> {
+        let whole = last_line_end(file, len)?;
+        let mut torn = Vec::with_capacity((len - whole) as usize);
+        file.seek(SeekFrom::Start(whole))?;
+        file.read_to_end(&mut torn)?;
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".torn");
+        let mut keep = OpenOptions::new().append(true).create(true).open(&aside)?;
+        keep.write_all(&torn)?;
+        keep.write_all(b"\n")?;
+        keep.sync_all()?;
+        file.set_len(whole)?;
+        tracing::warn!(
+            target: "fabric_audit",
+            file = %path.display(),
+            bytes = torn.len(),
+            kept_in = %Path::new(&aside).display(),
+            "cut a line torn by a crash from an audit file"
+        );
+        Ok(whole)
     }
 
     /// Deletes this sink's files dated before the retention window. Only
@@ -144,17 +198,24 @@ impl FileSink {
         let Some(days) = self.retention_days else {
             return;
         };
-        let Some(oldest) = today.checked_sub_days(Days::new(days.into())) else {
-            return;
-        };
         let Ok(entries) = fs::read_dir(&self.names.dir) else {
             return;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(date) = name.to_str().and_then(|n| self.names.parse(n)) else {
-                continue;
-            };
+        let ours: Vec<(NaiveDate, fs::DirEntry)> = entries
+            .flatten()
+            .filter_map(|e| Some((self.names.parse(e.file_name().to_str()?)?, e)))
+            .collect();
+        // A clock that jumps forward must not make fresh files look old:
+        // count the window back from the day after the newest earlier
+        // file, when that comes before today.
+        let newest_before = ours.iter().map(|(d, _)| *d).filter(|d| *d < today).max();
+        let until = newest_before
+            .and_then(|d| d.succ_opt())
+            .map_or(today, |d| d.min(today));
+        let Some(oldest) = until.checked_sub_days(Days::new(days.into())) else {
+            return;
+        };
+        for (date, entry) in ours {
             if date < oldest {
                 if let Err(error) = fs::remove_file(entry.path()) {
                     tracing::warn!(
@@ -177,6 +238,25 @@ impl FileSink {
     }
 }
 
+/// The offset just past the last newline of the file's first `len`
+/// bytes (0 if there is none), read backwards a block at a time.
+fn last_line_end(file: &mut File, len: u64) -> io::Result<u64> {
+    const BLOCK: u64 = 64 * 1024;
+    let mut end = len;
+    let mut buf = vec![0u8; BLOCK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(block)?;
+        if let Some(i) = block.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 fn last_byte(file: &mut File) -> io::Result<u8> {
     let mut byte = [0u8];
     file.seek(SeekFrom::End(-1))?;
@@ -188,6 +268,9 @@ impl FileSink {
     /// Appends `buf` to today's file; on failure, undoes the partial write.
     fn append(&mut self, today: NaiveDate, buf: &[u8]) -> io::Result<()> {
         let fsync = self.fsync;
+        if self.repair.is_some() {
+            self.repair_other_day(today);
+        }
         let open = self.open(today)?;
         let written =
             open.file
@@ -241,11 +324,22 @@ impl std::fmt::Debug for FileSink {
 
 impl FileSinkBuilder {
     /// How many days of rotated files to keep besides the current one
-    /// (`log_retention_days`): at each start and rotation, files of this
-    /// sink dated more than this many days before today are deleted.
+    /// (`log_retention_days`, 1 to [`Retention::MAX_DAYS`]): at each start
+    /// and rotation, files of this sink dated more than this many days
+    /// before today are deleted. A clock that jumps forward deletes
+    /// nothing newer than this many days before the newest earlier file.
     pub fn retention_days(self, days: u32) -> Self {
         Self {
             retention_days: Some(days),
+            ..self
+        }
+    }
+
+    /// Keep rotated files for this long: [`Retention::days`] or
+    /// [`Retention::FOREVER`].
+    pub fn retention(self, retention: Retention) -> Self {
+        Self {
+            retention_days: retention.as_days(),
             ..self
         }
     }
@@ -277,9 +371,14 @@ impl FileSinkBuilder {
     ///
     /// # Errors
     ///
-    /// A path without a file name, or a directory or file that cannot be
-    /// created or opened.
+    /// A retention of zero days or more than [`Retention::MAX_DAYS`], a path
+    /// without a file name, or a directory or file that cannot be created or
+    /// opened.
     pub fn build(self) -> Result<FileSink> {
+        if let Some(days) = self.retention_days {
+            Retention::days(days)
+                .map_err(|e| Error::config(format!("file sink `log_retention_days`: {e}")))?;
+        }
         let names = FileNames::from_path(&self.path).ok_or_else(|| {
             Error::config(format!(
                 "audit file path has no file name: {}",

@@ -201,18 +201,90 @@ fn keep_forever_prunes_nothing() {
 }
 
 #[test]
-fn a_line_torn_by_an_earlier_crash_is_ended_before_ours() {
+fn a_line_torn_by_an_earlier_crash_is_cut_and_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.2026-03-01.jsonl");
-    fs::write(&path, "{\"id\":\"torn").unwrap();
+    let whole = serde_json::to_string(&AuditRecord::builder("before.crash").build()).unwrap();
+    fs::write(&path, format!("{whole}\n{{\"id\":\"torn")).unwrap();
     let clock = TestClock::at(2026, 3, 1, 0);
     let mut sink = sink(dir.path(), &clock, 90);
     write(&mut sink, &["after.crash"]);
-    let text = fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "{\"id\":\"torn");
-    let record: AuditRecord = serde_json::from_str(lines[1]).unwrap();
-    assert_eq!(record.action(), "after.crash");
+    // Every line of the file is a record again.
+    assert_eq!(actions_in(&path), ["before.crash", "after.crash"]);
+    let aside = fs::read_to_string(dir.path().join("audit.2026-03-01.jsonl.torn")).unwrap();
+    assert_eq!(aside, "{\"id\":\"torn\n");
+}
+
+#[test]
+fn a_file_that_is_one_torn_line_is_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.2026-03-01.jsonl");
+    // Longer than one block of the backwards scan, with no newline at all.
+    fs::write(&path, "x".repeat(200_000)).unwrap();
+    let clock = TestClock::at(2026, 3, 1, 0);
+    let mut sink = sink(dir.path(), &clock, 90);
+    write(&mut sink, &["fresh"]);
+    assert_eq!(actions_in(&path), ["fresh"]);
+}
+
+#[test]
+fn a_failed_undo_before_midnight_is_repaired_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::at(2026, 3, 1, 23);
+    let mut sink = sink(dir.path(), &clock, 90);
+    write(&mut sink, &["good"]);
+    let day1 = dir.path().join("audit.2026-03-01.jsonl");
+    let good_len = fs::metadata(&day1).unwrap().len();
+    // As after a write that failed half-way and whose undo failed too.
+    let mut file = OpenOptions::new().append(true).open(&day1).unwrap();
+    file.write_all(b"{\"id\":\"half a rec").unwrap();
+    sink.current = None;
+    sink.repair = Some((date(2026, 3, 1), good_len));
+    clock.advance_hours(2); // the retry happens on the next day
+    write(&mut sink, &["next.day"]);
+    assert_eq!(actions_in(&day1), ["good"]);
+    assert_eq!(
+        actions_in(&dir.path().join("audit.2026-03-02.jsonl")),
+        ["next.day"]
+    );
+    assert!(sink.repair.is_none());
+}
+
+#[test]
+fn a_clock_jumping_forward_deletes_no_fresh_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for day in ["2026-02-27", "2026-02-28", "2026-03-01"] {
+        fs::write(dir.path().join(format!("audit.{day}.jsonl")), "").unwrap();
+    }
+    // A year ahead, with seven days kept: the last days before the jump stay.
+    let clock = TestClock::at(2027, 3, 1, 0);
+    let _sink = sink(dir.path(), &clock, 7);
+    assert_eq!(
+        listing(dir.path()),
+        [
+            "audit.2026-02-27.jsonl",
+            "audit.2026-02-28.jsonl",
+            "audit.2026-03-01.jsonl",
+            "audit.2027-03-01.jsonl"
+        ]
+    );
+}
+
+#[test]
+fn zero_or_absurd_retention_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for days in [0, Retention::MAX_DAYS + 1, u32::MAX] {
+        let err = FileSink::builder(dir.path().join("audit.jsonl"))
+            .retention_days(days)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("log_retention_days"), "{err}");
+    }
+    assert_eq!(listing(dir.path()).len(), 0, "nothing opened");
+    FileSink::builder(dir.path().join("audit.jsonl"))
+        .retention(Retention::days(Retention::MAX_DAYS).unwrap())
+        .build()
+        .unwrap();
 }
 
 #[test]
