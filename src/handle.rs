@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::delivery::{Alarm, Delivery};
-use crate::{Report, Result};
+use crate::{Error, Report, Result};
 
 /// Controls the audit pipeline built with
 /// [`AuditLayer::builder`](crate::AuditLayer::builder): flush it, shut it
@@ -86,6 +86,50 @@ impl AuditHandle {
             .progress
             .wait_blocking(|| delivery.shutdown_waited());
         delivery.finish_shutdown()
+    }
+
+    /// Checks that the installed subscriber lets audit events, and the
+    /// request span that gives them their context, reach this pipeline:
+    /// call it once after installing the subscriber.
+    ///
+    /// It emits a probe (an INFO event of target `audit` inside an INFO span
+    /// of target `audit`, like `audit!` in a request), which the layer
+    /// counts without recording. Other layers see the probe event unless
+    /// they use [`exclude_audit`](crate::exclude_audit).
+    ///
+    /// # Errors
+    ///
+    /// When the probe did not arrive, or arrived without its span: the
+    /// layer is not installed in the current subscriber, or a filter
+    /// switches auditing off. The message says which and how to fix it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fabric_audit::AuditLayer;
+    /// use tracing_subscriber::{prelude::*, EnvFilter};
+    ///
+    /// # fn main() -> fabric_audit::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let (layer, audit) = AuditLayer::builder().file(dir.path().join("a.jsonl")).build()?;
+    /// // A global filter that does not enable `audit` switches auditing off.
+    /// let subscriber = tracing_subscriber::registry()
+    ///     .with(EnvFilter::new("warn"))
+    ///     .with(layer);
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     let err = audit.check().unwrap_err();
+    ///     assert!(err.to_string().contains("audit=info"));
+    /// });
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        self.delivery.probe.run().map_err(|problem| {
+            Error::config(format!(
+                "auditing is off in the installed subscriber: {problem}; {}",
+                crate::__private::HOW_TO_FIX
+            ))
+        })
     }
 
     /// The counters as they are now.

@@ -128,6 +128,7 @@ pub mod http;
 mod layer;
 mod macros;
 mod principal;
+mod quiet;
 mod record;
 mod report;
 mod retention;
@@ -135,18 +136,4 @@ mod sink;
 
 /// What `audit!` expands to; not public API.
 #[doc(hidden)]
-pub mod __private {
-    use std::fmt;
-
-    pub use tracing;
-
-    /// A principal's flags, recorded as a JSON array of strings.
-    pub struct Flags<'a>(pub &'a [String]);
-
-    impl fmt::Debug for Flags<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let json = serde_json::to_string(self.0).map_err(|_| fmt::Error)?;
-            f.write_str(&json)
-        }
-    }
-}
+pub mod __private;

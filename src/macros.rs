@@ -99,7 +99,7 @@ macro_rules! __audit_munch {
         $crate::__audit_munch!(@ $a $p [$($f)* $($k).+ = ? $v,] $($rest)*)
     };
     (@ $a:tt $p:tt [$($f:tt)*] $($k:ident).+ = $v:expr, $($rest:tt)*) => {
-        $crate::__audit_munch!(@ $a $p [$($f)* $($k).+ = $v,] $($rest)*)
+        $crate::__audit_munch!(@ $a $p [$($f)* $($k).+ = (&&$crate::__private::Auto(&$v)).__fa_value(),] $($rest)*)
     };
     (@ $a:tt $p:tt [$($f:tt)*] $k:literal = % $v:expr, $($rest:tt)*) => {
         $crate::__audit_munch!(@ $a $p [$($f)* $k = % $v,] $($rest)*)
@@ -108,7 +108,7 @@ macro_rules! __audit_munch {
         $crate::__audit_munch!(@ $a $p [$($f)* $k = ? $v,] $($rest)*)
     };
     (@ $a:tt $p:tt [$($f:tt)*] $k:literal = $v:expr, $($rest:tt)*) => {
-        $crate::__audit_munch!(@ $a $p [$($f)* $k = $v,] $($rest)*)
+        $crate::__audit_munch!(@ $a $p [$($f)* $k = (&&$crate::__private::Auto(&$v)).__fa_value(),] $($rest)*)
     };
     // Shorthand: `key`, `%key`, `?key`.
     (@ $a:tt $p:tt [$($f:tt)*] % $($k:ident).+, $($rest:tt)*) => {
@@ -122,34 +122,43 @@ macro_rules! __audit_munch {
     };
 }
 
-/// Expands to the `tracing` event. Not public API.
+/// Expands to the `tracing` event, and notices when no audit layer saw it
+/// (see `__private::Seen`). Not public API.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __audit_emit {
-    ([$action:expr] [] [$($fields:tt)*]) => {
+    ([$action:expr] [] [$($fields:tt)*]) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{AutoDisplay as _, AutoValue as _};
+        let __seen = $crate::__private::Seen::before();
         $crate::__private::tracing::event!(
             name: "audit",
             target: "audit",
             $crate::__private::tracing::Level::INFO,
             { "action" = $action, $($fields)* }
-        )
-    };
+        );
+        __seen.after(::core::file!(), ::core::line!());
+    }};
     ([$action:expr] [$actor:expr] [$($fields:tt)*]) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{AutoDisplay as _, AutoValue as _};
         let actor = &$actor;
+        let __seen = $crate::__private::Seen::before();
         $crate::__private::tracing::event!(
             name: "audit",
             target: "audit",
             $crate::__private::tracing::Level::INFO,
             {
                 "action" = $action,
-                "actor.id" = $crate::Principal::id(actor),
+                "actor.id" = &*$crate::Principal::id(actor),
                 "actor.type" = $crate::Principal::kind(actor),
                 "actor.email" = $crate::Principal::email(actor),
                 "actor.name" = $crate::Principal::name(actor),
                 "actor.flags" = ?$crate::__private::Flags($crate::Principal::flags(actor)),
                 $($fields)*
             }
-        )
+        );
+        __seen.after(::core::file!(), ::core::line!());
     }};
 }
 

@@ -14,6 +14,7 @@ use std::fmt;
 pub struct Report {
     pub(crate) emitted: u64,
     pub(crate) invalid: u64,
+    pub(crate) unseen: u64,
     pub(crate) sinks: Vec<SinkReport>,
 }
 
@@ -27,6 +28,15 @@ impl Report {
     /// (possible only for events made without `audit!`).
     pub fn invalid(&self) -> u64 {
         self.invalid
+    }
+
+    /// `audit!` events that no audit layer saw, in this whole process: a
+    /// filter of the subscriber switched them off, or the layer was not
+    /// installed where they were emitted. They are not in `emitted`. The
+    /// first one is explained on standard error; see
+    /// [`AuditHandle::check`](crate::AuditHandle::check).
+    pub fn unseen(&self) -> u64 {
+        self.unseen
     }
 
     /// One entry per sink, in the order they were added.
@@ -50,6 +60,13 @@ impl fmt::Display for Report {
         write!(f, "emitted {}", self.emitted)?;
         if self.invalid > 0 {
             write!(f, ", invalid {}", self.invalid)?;
+        }
+        if self.unseen > 0 {
+            write!(
+                f,
+                ", unseen {} (auditing was off in the subscriber)",
+                self.unseen
+            )?;
         }
         for s in &self.sinks {
             write!(

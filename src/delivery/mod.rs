@@ -179,6 +179,8 @@ impl Intake {
 pub(crate) struct Delivery {
     pub(crate) slots: Vec<Arc<SinkSlot>>,
     pub(crate) control: Arc<Control>,
+    /// What `AuditHandle::check` probes have found.
+    pub(crate) probe: crate::layer::probe::Probes,
     overflow: Overflow,
     invalid: AtomicU64,
     drop_warnings: RateLimit,
@@ -202,6 +204,7 @@ impl Delivery {
             max_record_bytes,
             slots,
             control: Arc::new(Control::default()),
+            probe: Default::default(),
             overflow,
             invalid: AtomicU64::new(0),
             drop_warnings: RateLimit::default(),
@@ -293,6 +296,7 @@ impl Delivery {
         Report {
             emitted,
             invalid: self.invalid.load(Ordering::Relaxed),
+            unseen: crate::__private::unseen_events(),
             sinks,
         }
     }

@@ -63,7 +63,7 @@ impl Worker {
                 self.slot.sleep(self.config.interval);
             }
         }
-        if let Err(e) = self.sink.close() {
+        if let Err(e) = crate::quiet::muted(|| self.sink.close()) {
             self.slot.record_error(&e, false);
             warn_failed(&self.slot.name, &e, "closing");
         }
@@ -89,8 +89,10 @@ impl Worker {
         loop {
             // A sink that panics loses its batch, not the worker: the
             // records are counted as failed and the next batch goes on.
+            // Muted: the sink's own I/O never logs record contents into the
+            // application's logs.
             let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.sink.write(&Batch::new(batch))
+                crate::quiet::muted(|| self.sink.write(&Batch::new(batch)))
             }));
             let attempt = attempt.unwrap_or_else(|_| Err(SinkError::rejected("the sink panicked")));
             let error = match attempt {

@@ -2,6 +2,7 @@
 
 mod builder;
 mod filter;
+pub(crate) mod probe;
 mod visit;
 
 use std::fmt;
@@ -124,6 +125,13 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if event.metadata().target() != filter::TARGET {
             // Only reachable if the layer was installed without its filter.
+            return;
+        }
+        crate::__private::saw_audit_event();
+        if event.metadata().name() == probe::EVENT {
+            self.delivery
+                .probe
+                .saw(probe::span_carries_context(event, &ctx));
             return;
         }
         let mut shared = self.delivery.start_record();

@@ -152,6 +152,14 @@ impl SpanContext {
         }
     }
 
+    /// The request id recorded on the span.
+    pub(crate) fn request_id(&self) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, v)| *k == Key::Field(Field::RequestId) && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Whether nothing was recorded (cleared fields count as recorded).
     pub(crate) fn is_empty(&self) -> bool {
         self.values.is_empty()

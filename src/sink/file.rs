@@ -156,12 +156,14 @@ impl FileSink {
         });
         match cut {
             Ok(()) => self.repair = None,
-            Err(error) => tracing::warn!(
-                target: "fabric_audit",
-                file = %path.display(),
-                %error,
-                "cannot cut a torn line from an audit file; retrying at the next write"
-            ),
+            Err(error) => crate::quiet::to_app(|| {
+                tracing::warn!(
+                    target: "fabric_audit",
+                    file = %path.display(),
+                    %error,
+                    "cannot cut a torn line from an audit file; retrying at the next write"
+                )
+            }),
         }
     }
 
@@ -182,13 +184,15 @@ impl FileSink {
         keep.write_all(b"\n")?;
         keep.sync_all()?;
         file.set_len(whole)?;
-        tracing::warn!(
-            target: "fabric_audit",
-            file = %path.display(),
-            bytes = torn.len(),
-            kept_in = %Path::new(&aside).display(),
-            "cut a line torn by a crash from an audit file"
-        );
+        crate::quiet::to_app(|| {
+            tracing::warn!(
+                target: "fabric_audit",
+                file = %path.display(),
+                bytes = torn.len(),
+                kept_in = %Path::new(&aside).display(),
+                "cut a line torn by a crash from an audit file"
+            )
+        });
         Ok(whole)
     }
 
@@ -218,12 +222,14 @@ impl FileSink {
         for (date, entry) in ours {
             if date < oldest {
                 if let Err(error) = fs::remove_file(entry.path()) {
-                    tracing::warn!(
-                        target: "fabric_audit",
-                        file = %entry.path().display(),
-                        %error,
-                        "cannot delete an expired audit file"
-                    );
+                    crate::quiet::to_app(|| {
+                        tracing::warn!(
+                            target: "fabric_audit",
+                            file = %entry.path().display(),
+                            %error,
+                            "cannot delete an expired audit file"
+                        )
+                    });
                 }
             }
         }

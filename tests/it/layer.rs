@@ -466,3 +466,88 @@ fn a_budget_below_one_kilobyte_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("max_record_bytes"), "{err}");
 }
+
+#[test]
+fn display_values_need_no_percent_and_typed_values_keep_their_type() {
+    let id = uuid::Uuid::now_v7();
+    let ip = std::net::IpAddr::from([192, 0, 2, 7]);
+    let r = collect(|| {
+        audit!(
+            action = "typed",
+            resource_id = id,
+            "actor.id" = uuid::Uuid::nil(),
+            client_ip = ip,
+            addr = std::net::SocketAddr::from(([127, 0, 0, 1], 80)),
+            owned = format!("made-{}", 1),
+            n = 7u8,
+            ok = true,
+            name = "literal",
+        )
+    })
+    .only();
+    assert_eq!(r.resource_id(), Some(id.to_string().as_str()));
+    assert_eq!(r.actor_id(), Some("00000000-0000-0000-0000-000000000000"));
+    assert_eq!(r.client_ip(), Some("192.0.2.7"));
+    assert_eq!(
+        r.detail_value("addr"),
+        Some(DetailValue::Str("127.0.0.1:80"))
+    );
+    assert_eq!(r.detail_value("owned"), Some(DetailValue::Str("made-1")));
+    assert_eq!(r.detail_value("n"), Some(DetailValue::I64(7)));
+    assert_eq!(r.detail_value("ok"), Some(DetailValue::Bool(true)));
+    assert_eq!(r.detail_value("name"), Some(DetailValue::Str("literal")));
+}
+
+#[test]
+fn check_passes_in_a_good_subscriber_and_explains_a_bad_one() {
+    use tracing_subscriber::EnvFilter;
+    // A macro, not a closure: each subscriber below types its layer anew.
+    macro_rules! build {
+        () => {
+            AuditLayer::builder()
+                .sink("collect", Collect::default())
+                .build()
+                .unwrap()
+        };
+    }
+    // The recommended set-up: the EnvFilter on the fmt layer only.
+    let (layer, audit) = build!();
+    let good = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(EnvFilter::new("warn").and(exclude_audit())),
+        )
+        .with(layer);
+    tracing::subscriber::with_default(good, || audit.check().unwrap());
+    // The probe is not a record.
+    assert_eq!(audit.shutdown_blocking().emitted(), 0);
+
+    // A global filter that disables target `audit`.
+    let (layer, audit) = build!();
+    let global = tracing_subscriber::registry()
+        .with(EnvFilter::new("warn"))
+        .with(layer);
+    let err = tracing::subscriber::with_default(global, || audit.check().unwrap_err());
+    let text = err.to_string();
+    assert!(text.contains("do not reach this AuditLayer"), "{text}");
+    assert!(text.contains("audit=info"), "{text}");
+
+    // Events pass, spans of target `audit` do not: records would lack context.
+    let (layer, audit) = build!();
+    let no_spans = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::filter_fn(|m| {
+            m.is_event() || m.target() != "audit"
+        }))
+        .with(layer);
+    let err = tracing::subscriber::with_default(no_spans, || audit.check().unwrap_err());
+    assert!(err.to_string().contains("request span"), "{err}");
+
+    // A subscriber without this pipeline's layer (another pipeline's is there).
+    let (other_layer, audit) = build!();
+    drop::<tracing_subscriber::filter::Filtered<_, _, tracing_subscriber::Registry>>(other_layer);
+    let (layer, _other) = build!();
+    let elsewhere = tracing_subscriber::registry().with(layer);
+    let err = tracing::subscriber::with_default(elsewhere, || audit.check().unwrap_err());
+    assert!(err.to_string().contains("not installed"), "{err}");
+}
