@@ -12,6 +12,7 @@
 mod auth;
 mod context;
 mod error;
+mod outcome;
 mod params;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use self::auth::{Authorizer, BearerTokens, Caller, Unauthenticated, AUDIT_RE
 pub use self::context::{
     request_context, RequestContext, RequestContextLayer, RequestSpan, REQUEST_ID_HEADER,
 };
+pub use self::outcome::{audit_outcomes, AuditOutcomes, AuditOutcomesLayer, OutcomeFuture};
 
 struct Api<A> {
     store: Store,

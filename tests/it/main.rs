@@ -16,3 +16,5 @@ mod file;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod http;
 mod layer;
+#[cfg(all(feature = "http", feature = "sqlite"))]
+mod outcome;
