@@ -161,7 +161,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Purge { db, days } => {
             let (config, url) = db.resolve()?;
-            let days = days.unwrap_or(config.db_retention_days);
+            // `forever` in the configuration: nothing is old enough.
+            let Some(days) = days.or(config.db_retention_days.as_days()) else {
+                println!("nothing to purge: db_retention_days is forever");
+                return Ok(());
+            };
             let deleted = blocking(move || fabric_audit::purge(&url, days)).await?;
             println!("purged {deleted} records older than {days} days");
         }

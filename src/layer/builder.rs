@@ -132,16 +132,21 @@ impl AuditLayerBuilder {
     /// `db_retention_days`.
     #[cfg(feature = "config")]
     pub fn config(self, config: &crate::AuditConfig) -> Self {
+        // TODO(lead): the retention fields are day counts, so `forever`
+        // maps to the longest retention (100 years) until they can say
+        // `keep_forever()`.
+        let days = |r: crate::Retention| r.as_days().unwrap_or(crate::Retention::MAX_DAYS);
         let builder = Self {
-            file_retention_days: config.log_retention_days,
+            file_retention_days: days(config.log_retention_days),
             ..self
         };
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         let builder = Self {
-            database_retention_days: config.db_retention_days,
+            database_retention_days: days(config.db_retention_days),
             ..builder
         }
         .database(&config.database_url);
+        // TODO(lead): max_record_bytes
         builder
             .queue_capacity(config.queue_maxsize)
             .file(&config.log_file)
