@@ -7,57 +7,71 @@ use figment::providers::{Env, Format, Toml, Yaml};
 use figment::Figment;
 use serde::Deserialize;
 
-use crate::{Error, Result};
+use crate::{Error, Result, Retention};
 
 /// The audit settings, under an `audit` table (TOML) or section (YAML).
 ///
 /// | key | default | |
 /// |---|---|---|
-/// | `db_retention_days` | 30 | database rows kept |
+/// | `db_retention_days` | 30 | database rows kept: days from 1 to 36 525, or `"forever"` |
 /// | `queue_maxsize` | 10000 | records waiting per sink; more are dropped and counted |
 /// | `log_file` | `logs/audit.jsonl` | the JSON-lines file (daily files beside it) |
-/// | `log_retention_days` | 90 | rotated files kept |
+/// | `log_retention_days` | 90 | rotated files kept: days from 1 to 36 525, or `"forever"` |
 /// | `database_url` | `sqlite://logs/audit.db` | `sqlite://…`, `postgres://…`, `mysql://…` |
+/// | `max_record_bytes` | 32768 | the most text one record holds (longer values are cut and marked); at least 1024 |
 /// | `bind` | `127.0.0.1:8080` | where `fabric-audit serve` listens |
+/// | `client_ip_source` | `ConnectInfo` | where the query API reads the client address (feature `http`; see [`RequestContextLayer::client_ip_source`](crate::http::RequestContextLayer::client_ip_source)) |
 /// | `tokens` | none | `[{name, token or sha256, permissions}]` for the query API |
 ///
-/// Environment variables `FABRIC_AUDIT_<KEY>` (`FABRIC_AUDIT_QUEUE_MAXSIZE`)
-/// override the file. Unknown keys and bad values are errors that name the
-/// key.
+/// Environment variables `FABRIC_AUDIT_<KEY>` (`FABRIC_AUDIT_QUEUE_MAXSIZE`,
+/// `FABRIC_AUDIT_DB_RETENTION_DAYS=forever`) override the file. Unknown
+/// keys and bad values are errors that name the key.
+///
+/// `Debug` hides the password of `database_url` and the tokens' secrets.
 ///
 /// # Examples
 ///
 /// ```
-/// use fabric_audit::AuditConfig;
+/// use fabric_audit::{AuditConfig, Retention};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("audit.toml");
-/// std::fs::write(&path, "[audit]\nqueue_maxsize = 500\n").unwrap();
+/// std::fs::write(&path, "[audit]\nqueue_maxsize = 500\nlog_retention_days = \"forever\"\n").unwrap();
 /// let config = AuditConfig::load(Some(&path))?;
 /// assert_eq!(config.queue_maxsize, 500);
-/// assert_eq!(config.db_retention_days, 30);
+/// assert_eq!(config.db_retention_days, Retention::days(30)?);
+/// assert_eq!(config.log_retention_days, Retention::FOREVER);
 ///
 /// std::fs::write(&path, "[audit]\nqueue_max = 500\n").unwrap();
 /// let err = AuditConfig::load(Some(&path)).unwrap_err();
 /// assert!(err.to_string().contains("queue_max"));
 /// # Ok::<(), fabric_audit::Error>(())
 /// ```
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct AuditConfig {
-    /// Days of database rows kept.
-    pub db_retention_days: u32,
+    /// How long database rows are kept.
+    pub db_retention_days: Retention,
     /// Records waiting per sink.
     pub queue_maxsize: usize,
     /// The JSON-lines file.
     pub log_file: PathBuf,
-    /// Days of rotated files kept.
-    pub log_retention_days: u32,
+    /// How long rotated files are kept.
+    pub log_retention_days: Retention,
     /// The database.
     pub database_url: String,
+    /// The largest record, in bytes of its JSON form, that a sink is
+    /// handed (at least 1 024).
+    pub max_record_bytes: usize,
     /// Where the query API listens.
     pub bind: SocketAddr,
+    /// Where the query API reads the client address from: the socket
+    /// (`ConnectInfo`, the default) or a header set by the proxy in front
+    /// (`RightmostXForwardedFor`, `RightmostForwarded`, `XRealIp`,
+    /// `CfConnectingIp`, …).
+    #[cfg(feature = "http")]
+    pub client_ip_source: axum_client_ip::ClientIpSource,
     /// Tokens of the query API.
     pub tokens: Vec<TokenConfig>,
 }
@@ -89,15 +103,35 @@ impl std::fmt::Debug for TokenConfig {
     }
 }
 
+impl std::fmt::Debug for AuditConfig {
+    /// With the database password and the tokens' secrets left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("AuditConfig");
+        d.field("db_retention_days", &self.db_retention_days)
+            .field("queue_maxsize", &self.queue_maxsize)
+            .field("log_file", &self.log_file)
+            .field("log_retention_days", &self.log_retention_days)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("max_record_bytes", &self.max_record_bytes)
+            .field("bind", &self.bind);
+        #[cfg(feature = "http")]
+        d.field("client_ip_source", &self.client_ip_source);
+        d.field("tokens", &self.tokens).finish()
+    }
+}
+
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
-            db_retention_days: 30,
+            db_retention_days: Retention::days(30).expect("30 days is a retention"),
             queue_maxsize: 10_000,
             log_file: PathBuf::from("logs/audit.jsonl"),
-            log_retention_days: 90,
+            log_retention_days: Retention::days(90).expect("90 days is a retention"),
             database_url: "sqlite://logs/audit.db".to_owned(),
+            max_record_bytes: 32 * 1024,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            #[cfg(feature = "http")]
+            client_ip_source: axum_client_ip::ClientIpSource::ConnectInfo,
             tokens: Vec::new(),
         }
     }
@@ -112,7 +146,8 @@ impl AuditConfig {
     ///
     /// A file that cannot be read or parsed, an unknown key, a bad value;
     /// the message names the key. Also a token with neither or both of
-    /// `token` and `sha256`, and a zero `queue_maxsize`.
+    /// `token` and `sha256`, a zero `queue_maxsize`, a `max_record_bytes`
+    /// below 1 024, and a retention of zero days or more than 36 525.
     pub fn load(file: Option<&Path>) -> Result<Self> {
         let mut figment = Figment::new();
         if let Some(path) = file {
@@ -149,6 +184,12 @@ impl AuditConfig {
                 "configuration: `audit.queue_maxsize` must be at least 1",
             ));
         }
+        if self.max_record_bytes < MIN_RECORD_BYTES {
+            return Err(Error::invalid(format!(
+                "configuration: `audit.max_record_bytes` must be at least {MIN_RECORD_BYTES}; not {}",
+                self.max_record_bytes
+            )));
+        }
         for token in &self.tokens {
             if token.token.is_some() == token.sha256.is_some() {
                 return Err(Error::invalid(format!(
@@ -159,6 +200,48 @@ impl AuditConfig {
         }
         Ok(())
     }
+}
+
+/// The smallest `max_record_bytes`: room for a record's own fields.
+const MIN_RECORD_BYTES: usize = 1024;
+
+/// `url` with the password of its user info, and the values of query
+/// parameters that look like secrets, replaced by `***`: for `Debug`
+/// output. Errs on the side of hiding: the user info is taken to end at the
+/// last `@`, so that a raw `@`, `/` or `?` in a password hides its tail too.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return redact_query(url);
+    };
+    match rest.rfind('@') {
+        Some(at) if rest[..at].contains(':') => {
+            let user = rest[..at].split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***{}", redact_query(&rest[at..]))
+        }
+        _ => format!("{scheme}://{}", redact_query(rest)),
+    }
+}
+
+/// The values of `password=`, `token=` and the like after the first `?`.
+fn redact_query(text: &str) -> String {
+    let Some((head, query)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", params.join("&"))
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token", "key"]
+        .iter()
+        .any(|s| key.contains(s))
 }
 
 /// One line per problem, each naming its key and where the value came from.
@@ -191,4 +274,58 @@ fn describe(error: figment::Error) -> Error {
 /// No `audit` section at all: the defaults apply.
 fn is_missing_section(error: &figment::Error) -> bool {
     matches!(&error.kind, figment::error::Kind::MissingField(field) if field == "audit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        let cases = [
+            (
+                "postgres://app:s3cret@db.internal:5432/audit",
+                "postgres://app:***@db.internal:5432/audit",
+            ),
+            (
+                "mysql://root:p@ss/w?rd@127.0.0.1/audit",
+                "mysql://root:***@127.0.0.1/audit",
+            ),
+            (
+                "postgres://app@db/audit?sslmode=require&password=s3cret",
+                "postgres://app@db/audit?sslmode=require&password=***",
+            ),
+            (
+                "postgres://db/audit?Auth_Token=s3cret",
+                "postgres://db/audit?Auth_Token=***",
+            ),
+            ("sqlite://logs/audit.db", "sqlite://logs/audit.db"),
+            ("sqlite://logs/a@b.db", "sqlite://logs/a@b.db"),
+            ("logs/audit.db", "logs/audit.db"),
+            ("", ""),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let config = AuditConfig {
+            database_url: "postgres://app:hunter2@db/audit?password=hunter3".into(),
+            tokens: vec![TokenConfig {
+                name: "ops".into(),
+                token: Some("hunter4".into()),
+                sha256: None,
+                permissions: vec!["audit:read".into()],
+            }],
+            ..AuditConfig::default()
+        };
+        let text = format!("{config:?}");
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("postgres://app:***@db/audit"), "{text}");
+        assert!(text.contains("\"ops\""), "{text}");
+    }
 }

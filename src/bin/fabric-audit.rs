@@ -4,13 +4,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use clap::{Args, Parser, Subcommand};
 use fabric_audit::http::{self, Authorizer, BearerTokens, Caller, Unauthenticated, AUDIT_READ};
 use fabric_audit::{
-    AuditConfig, AuditQuery, AuditRecord, Batch, Cursor, DatabaseSink, Sink, Store,
+    exclude_audit, AuditConfig, AuditHandle, AuditLayer, AuditQuery, AuditRecord, Batch, Cursor,
+    DatabaseSink, Sink, Store,
 };
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
+use tracing_subscriber::prelude::*;
 
 /// Immutable audit logs: serve, query, import, purge, migrate.
 #[derive(Parser)]
@@ -161,7 +167,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Purge { db, days } => {
             let (config, url) = db.resolve()?;
-            let days = days.unwrap_or(config.db_retention_days);
+            // `forever` in the configuration: nothing is old enough.
+            let Some(days) = days.or(config.db_retention_days.as_days()) else {
+                println!("nothing to purge: db_retention_days is forever");
+                return Ok(());
+            };
             let deleted = blocking(move || fabric_audit::purge(&url, days)).await?;
             println!("purged {deleted} records older than {days} days");
         }
@@ -314,6 +324,9 @@ impl Authorizer for NoAuth {
     }
 }
 
+/// How long connections still open at shutdown get to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve(
     config: &AuditConfig,
     url: &str,
@@ -321,36 +334,147 @@ async fn serve(
     no_auth: bool,
 ) -> anyhow::Result<()> {
     let store = Store::connect(url).await?;
-    let app = if no_auth {
+    let api = if no_auth {
         http::router(store, NoAuth)
     } else {
-        if config.tokens.is_empty() {
-            bail!(Usage(
-                "no tokens configured: add [[audit.tokens]] to the configuration, or pass --no-auth".into()
-            ));
-        }
-        let mut tokens = BearerTokens::new();
-        for t in &config.tokens {
-            tokens = match (&t.token, &t.sha256) {
-                (Some(secret), _) => tokens.token(&t.name, secret, &t.permissions),
-                (None, Some(digest)) => tokens.token_sha256(&t.name, digest, &t.permissions)?,
-                (None, None) => bail!("token `{}` has neither `token` nor `sha256`", t.name),
-            };
-        }
-        http::router(store, tokens)
-    }
-    .layer(http::request_context());
+        http::router(store, tokens(config)?)
+    };
+    let app = api
+        .fallback(no_such_route)
+        .layer(http::request_context().client_ip_source(config.client_ip_source.clone()));
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| Usage(format!("cannot listen on {bind}: {e}")))?;
+    // Before the address is printed: whoever reads it may signal at once.
+    let stop = Stop::listen()?;
+    let audit = install_subscriber(config, url)?;
     println!("serving the audit API on http://{}", listener.local_addr()?);
-    axum::serve(
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
+    .with_graceful_shutdown(stop.requested());
+    // Graceful, but bounded: a client holding its connection open does not
+    // keep the process (and the audit records queued) alive.
+    let served = tokio::select! {
+        served = server => served.map_err(anyhow::Error::from),
+        () = stop.drain_deadline(DRAIN_TIMEOUT) => {
+            tracing::warn!(target: "fabric_audit", "connections still open after {DRAIN_TIMEOUT:?}: closing them");
+            Ok(())
+        }
+    };
+    let report = audit.shutdown().await;
+    if !report.is_lossless() {
+        tracing::error!(target: "fabric_audit", %report, "audit records of the query API were lost");
+    }
+    served
+}
+
+/// The configured tokens, or a usage error without any.
+fn tokens(config: &AuditConfig) -> anyhow::Result<BearerTokens> {
+    if config.tokens.is_empty() {
+        bail!(Usage(
+            "no tokens configured: add [[audit.tokens]] to the configuration, or pass --no-auth"
+                .into()
+        ));
+    }
+    let mut tokens = BearerTokens::new();
+    for t in &config.tokens {
+        tokens = match (&t.token, &t.sha256) {
+            (Some(secret), _) => tokens.token(&t.name, secret, &t.permissions),
+            (None, Some(digest)) => tokens.token_sha256(&t.name, digest, &t.permissions)?,
+            (None, None) => bail!("token `{}` has neither `token` nor `sha256`", t.name),
+        };
+    }
+    Ok(tokens)
+}
+
+/// Outside the API's routes: the same JSON error body.
+async fn no_such_route() -> impl IntoResponse {
+    let body = serde_json::json!({"error": {"code": "not_found", "message": "no such route"}});
+    (StatusCode::NOT_FOUND, axum::Json(body))
+}
+
+/// Installs the process's subscriber: the audit layer, writing the API's
+/// `audit.read` records into the database it serves, and warnings and
+/// errors (`RUST_LOG` to change the level) on stderr, without audit events.
+///
+/// Only the database: the file sink wants one writing process per file, and
+/// `log_file` usually names the application's own file. The records are
+/// kept forever here: purging is for the application's sink or
+/// `fabric-audit purge`, never a side effect of reading.
+fn install_subscriber(config: &AuditConfig, url: &str) -> anyhow::Result<AuditHandle> {
+    let database = DatabaseSink::builder(url).keep_forever().build_lazy()?;
+    let (audit_layer, audit) = AuditLayer::builder()
+        .queue_capacity(config.queue_maxsize)
+        .sink("database", database)
+        .build()?;
+    // The level filter is the stderr layer's own: a global one would
+    // disable the audit events (INFO) too.
+    let level = EnvFilter::builder()
+        .with_default_directive(LevelFilter::WARN.into())
+        .from_env_lossy();
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(level.and(exclude_audit()));
+    let subscriber = tracing_subscriber::registry()
+        .with(stderr)
+        .with(audit_layer);
+    tracing::subscriber::set_global_default(subscriber)
+        .context("cannot install the tracing subscriber")?;
+    Ok(audit)
+}
+
+/// SIGINT or SIGTERM: stop accepting, finish the requests in flight.
+struct Stop {
+    requested: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Stop {
+    /// Starts listening for the signals now, so that none is missed.
+    fn listen() -> anyhow::Result<Self> {
+        let (tell, requested) = tokio::sync::watch::channel(false);
+        let signalled = signals()?;
+        tokio::spawn(async move {
+            signalled.await;
+            tell.send_replace(true);
+        });
+        Ok(Self { requested })
+    }
+
+    /// Resolves once a signal came (at once if one already has).
+    fn requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut requested = self.requested.clone();
+        async move {
+            // An error means the signal task is gone: never a stop then.
+            if requested.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    async fn drain_deadline(&self, timeout: Duration) {
+        self.requested().await;
+        tokio::time::sleep(timeout).await;
+    }
+}
+
+#[cfg(unix)]
+fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
-    .await?;
-    Ok(())
 }

@@ -2,7 +2,9 @@
 
 use std::future::Future;
 
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderValue;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -15,15 +17,25 @@ pub const AUDIT_READ: &str = "audit:read";
 /// [`BearerTokens`]).
 ///
 /// Return the caller with its permissions, or
-/// [`Unauthenticated`] for missing or bad credentials (a 401). The router
-/// checks the `audit:read` permission itself (a 403 without it).
+/// [`Unauthenticated`] for missing or bad credentials (a 401, with
+/// [`challenge`](Self::challenge) in its `WWW-Authenticate` header). The
+/// router checks the `audit:read` permission itself (a 403 without it).
 pub trait Authorizer: Send + Sync + 'static {
     /// Authenticates the request described by `parts`.
     fn authorize(
         &self,
         parts: &Parts,
     ) -> impl Future<Output = Result<Caller, Unauthenticated>> + Send;
+
+    /// The `WWW-Authenticate` value of a 401: `Bearer realm="audit"`
+    /// unless the authorizer uses another scheme.
+    fn challenge(&self) -> HeaderValue {
+        HeaderValue::from_static(BEARER_CHALLENGE)
+    }
 }
+
+/// The challenge of a 401 from a bearer-token authorizer.
+const BEARER_CHALLENGE: &str = "Bearer realm=\"audit\"";
 
 /// Missing or bad credentials.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,6 +80,10 @@ impl Principal for Caller {
 }
 
 /// Named bearer tokens with their permissions: `Authorization: Bearer …`.
+///
+/// The scheme is matched without regard to case (`bearer`, `BEARER`), with
+/// any run of spaces or tabs after it (RFC 7235); a request with more than
+/// one `Authorization` header is refused.
 ///
 /// Tokens are kept as SHA-256 digests and compared in constant time, and
 /// every configured token is compared on each request, so timing tells
@@ -166,17 +182,28 @@ impl std::fmt::Debug for BearerTokens {
 
 impl Authorizer for BearerTokens {
     async fn authorize(&self, parts: &Parts) -> Result<Caller, Unauthenticated> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(Unauthenticated)?;
-        let token = header
-            .as_bytes()
-            .strip_prefix(b"Bearer ")
-            .filter(|t| !t.is_empty())
-            .ok_or(Unauthenticated)?;
+        let mut headers = parts.headers.get_all(AUTHORIZATION).iter();
+        let (Some(header), None) = (headers.next(), headers.next()) else {
+            return Err(Unauthenticated);
+        };
+        let token = bearer_token(header.as_bytes()).ok_or(Unauthenticated)?;
         self.find(token).cloned().ok_or(Unauthenticated)
     }
+}
+
+/// The token of `Bearer <token>` (RFC 7235 `credentials` with a token68):
+/// the scheme in any case, one or more spaces or tabs, then a token with
+/// no whitespace in it.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
+    let value = value.trim_ascii();
+    let split = value.iter().position(is_space)?;
+    let (scheme, rest) = value.split_at(split);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty() && !token.iter().any(is_space)).then_some(token)
 }
 
 fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
@@ -210,6 +237,34 @@ mod tests {
             "é".repeat(32).as_str(),
         ] {
             assert_eq!(parse_hex_digest(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_as_rfc_7235_says() {
+        let cases: [(&[u8], Option<&[u8]>); 14] = [
+            (b"Bearer abc", Some(b"abc")),
+            (b"bearer abc", Some(b"abc")),
+            (b"BEARER abc", Some(b"abc")),
+            (b"BeArEr abc", Some(b"abc")),
+            (b"Bearer   abc", Some(b"abc")),
+            (b"Bearer\tabc", Some(b"abc")),
+            (b"  Bearer abc  ", Some(b"abc")),
+            (b"Bearer a+b/c==", Some(b"a+b/c==")),
+            (b"Bearer", None),
+            (b"Bearer ", None),
+            (b"Bearerabc", None),
+            (b"Basic abc", None),
+            (b"Bearer abc def", None),
+            (b"", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(
+                bearer_token(value),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
         }
     }
 

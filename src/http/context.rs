@@ -1,11 +1,13 @@
 //! The request span: what lets `audit!` in a handler know the request and
 //! the actor without being told.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderValue, Request};
+use axum::http::header::USER_AGENT;
+use axum::http::{HeaderValue, Request};
+use axum_client_ip::ClientIpSource;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::field::Empty;
@@ -17,23 +19,40 @@ use crate::Principal;
 /// The header a request id is read from and echoed back in.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The longest `x-request-id` taken from a request; a longer one is
+/// replaced by a new id.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The longest user agent recorded, in characters; the rest is cut.
+const MAX_USER_AGENT: usize = 512;
+
 /// A tower layer that runs each request inside an `INFO` span named
-/// `request` carrying `request_id` (from `x-request-id`, else a new UUID
-/// v7), `client_ip` and `user_agent`, and empty actor fields that
-/// authentication fills with [`RequestSpan::record_actor`]. Every `audit!`
-/// in the request then carries them.
+/// `request` carrying `request_id`, `client_ip` and `user_agent`, and empty
+/// actor fields that authentication fills with
+/// [`RequestSpan::record_actor`]. Every `audit!` in the request then
+/// carries them.
 ///
-/// The client address comes from axum's `ConnectInfo` (serve with
-/// `into_make_service_with_connect_info`); behind a proxy, opt in to the
-/// first `X-Forwarded-For` address with
-/// [`trust_forwarded_for`](Self::trust_forwarded_for).
+/// - `request_id` is the `x-request-id` header when it is 1 to 128 visible
+///   ASCII characters (no space, no control character), else a new UUID v7;
+///   the request goes on with that id in its header.
+/// - `client_ip` comes from the [`ClientIpSource`] chosen with
+///   [`client_ip_source`](Self::client_ip_source): by default the socket's
+///   peer address (axum's `ConnectInfo`: serve with
+///   `into_make_service_with_connect_info`). Behind a proxy, name the header
+///   *that proxy* sets, read from its trusted end (the rightmost
+///   `X-Forwarded-For` entry, RFC 7239 `Forwarded`, `X-Real-Ip`, …): the
+///   leftmost entries are whatever the client sent. When the source gives
+///   no address, `client_ip` stays empty rather than falling back to
+///   another source.
+/// - `user_agent` is the header as text (bytes that are not UTF-8 become
+///   U+FFFD, control characters are dropped), cut at 512 characters.
 ///
 /// # Examples
 ///
 /// ```
 /// use axum::{routing::post, Extension, Router};
 /// use fabric_audit::audit;
-/// use fabric_audit::http::{request_context, RequestSpan};
+/// use fabric_audit::http::{request_context, ClientIpSource, RequestSpan};
 ///
 /// async fn create_post() -> &'static str {
 ///     // request_id, client_ip, user_agent and the actor come from the span
@@ -43,12 +62,21 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 ///
 /// let app: Router = Router::new()
 ///     .route("/posts", post(create_post))
-///     .layer(request_context());
+///     // behind a proxy that appends the peer to X-Forwarded-For
+///     .layer(request_context().client_ip_source(ClientIpSource::RightmostXForwardedFor));
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug)]
 #[must_use]
 pub struct RequestContextLayer {
-    trust_forwarded_for: bool,
+    client_ip_source: ClientIpSource,
+}
+
+impl Default for RequestContextLayer {
+    fn default() -> Self {
+        Self {
+            client_ip_source: ClientIpSource::ConnectInfo,
+        }
+    }
 }
 
 /// The layer that opens request spans; see [`RequestContextLayer`].
@@ -57,11 +85,13 @@ pub fn request_context() -> RequestContextLayer {
 }
 
 impl RequestContextLayer {
-    /// Take the client address from the first `X-Forwarded-For` entry. Only
-    /// behind a proxy that sets it: clients can send anything.
-    pub fn trust_forwarded_for(self, trust: bool) -> Self {
+    /// Where the client address comes from (the `client_ip_source`
+    /// setting); [`ClientIpSource::ConnectInfo`], the socket's peer, by
+    /// default. Choose a header only behind a proxy that sets it: clients
+    /// can send any header.
+    pub fn client_ip_source(self, source: ClientIpSource) -> Self {
         Self {
-            trust_forwarded_for: trust,
+            client_ip_source: source,
         }
     }
 }
@@ -72,7 +102,7 @@ impl<S> Layer<S> for RequestContextLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RequestContext {
             inner,
-            trust_forwarded_for: self.trust_forwarded_for,
+            client_ip_source: self.client_ip_source.clone(),
         }
     }
 }
@@ -81,7 +111,7 @@ impl<S> Layer<S> for RequestContextLayer {
 #[derive(Clone, Debug)]
 pub struct RequestContext<S> {
     inner: S,
-    trust_forwarded_for: bool,
+    client_ip_source: ClientIpSource,
 }
 
 /// The request's span, in the request's extensions: authentication
@@ -91,19 +121,20 @@ pub struct RequestContext<S> {
 pub struct RequestSpan(pub Span);
 
 impl RequestSpan {
-    /// Records `principal` as the request's actor.
+    /// Records `principal` as the request's actor, replacing every actor
+    /// field a previous call recorded: an absent type, email or name is
+    /// recorded as an empty string (read as absent) and no flags as `[]`,
+    /// so that nothing of an earlier actor survives.
     pub fn record_actor(&self, principal: &impl Principal) {
         let span = &self.0;
         span.record("actor.id", principal.id());
-        span.record("actor.type", principal.kind());
-        span.record("actor.email", principal.email());
-        span.record("actor.name", principal.name());
-        if !principal.flags().is_empty() {
-            span.record(
-                "actor.flags",
-                tracing::field::debug(crate::__private::Flags(principal.flags())),
-            );
-        }
+        span.record("actor.type", principal.kind().unwrap_or(""));
+        span.record("actor.email", principal.email().unwrap_or(""));
+        span.record("actor.name", principal.name().unwrap_or(""));
+        span.record(
+            "actor.flags",
+            tracing::field::debug(crate::__private::Flags(principal.flags())),
+        );
     }
 }
 
@@ -120,18 +151,22 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let request_id = header(request.headers(), REQUEST_ID_HEADER)
-            .filter(|id| id.len() <= 128)
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .filter(|v| is_request_id(v.as_bytes()))
+            .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let client_ip = self.client_ip(&request);
+        let client_ip = client_ip(&self.client_ip_source, &request);
+        let user_agent = request.headers().get(USER_AGENT).map(user_agent);
         let span = tracing::info_span!(
             "request",
             method = %request.method(),
             path = request.uri().path(),
             request_id = %request_id,
-            client_ip = client_ip.as_deref(),
-            user_agent = header(request.headers(), "user-agent"),
+            client_ip = client_ip.map(tracing::field::display),
+            user_agent = user_agent.as_deref(),
             "actor.id" = Empty,
             "actor.type" = Empty,
             "actor.email" = Empty,
@@ -146,24 +181,81 @@ where
     }
 }
 
-impl<S> RequestContext<S> {
-    fn client_ip<B>(&self, request: &Request<B>) -> Option<String> {
-        if self.trust_forwarded_for {
-            let forwarded = header(request.headers(), "x-forwarded-for")
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
-            if let Some(ip) = forwarded {
-                return Some(ip.to_owned());
-            }
-        }
-        request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
-    }
+/// 1 to 128 visible ASCII characters: nothing that could forge a log line
+/// or a column.
+fn is_request_id(bytes: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+/// The client's address as `source` says, or none.
+fn client_ip<B>(source: &ClientIpSource, request: &Request<B>) -> Option<IpAddr> {
+    let headers = request.headers();
+    let ip = match source {
+        ClientIpSource::ConnectInfo => {
+            return request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip());
+        }
+        ClientIpSource::RightmostXForwardedFor => client_ip::rightmost_x_forwarded_for(headers),
+        ClientIpSource::RightmostForwarded => client_ip::rightmost_forwarded(headers),
+        ClientIpSource::XRealIp => client_ip::x_real_ip(headers),
+        ClientIpSource::CfConnectingIp => client_ip::cf_connecting_ip(headers),
+        ClientIpSource::CloudFrontViewerAddress => client_ip::cloudfront_viewer_address(headers),
+        ClientIpSource::FlyClientIp => client_ip::fly_client_ip(headers),
+        ClientIpSource::TrueClientIp => client_ip::true_client_ip(headers),
+        ClientIpSource::XEnvoyExternalAddress => client_ip::x_envoy_external_address(headers),
+        // A source added by a later axum-client-ip: no address rather than
+        // a guess.
+        _ => return None,
+    };
+    ip.ok()
+}
+
+/// The header as text, without control characters, cut at 512 characters.
+fn user_agent(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes())
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USER_AGENT)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_short_visible_ascii() {
+        let long = "a".repeat(MAX_REQUEST_ID + 1);
+        let cases: [(&[u8], bool); 8] = [
+            (b"req-1", true),
+            (b"Root=1-67891233-abcdef;Parent=53995c3f", true),
+            (&long.as_bytes()[1..], true),
+            (long.as_bytes(), false),
+            (b"", false),
+            (b"a b", false),
+            (b"a\tb", false),
+            ("caf\u{e9}".as_bytes(), false),
+        ];
+        for (id, ok) in cases {
+            assert_eq!(is_request_id(id), ok, "{:?}", String::from_utf8_lossy(id));
+        }
+    }
+
+    #[test]
+    fn user_agents_are_cleaned_and_cut() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"curl/8.5", "curl/8.5"),
+            (b"a\tb", "ab"),
+            (b"caf\xe9/1", "caf\u{fffd}/1"),
+            (b"\xff\xfe", "\u{fffd}\u{fffd}"),
+        ];
+        for (bytes, want) in cases {
+            let value = HeaderValue::from_bytes(bytes).unwrap();
+            assert_eq!(user_agent(&value), want);
+        }
+        let huge = HeaderValue::from_bytes(&vec![b'x'; 1 << 20]).unwrap();
+        assert_eq!(user_agent(&huge), "x".repeat(MAX_USER_AGENT));
+    }
 }

@@ -2,26 +2,34 @@
 //! and the request-context layer that gives `audit!` in handlers the
 //! request id, client address, user agent and actor.
 //!
-//! Both routes need the `audit:read` permission: no or bad credentials give
-//! 401, a caller without the permission 403. Bad input gives 400. Every
+//! Both routes need the `audit:read` permission, checked before anything
+//! else: no or bad credentials give 401 (with `WWW-Authenticate`), a caller
+//! without the permission 403. Bad input gives 400, another method 405, a
+//! database that does not answer in time 503 (with `Retry-After`). Every
 //! error body is `{"error": {"code": "...", "message": "..."}}`, never a
 //! stack trace or SQL. Reading the audit log is itself audited: each request
 //! that passes authorization emits an `audit.read` record with the caller as
-//! actor and the filters in `detail`.
+//! actor and the filters in `detail`; refused ones emit `audit.read.denied`,
+//! rate-limited.
 
 mod auth;
 mod context;
+mod denied;
 mod error;
 mod outcome;
 mod params;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::request::Parts;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::{Extension, Json, Router};
 
+use self::denied::{Denial, DeniedBudget};
 use self::error::ApiError;
 use crate::{audit, Store};
 
@@ -30,14 +38,29 @@ pub use self::context::{
     request_context, RequestContext, RequestContextLayer, RequestSpan, REQUEST_ID_HEADER,
 };
 pub use self::outcome::{audit_outcomes, AuditOutcomes, AuditOutcomesLayer, OutcomeFuture};
+pub use axum_client_ip::ClientIpSource;
 
 struct Api<A> {
     store: Store,
     authorizer: A,
+    denied: DeniedBudget,
 }
+
+/// The caller the authentication middleware let through.
+#[derive(Clone)]
+struct Authorized(Caller);
 
 /// The query API over `store`, guarded by `authorizer`. Merge it into your
 /// application's router.
+///
+/// Every request to its routes is authenticated first, whatever its
+/// method or path parameters, and every answer that is not a success is
+/// the JSON error body (a wrong method is a 405 with `Allow`). Refused
+/// requests are audited as `audit.read.denied` (the caller when known,
+/// `detail.reason`: `no_credentials`, `bad_credentials` or
+/// `missing_permission`, plus `status`, `method` and `path`), at most 10 a
+/// second per router: the refusals beyond that are counted, and the next
+/// record written carries their number in `detail.suppressed`.
 ///
 /// # Examples
 ///
@@ -54,34 +77,61 @@ struct Api<A> {
 /// # }
 /// ```
 pub fn router<A: Authorizer>(store: Store, authorizer: A) -> Router {
-    let api = Arc::new(Api { store, authorizer });
+    let api = Arc::new(Api {
+        store,
+        authorizer,
+        denied: DeniedBudget::new(),
+    });
     Router::new()
-        .route("/api/v1/audit", get(list::<A>))
-        .route("/api/v1/audit/{id}", get(get_one::<A>))
+        .route("/api/v1/audit", guarded(&api, get(list::<A>)))
+        .route("/api/v1/audit/{id}", guarded(&api, get(get_one::<A>)))
         .with_state(api)
 }
 
-impl<A: Authorizer> Api<A> {
-    async fn caller(&self, parts: &Parts) -> Result<Caller, ApiError> {
-        let caller = self
-            .authorizer
-            .authorize(parts)
-            .await
-            .map_err(|Unauthenticated| ApiError::unauthorized())?;
-        if caller.can(AUDIT_READ) {
-            Ok(caller)
-        } else {
-            Err(ApiError::forbidden())
+/// The route with a JSON 405 for other methods, authentication in front of
+/// both.
+fn guarded<A: Authorizer>(
+    api: &Arc<Api<A>>,
+    route: MethodRouter<Arc<Api<A>>>,
+) -> MethodRouter<Arc<Api<A>>> {
+    route
+        .fallback(|| async { ApiError::method_not_allowed() })
+        .layer(from_fn_with_state(api.clone(), authenticate::<A>))
+}
+
+/// Lets through only callers with `audit:read`, before anything else of
+/// the request is looked at; audits the refusals.
+async fn authenticate<A: Authorizer>(
+    State(api): State<Arc<Api<A>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let denial = match api.authorizer.authorize(&parts).await {
+        Ok(caller) if caller.can(AUDIT_READ) => {
+            let mut request = Request::from_parts(parts, body);
+            request.extensions_mut().insert(Authorized(caller));
+            return next.run(request).await;
+        }
+        Ok(caller) => Denial::Forbidden(caller),
+        Err(Unauthenticated) if parts.headers.contains_key(AUTHORIZATION) => Denial::BadCredentials,
+        Err(Unauthenticated) => Denial::NoCredentials,
+    };
+    api.denied.record(&parts, &denial);
+    match denial {
+        Denial::Forbidden(_) => ApiError::forbidden(),
+        Denial::NoCredentials | Denial::BadCredentials => {
+            ApiError::unauthorized(api.authorizer.challenge())
         }
     }
+    .into_response()
 }
 
 async fn list<A: Authorizer>(
     State(api): State<Arc<Api<A>>>,
+    Extension(Authorized(caller)): Extension<Authorized>,
     RawQuery(query): RawQuery,
-    parts: Parts,
 ) -> Result<Json<PageBody>, ApiError> {
-    let caller = api.caller(&parts).await?;
     let (query, f) = params::parse(query.as_deref())?;
     audit!(
         action = "audit.read",
@@ -113,12 +163,13 @@ struct PageBody {
 
 async fn get_one<A: Authorizer>(
     State(api): State<Arc<Api<A>>>,
-    Path(id): Path<String>,
-    parts: Parts,
+    Extension(Authorized(caller)): Extension<Authorized>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<crate::AuditRecord>, ApiError> {
-    let caller = api.caller(&parts).await?;
-    let uuid =
-        uuid::Uuid::try_parse(&id).map_err(|_| ApiError::bad_request("the id is not a UUID"))?;
+    let uuid = id
+        .ok()
+        .and_then(|Path(id)| uuid::Uuid::try_parse(&id).ok())
+        .ok_or_else(|| ApiError::bad_request("the id is not a UUID"))?;
     audit!(action = "audit.read", actor = &caller, "filter.id" = %uuid);
     match api.store.get(uuid).await? {
         Some(record) => Ok(Json(record)),

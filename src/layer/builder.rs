@@ -14,7 +14,7 @@ use crate::delivery::slot::SinkSlot;
 use crate::delivery::worker::{Worker, WorkerConfig};
 use crate::delivery::Delivery;
 use crate::sink::{FileSink, Sink};
-use crate::{AuditHandle, Error, Result};
+use crate::{AuditHandle, Error, Result, Retention};
 
 /// The default size budget of a record's text (`max_record_bytes`).
 pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 32 * 1024;
@@ -73,9 +73,9 @@ pub enum Overflow {
 #[must_use]
 pub struct AuditLayerBuilder {
     file: Option<PathBuf>,
-    file_retention_days: u32,
+    file_retention: Retention,
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-    database_retention_days: u32,
+    database_retention: Retention,
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     database: Option<String>,
     sinks: Vec<(String, Box<dyn Sink + Send>)>,
@@ -90,9 +90,9 @@ impl AuditLayerBuilder {
     pub(crate) fn new() -> Self {
         Self {
             file: None,
-            file_retention_days: 90,
+            file_retention: Retention::days(90).unwrap_or(Retention::FOREVER),
             #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-            database_retention_days: 30,
+            database_retention: Retention::days(30).unwrap_or(Retention::FOREVER),
             #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
             database: None,
             sinks: Vec::new(),
@@ -142,17 +142,18 @@ impl AuditLayerBuilder {
     #[cfg(feature = "config")]
     pub fn config(self, config: &crate::AuditConfig) -> Self {
         let builder = Self {
-            file_retention_days: config.log_retention_days,
+            file_retention: config.log_retention_days,
             ..self
         };
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         let builder = Self {
-            database_retention_days: config.db_retention_days,
+            database_retention: config.db_retention_days,
             ..builder
         }
         .database(&config.database_url);
         builder
             .queue_capacity(config.queue_maxsize)
+            .max_record_bytes(config.max_record_bytes)
             .file(&config.log_file)
     }
 
@@ -263,15 +264,18 @@ impl AuditLayerBuilder {
     {
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         if let Some(url) = self.database.take() {
-            let database = crate::DatabaseSink::builder(url)
-                .retention_days(self.database_retention_days)
-                .build_lazy()?;
+            let database = crate::DatabaseSink::builder(url);
+            let database = match self.database_retention.as_days() {
+                Some(days) => database.retention_days(days),
+                None => database.keep_forever(),
+            }
+            .build_lazy()?;
             self.sinks
                 .insert(0, ("database".to_owned(), Box::new(database)));
         }
         if let Some(path) = self.file.take() {
             let file = FileSink::builder(path)
-                .retention_days(self.file_retention_days)
+                .retention(self.file_retention)
                 .build()?;
             self.sinks.insert(0, ("file".to_owned(), Box::new(file)));
         }

@@ -190,3 +190,157 @@ fn serve_answers_and_refuses_to_run_open_by_accident() {
     assert!(body["next_cursor"].is_string());
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
 }
+
+/// A running `fabric-audit serve`: its address, stderr kept for the end.
+struct Server {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env_remove("FABRIC_AUDIT_DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+        Self { child, addr }
+    }
+
+    /// One request on its own connection; the status line and the body.
+    fn get(&self, target: &str, token: Option<&str>) -> (String, String) {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        write!(
+            stream,
+            "GET {target} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
+    }
+
+    /// Sends `signal` and waits (bounded) for a clean exit; its stderr.
+    fn stop(mut self, signal: &str) -> String {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not stop on SIG{signal}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(status.success(), "SIG{signal}: {status}: {stderr}");
+        stderr
+    }
+}
+
+/// The `audit.read` records in the database at `url`.
+fn audit_reads(url: &str) -> Vec<AuditRecord> {
+    let out = cli(&[
+        "query",
+        "--database-url",
+        url,
+        "--action",
+        "audit.read",
+        "--json",
+        "--limit",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn serve_audits_its_reads_logs_its_errors_and_flushes_on_sigterm_and_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("audit.db");
+    let url = format!("sqlite://{}", db_path.display());
+    let file = audit_file(&dir.path().join("logs"), 3);
+    assert!(
+        cli(&["import", "--database-url", &url, file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let config = dir.path().join("audit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\ndatabase_url = \"{url}\"\nbind = \"127.0.0.1:0\"\n[[audit.tokens]]\nname = \"ops\"\ntoken = \"t0k\"\npermissions = [\"audit:read\"]\n"
+        ),
+    )
+    .unwrap();
+
+    const N: usize = 7;
+    let server = Server::start(&config);
+    for i in 0..N {
+        let (status, _) = server.get(&format!("/api/v1/audit?limit={}", i + 1), Some("t0k"));
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    }
+    // A failure inside: answered 500 without detail, logged on stderr.
+    {
+        use diesel::{Connection, RunQueryDsl};
+        let mut conn = diesel::SqliteConnection::establish(db_path.to_str().unwrap()).unwrap();
+        diesel::sql_query("DROP TABLE audit_event_flags")
+            .execute(&mut conn)
+            .unwrap();
+    }
+    let (status, body) = server.get("/api/v1/audit?has_flag=admin", Some("t0k"));
+    assert!(status.starts_with("HTTP/1.1 500"), "{status}");
+    assert!(
+        body.contains("\"internal\"") && !body.contains("flags"),
+        "{body}"
+    );
+    let (status, body) = server.get("/api/v1/nothing", Some("t0k"));
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    assert!(body.contains("\"not_found\""), "{body}");
+    let stderr = server.stop("TERM");
+    assert!(stderr.contains("audit query failed"), "{stderr}");
+    assert!(
+        !stderr.contains("audit.read"),
+        "no audit event on stderr: {stderr}"
+    );
+
+    let reads = audit_reads(&url);
+    assert_eq!(reads.len(), N + 1, "every read, the failed one too");
+    assert!(reads.iter().all(|r| r.actor_id() == Some("ops")));
+    assert!(reads.iter().all(|r| r.client_ip() == Some("127.0.0.1")));
+
+    // Ctrl-C flushes the same way.
+    let server = Server::start(&config);
+    let (status, _) = server.get("/api/v1/audit?limit=1", Some("t0k"));
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    server.stop("INT");
+    assert_eq!(audit_reads(&url).len(), N + 2);
+}

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use fabric_audit::{audit, AuditConfig, AuditLayer, AuditQuery, Store};
+use fabric_audit::{audit, AuditConfig, AuditLayer, AuditQuery, Retention, Store};
 
 use crate::support::pipeline;
 
@@ -25,11 +25,12 @@ fn defaults_are_the_seeds() {
     assert_eq!(config, AuditConfig::default());
     assert_eq!(
         (
-            config.db_retention_days,
+            config.db_retention_days.as_days(),
             config.queue_maxsize,
-            config.log_retention_days
+            config.log_retention_days.as_days(),
+            config.max_record_bytes,
         ),
-        (30, 10_000, 90)
+        (Some(30), 10_000, Some(90), 32_768)
     );
     assert_eq!(config.log_file, std::path::Path::new("logs/audit.jsonl"));
 }
@@ -58,7 +59,10 @@ fn toml_and_yaml_files_are_read() {
         "no secret in Debug"
     );
     let y = AuditConfig::load(Some(&yaml)).unwrap();
-    assert_eq!((y.queue_maxsize, y.db_retention_days), (600, 7));
+    assert_eq!(
+        (y.queue_maxsize, y.db_retention_days.as_days()),
+        (600, Some(7))
+    );
 }
 
 #[test]
@@ -73,6 +77,27 @@ fn errors_name_the_key() {
             "[audit]\ndb_retention_days = -1\n",
             "audit.db_retention_days",
         ),
+        (
+            "[audit]\ndb_retention_days = 0\n",
+            "audit.db_retention_days",
+        ),
+        (
+            "[audit]\nlog_retention_days = 36526\n",
+            "audit.log_retention_days",
+        ),
+        (
+            "[audit]\nlog_retention_days = 99999999999999\n",
+            "audit.log_retention_days",
+        ),
+        (
+            "[audit]\ndb_retention_days = \"never\"\n",
+            "audit.db_retention_days",
+        ),
+        (
+            "[audit]\nmax_record_bytes = 1023\n",
+            "audit.max_record_bytes",
+        ),
+        ("[audit]\nmax_record_bytes = -1\n", "audit.max_record_bytes"),
         ("[audit]\nbind = \"nowhere\"\n", "audit.bind"),
         ("[audit]\nqueue_maxsize = 0\n", "audit.queue_maxsize"),
         (
@@ -108,8 +133,89 @@ fn the_environment_overrides_the_file() {
     let bad = AuditConfig::load(Some(&path));
     std::env::remove_var("FABRIC_AUDIT_QUEUE_MAXSIZE");
     let loaded = loaded.unwrap();
-    assert_eq!((loaded.queue_maxsize, loaded.log_retention_days), (700, 3));
+    assert_eq!(
+        (loaded.queue_maxsize, loaded.log_retention_days.as_days()),
+        (700, Some(3))
+    );
     assert!(bad.unwrap_err().to_string().contains("audit.queue_maxsize"));
+}
+
+#[test]
+fn retention_is_days_or_forever_from_files_and_the_environment() {
+    let _env = ENV
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_dir, path) = write(
+        "audit.toml",
+        "[audit]\ndb_retention_days = 7\nlog_retention_days = \"forever\"\n",
+    );
+    let from_file = AuditConfig::load(Some(&path));
+    std::env::set_var("FABRIC_AUDIT_DB_RETENTION_DAYS", "forever");
+    std::env::set_var("FABRIC_AUDIT_LOG_RETENTION_DAYS", "36525");
+    let from_env = AuditConfig::load(Some(&path));
+    std::env::set_var("FABRIC_AUDIT_DB_RETENTION_DAYS", "0");
+    let zero = AuditConfig::load(Some(&path));
+    std::env::remove_var("FABRIC_AUDIT_DB_RETENTION_DAYS");
+    std::env::remove_var("FABRIC_AUDIT_LOG_RETENTION_DAYS");
+    let from_file = from_file.unwrap();
+    assert_eq!(from_file.db_retention_days, Retention::days(7).unwrap());
+    assert_eq!(from_file.log_retention_days, Retention::FOREVER);
+    let from_env = from_env.unwrap();
+    assert_eq!(from_env.db_retention_days, Retention::FOREVER);
+    assert_eq!(from_env.log_retention_days.as_days(), Some(36_525));
+    let err = zero.unwrap_err().to_string();
+    assert!(err.contains("audit.db_retention_days"), "{err}");
+    assert!(err.contains("forever"), "{err}");
+}
+
+#[test]
+fn debug_output_holds_no_password() {
+    let _env = ENV
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_dir, path) = write(
+        "audit.toml",
+        "[audit]\ndatabase_url = \"postgres://app:Pa55w0rd@db:5432/audit\"\n\n[[audit.tokens]]\nname = \"ops\"\ntoken = \"T0ken-s3cret\"\npermissions = [\"audit:read\"]\n",
+    );
+    let config = AuditConfig::load(Some(&path)).unwrap();
+    let text = format!("{config:?}");
+    assert!(!text.contains("Pa55w0rd"), "{text}");
+    assert!(!text.contains("T0ken-s3cret"), "{text}");
+    assert!(text.contains("postgres://app:***@db:5432/audit"), "{text}");
+    assert_eq!(
+        config.database_url, "postgres://app:Pa55w0rd@db:5432/audit",
+        "only the Debug output hides it"
+    );
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_client_address_source_is_a_setting() {
+    use fabric_audit::http::ClientIpSource;
+    let _env = ENV
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    assert_eq!(
+        AuditConfig::default().client_ip_source,
+        ClientIpSource::ConnectInfo
+    );
+    let (_dir, path) = write(
+        "audit.toml",
+        "[audit]\nclient_ip_source = \"RightmostXForwardedFor\"\n",
+    );
+    let from_file = AuditConfig::load(Some(&path));
+    std::env::set_var("FABRIC_AUDIT_CLIENT_IP_SOURCE", "XRealIp");
+    let from_env = AuditConfig::load(Some(&path));
+    std::env::set_var("FABRIC_AUDIT_CLIENT_IP_SOURCE", "LeftmostXForwardedFor");
+    let bad = AuditConfig::load(Some(&path));
+    std::env::remove_var("FABRIC_AUDIT_CLIENT_IP_SOURCE");
+    assert_eq!(
+        from_file.unwrap().client_ip_source,
+        ClientIpSource::RightmostXForwardedFor
+    );
+    assert_eq!(from_env.unwrap().client_ip_source, ClientIpSource::XRealIp);
+    let err = bad.unwrap_err().to_string();
+    assert!(err.contains("audit.client_ip_source"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,7 +226,7 @@ async fn the_builder_takes_a_config() {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let text = format!(
-            "[audit]\nlog_file = \"{}\"\ndatabase_url = \"sqlite://{}\"\nqueue_maxsize = 64\n",
+            "[audit]\nlog_file = \"{}\"\ndatabase_url = \"sqlite://{}\"\nqueue_maxsize = 64\ndb_retention_days = \"forever\"\nlog_retention_days = 1\n",
             dir.path().join("audit.jsonl").display(),
             dir.path().join("audit.db").display()
         );
