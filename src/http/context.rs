@@ -1,12 +1,14 @@
 //! The request span: what lets `audit!` in a handler know the request and
 //! the actor without being told.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
 use axum::http::header::USER_AGENT;
-use axum::http::{HeaderValue, Request};
+use axum::http::{HeaderValue, Request, Response};
 use axum_client_ip::ClientIpSource;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -27,14 +29,17 @@ const MAX_REQUEST_ID: usize = 128;
 const MAX_USER_AGENT: usize = 512;
 
 /// A tower layer that runs each request inside an `INFO` span named
-/// `request` carrying `request_id`, `client_ip` and `user_agent`, and empty
-/// actor fields that authentication fills with
-/// [`RequestSpan::record_actor`]. Every `audit!` in the request then
-/// carries them.
+/// `request`, of target `audit` (so that the one directive `audit=info`
+/// enables audit events and their context alike, and
+/// [`exclude_audit`](crate::exclude_audit) keeps both out of other layers),
+/// carrying `request_id`, `client_ip` and `user_agent`, and empty actor
+/// fields that authentication fills with [`RequestSpan::record_actor`].
+/// Every `audit!` in the request then carries them.
 ///
 /// - `request_id` is the `x-request-id` header when it is 1 to 128 visible
 ///   ASCII characters (no space, no control character), else a new UUID v7;
-///   the request goes on with that id in its header.
+///   the request goes on with that id in its header, and the response
+///   carries it back in `x-request-id` (unless the handler set one).
 /// - `client_ip` comes from the [`ClientIpSource`] chosen with
 ///   [`client_ip_source`](Self::client_ip_source): by default the socket's
 ///   peer address (axum's `ConnectInfo`: serve with
@@ -138,13 +143,13 @@ impl RequestSpan {
     }
 }
 
-impl<S, B> Service<Request<B>> for RequestContext<S>
+impl<S, B, R> Service<Request<B>> for RequestContext<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<R>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Instrumented<S::Future>;
+    type Future = Instrumented<EchoRequestId<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -161,6 +166,7 @@ where
         let client_ip = client_ip(&self.client_ip_source, &request);
         let user_agent = request.headers().get(USER_AGENT).map(user_agent);
         let span = tracing::info_span!(
+            target: "audit",
             "request",
             method = %request.method(),
             path = request.uri().path(),
@@ -173,11 +179,55 @@ where
             "actor.name" = Empty,
             "actor.flags" = Empty,
         );
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            request.headers_mut().insert(REQUEST_ID_HEADER, value);
+        let echo = HeaderValue::from_str(&request_id).ok();
+        if let Some(value) = &echo {
+            request
+                .headers_mut()
+                .insert(REQUEST_ID_HEADER, value.clone());
         }
         request.extensions_mut().insert(RequestSpan(span.clone()));
-        self.inner.call(request).instrument(span)
+        EchoRequestId {
+            inner: self.inner.call(request),
+            request_id: echo,
+        }
+        .instrument(span)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RequestContext`]: the response carries the
+    /// request id in `x-request-id`, so that a client can quote it.
+    pub struct EchoRequestId<F> {
+        #[pin]
+        inner: F,
+        request_id: Option<HeaderValue>,
+    }
+}
+
+impl<F> std::fmt::Debug for EchoRequestId<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EchoRequestId")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, R, E> Future for EchoRequestId<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut output = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(id)) = (&mut output, this.request_id.take()) {
+            response
+                .headers_mut()
+                .entry(REQUEST_ID_HEADER)
+                .or_insert(id);
+        }
+        Poll::Ready(output)
     }
 }
 

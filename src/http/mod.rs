@@ -51,7 +51,8 @@ struct Api<A> {
 struct Authorized(Caller);
 
 /// The query API over `store`, guarded by `authorizer`. Merge it into your
-/// application's router.
+/// application's router, whatever its state: the router is generic over
+/// it, so `app.merge(router(..))` works before or after `with_state`.
 ///
 /// Every request to its routes is authenticated first, whatever its
 /// method or path parameters, and every answer that is not a success is
@@ -76,7 +77,10 @@ struct Authorized(Caller);
 /// # Ok(())
 /// # }
 /// ```
-pub fn router<A: Authorizer>(store: Store, authorizer: A) -> Router {
+pub fn router<A: Authorizer, S>(store: Store, authorizer: A) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     let api = Arc::new(Api {
         store,
         authorizer,

@@ -65,9 +65,11 @@ impl<S> Filter<S> for AuditFilter {
     }
 }
 
-/// A filter for the application's other layers that keeps audit events out
-/// of them: audit records carry personal data that does not belong on
-/// stdout or in an error tracker.
+/// A filter for the application's other layers that keeps audit events,
+/// and the spans of target `audit` that carry their context (the request
+/// span of [`request_context`](crate::http::request_context), with the
+/// actor's id and email), out of them: audit records carry personal data
+/// that does not belong on stdout or in an error tracker.
 ///
 /// Combine it with the layer's own filter through
 /// [`FilterExt::and`](tracing_subscriber::filter::FilterExt::and).
@@ -87,7 +89,8 @@ pub fn exclude_audit() -> ExcludeAudit {
     ExcludeAudit { _private: () }
 }
 
-/// The filter made by [`exclude_audit`]: everything but audit events.
+/// The filter made by [`exclude_audit`]: everything but audit events and
+/// spans of target `audit` (the request span, which carries the actor).
 #[derive(Clone, Copy, Debug)]
 pub struct ExcludeAudit {
     _private: (),
@@ -95,7 +98,7 @@ pub struct ExcludeAudit {
 
 impl ExcludeAudit {
     fn excludes(meta: &Metadata<'_>) -> bool {
-        meta.is_event() && meta.target() == TARGET
+        meta.target() == TARGET
     }
 }
 

@@ -4,6 +4,8 @@
 mod proxy;
 mod support;
 
+#[cfg(all(feature = "http", feature = "sqlite"))]
+mod app_fit;
 #[cfg(feature = "cli")]
 mod cli;
 mod compile;
