@@ -41,8 +41,8 @@ struct User {
 }
 
 impl Principal for User {
-    fn id(&self) -> &str {
-        self.id
+    fn id(&self) -> std::borrow::Cow<'_, str> {
+        self.id.into()
     }
     fn kind(&self) -> Option<&str> {
         Some("user")

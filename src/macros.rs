@@ -35,7 +35,7 @@
 ///
 /// struct User(String);
 /// impl Principal for User {
-///     fn id(&self) -> &str { &self.0 }
+///     fn id(&self) -> std::borrow::Cow<'_, str> { self.0.as_str().into() }
 ///     fn kind(&self) -> Option<&str> { Some("user") }
 /// }
 ///
@@ -172,8 +172,8 @@ mod tests {
 
     struct Service;
     impl Principal for Service {
-        fn id(&self) -> &str {
-            "svc"
+        fn id(&self) -> std::borrow::Cow<'_, str> {
+            "svc".into()
         }
     }
 

@@ -1,25 +1,30 @@
 //! Who acts: the trait that lets `audit!(actor = &p, ..)` fill the actor.
 
+use std::borrow::Cow;
+
 /// An actor that `audit!` can record: a user, a service, an API key.
 ///
 /// Implement it for your application's principal type; `audit!(actor = &p,
 /// ..)` then fills `actor_id`, `actor_type`, `actor_email`, `actor_name`
-/// and `actor_flags` from it. Only [`id`](Principal::id) is required.
+/// and `actor_flags` from it. Only [`id`](Principal::id) is required; it
+/// gives text borrowed from the principal, or made for the occasion when
+/// the id is not stored as a string (a `Uuid`, a number).
 ///
 /// # Examples
 ///
 /// ```
+/// use std::borrow::Cow;
+///
 /// use fabric_audit::Principal;
 ///
 /// struct User {
-///     id: u64,
-///     id_text: String,
+///     id: uuid::Uuid,
 ///     roles: Vec<String>,
 /// }
 ///
 /// impl Principal for User {
-///     fn id(&self) -> &str {
-///         &self.id_text
+///     fn id(&self) -> Cow<'_, str> {
+///         self.id.to_string().into()
 ///     }
 ///     fn kind(&self) -> Option<&str> {
 ///         Some("user")
@@ -29,12 +34,22 @@
 ///     }
 /// }
 ///
-/// let user = User { id: 7, id_text: "7".into(), roles: vec!["admin".into()] };
-/// assert_eq!(user.kind(), Some("user"));
+/// struct ApiKey {
+///     name: String,
+/// }
+///
+/// impl Principal for ApiKey {
+///     fn id(&self) -> Cow<'_, str> {
+///         Cow::Borrowed(&self.name) // no copy for an id stored as text
+///     }
+/// }
+///
+/// let user = User { id: uuid::Uuid::nil(), roles: vec!["admin".into()] };
+/// assert_eq!(user.id(), "00000000-0000-0000-0000-000000000000");
 /// ```
 pub trait Principal {
     /// The actor's stable id.
-    fn id(&self) -> &str;
+    fn id(&self) -> Cow<'_, str>;
 
     /// The actor's type: `user`, `service`, `api_key`, …
     fn kind(&self) -> Option<&str> {
@@ -61,7 +76,7 @@ pub trait Principal {
 macro_rules! forward {
     ($($ptr:ty),+) => {$(
         impl<P: Principal + ?Sized> Principal for $ptr {
-            fn id(&self) -> &str {
+            fn id(&self) -> Cow<'_, str> {
                 (**self).id()
             }
             fn kind(&self) -> Option<&str> {

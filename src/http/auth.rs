@@ -71,8 +71,8 @@ impl Caller {
 }
 
 impl Principal for Caller {
-    fn id(&self) -> &str {
-        &self.id
+    fn id(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(&self.id)
     }
     fn kind(&self) -> Option<&str> {
         Some(&self.kind)

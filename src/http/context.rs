@@ -132,7 +132,7 @@ impl RequestSpan {
     /// so that nothing of an earlier actor survives.
     pub fn record_actor(&self, principal: &impl Principal) {
         let span = &self.0;
-        span.record("actor.id", principal.id());
+        span.record("actor.id", &*principal.id());
         span.record("actor.type", principal.kind().unwrap_or(""));
         span.record("actor.email", principal.email().unwrap_or(""));
         span.record("actor.name", principal.name().unwrap_or(""));

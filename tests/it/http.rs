@@ -756,8 +756,8 @@ mod context {
     struct Bare(&'static str);
 
     impl fabric_audit::Principal for Bare {
-        fn id(&self) -> &str {
-            self.0
+        fn id(&self) -> std::borrow::Cow<'_, str> {
+            self.0.into()
         }
     }
 

@@ -551,3 +551,16 @@ fn check_passes_in_a_good_subscriber_and_explains_a_bad_one() {
     let err = tracing::subscriber::with_default(elsewhere, || audit.check().unwrap_err());
     assert!(err.to_string().contains("not installed"), "{err}");
 }
+
+#[test]
+fn a_principal_can_hand_out_an_id_it_does_not_store_as_text() {
+    struct Member(uuid::Uuid);
+    impl fabric_audit::Principal for Member {
+        fn id(&self) -> std::borrow::Cow<'_, str> {
+            self.0.to_string().into()
+        }
+    }
+    let member = Member(uuid::Uuid::from_u128(0xfeed));
+    let r = collect(|| audit!(action = "member.seen", actor = &member)).only();
+    assert_eq!(r.actor_id(), Some("00000000-0000-0000-0000-00000000feed"));
+}

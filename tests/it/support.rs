@@ -196,8 +196,8 @@ impl User {
 }
 
 impl Principal for User {
-    fn id(&self) -> &str {
-        &self.id
+    fn id(&self) -> std::borrow::Cow<'_, str> {
+        self.id.as_str().into()
     }
     fn kind(&self) -> Option<&str> {
         Some("user")
