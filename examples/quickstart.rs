@@ -28,10 +28,13 @@ use axum::middleware::{from_fn, Next};
 use axum::response::Response;
 use axum::routing::{delete, post};
 use axum::Router;
-use fabric_audit::http::{self, request_context, BearerTokens, RequestSpan, AUDIT_READ};
+use fabric_audit::http::{
+    self, audit_outcomes, request_context, BearerTokens, RequestSpan, AUDIT_READ,
+};
 use fabric_audit::{audit, exclude_audit, AuditLayer, Principal, Store};
-use tracing_subscriber::filter::{FilterExt, LevelFilter};
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::EnvFilter;
 
 /// The demo's users, picked by the `x-demo-user` header.
 struct User {
@@ -146,10 +149,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .database(&database)
         .file(format!("{dir}/audit.jsonl"))
         .build()?;
+    // The app's own filter (RUST_LOG) goes on its fmt layer, never in front
+    // of every layer, where it would switch auditing off; exclude_audit()
+    // keeps audit records and the actor out of stdout. `try_init` leaves an
+    // app that already has a `log` logger (env_logger) standing.
+    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::INFO.and(exclude_audit())))
+        .with(tracing_subscriber::fmt::layer().with_filter(env_filter.and(exclude_audit())))
         .with(audit_layer)
-        .init();
+        .try_init()?;
+    // Fails loudly if the subscriber switches auditing off.
+    audit.check()?;
 
     // 2. The app: its own routes behind demo auth, and the query API.
     let token = uuid::Uuid::new_v4().simple().to_string();
@@ -162,6 +172,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/posts", post(create_post))
         .route("/posts/{id}", delete(delete_post))
         .layer(from_fn(demo_auth))
+        // Every request's outcome on record, outside the authentication so
+        // that the requests it refuses are on record too.
+        .route_layer(audit_outcomes())
         .with_state(Db::default())
         .merge(http::router(store, tokens))
         .layer(request_context());
@@ -180,7 +193,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_graceful_shutdown(async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = shutdown_signal() => {}
                 _ = stopped => {}
             }
         })
@@ -201,6 +214,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if !answer.starts_with("HTTP/1.1 200") || !answer.contains("post.deleted") {
             return Err(format!("the query API answered {answer}").into());
         }
+        // The refused request is on record too.
+        let auth = format!("authorization: Bearer {token}");
+        let denied = tokio::task::spawn_blocking(move || {
+            request(
+                addr,
+                "GET",
+                "/api/v1/audit?action=http.request.denied",
+                &auth,
+            )
+        })
+        .await??;
+        if !denied.contains("\"http.status\":401") {
+            return Err(format!("the refused request is not on record: {denied}").into());
+        }
         println!("{}", answer.split("\r\n\r\n").nth(1).unwrap_or_default());
         let _ = stop.send(());
     }
@@ -213,6 +240,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("records were lost: {report}").into());
     }
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what Docker and Kubernetes send): either way the
+/// server stops taking requests and the audit pipeline is shut down, so the
+/// last records are written.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
 }
 
 /// Calls the running app the way the curl commands above do; returns the
