@@ -117,7 +117,7 @@ fn unseen(file: &str, line: u32) {
         eprintln!(
             "fabric-audit: WARNING: an audit event at {file}:{line} was not recorded: no \
              AuditLayer saw it, so auditing is off in the current subscriber (the layer is \
-             not installed, or a filter disables it). {HOW_TO_FIX}. (Said once per process; \
+             not installed, or a filter disables it). To fix it: {HOW_TO_FIX}. (Said once per process; \
              `Report::unseen` counts every such event.)"
         );
     }

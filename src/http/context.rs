@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
 use axum::http::header::USER_AGENT;
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{Extensions, HeaderValue, Request, Response};
 use axum_client_ip::ClientIpSource;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -124,6 +124,51 @@ pub struct RequestContext<S> {
 /// principal to `audit!`.
 #[derive(Clone, Debug)]
 pub struct RequestSpan(pub Span);
+
+/// Records `principal` as the actor of the request whose extensions these
+/// are: the one line an application's own authentication extractor needs.
+/// Returns whether the request has a request span (that is, runs inside
+/// [`request_context`]).
+///
+/// # Examples
+///
+/// ```
+/// use axum::extract::FromRequestParts;
+/// use axum::http::{request::Parts, StatusCode};
+/// use fabric_audit::Principal;
+///
+/// struct CurrentUser(String);
+///
+/// impl Principal for CurrentUser {
+///     fn id(&self) -> std::borrow::Cow<'_, str> {
+///         self.0.as_str().into()
+///     }
+/// }
+///
+/// impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+///     type Rejection = StatusCode;
+///
+///     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, StatusCode> {
+///         let user = parts
+///             .headers
+///             .get("x-user")
+///             .and_then(|v| v.to_str().ok())
+///             .map(|name| CurrentUser(name.to_owned()))
+///             .ok_or(StatusCode::UNAUTHORIZED)?;
+///         fabric_audit::http::record_actor(&parts.extensions, &user);
+///         Ok(user)
+///     }
+/// }
+/// ```
+pub fn record_actor(extensions: &Extensions, principal: &impl Principal) -> bool {
+    match extensions.get::<RequestSpan>() {
+        Some(span) => {
+            span.record_actor(principal);
+            true
+        }
+        None => false,
+    }
+}
 
 impl RequestSpan {
     /// Records `principal` as the request's actor, replacing every actor

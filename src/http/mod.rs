@@ -35,7 +35,8 @@ use crate::{audit, Store};
 
 pub use self::auth::{Authorizer, BearerTokens, Caller, Unauthenticated, AUDIT_READ};
 pub use self::context::{
-    request_context, RequestContext, RequestContextLayer, RequestSpan, REQUEST_ID_HEADER,
+    record_actor, request_context, RequestContext, RequestContextLayer, RequestSpan,
+    REQUEST_ID_HEADER,
 };
 pub use self::outcome::{audit_outcomes, AuditOutcomes, AuditOutcomesLayer, OutcomeFuture};
 pub use axum_client_ip::ClientIpSource;
