@@ -10,34 +10,40 @@
 //!
 //! # Quick start
 //!
+//! Most apps already have a subscriber with an `EnvFilter`: put that filter
+//! on the fmt layer (a global one would switch auditing off) and add the
+//! audit layer beside it.
+//!
 //! ```
 //! use fabric_audit::{audit, exclude_audit, AuditLayer, Principal};
-//! use tracing_subscriber::filter::{FilterExt, LevelFilter};
-//! use tracing_subscriber::prelude::*;
+//! use tracing_subscriber::filter::FilterExt;
+//! use tracing_subscriber::{prelude::*, EnvFilter};
 //!
-//! struct User { id: String }
+//! struct User { id: u64 }
 //! impl Principal for User {
-//!     fn id(&self) -> std::borrow::Cow<'_, str> { self.id.as_str().into() }
+//!     fn id(&self) -> std::borrow::Cow<'_, str> { self.id.to_string().into() }
 //!     fn kind(&self) -> Option<&str> { Some("user") }
 //! }
 //!
-//! # fn main() -> fabric_audit::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir().unwrap();
 //! # let path = dir.path().join("audit.jsonl");
 //! // 1. Install the layer next to the layers you already have.
 //! let (audit_layer, audit) = AuditLayer::builder()
 //!     .file(&path) // logs/audit.jsonl: daily files, 90 days kept
 //!     .build()?;
+//! let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
 //! let subscriber = tracing_subscriber::registry()
-//!     .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::WARN.and(exclude_audit())))
+//!     .with(tracing_subscriber::fmt::layer().with_filter(env_filter.and(exclude_audit())))
 //!     .with(audit_layer);
 //! # let _guard = tracing::subscriber::set_default(subscriber);
 //! # /*
-//! subscriber.init();
+//! subscriber.try_init()?;
 //! # */
+//! audit.check()?; // fails loudly if the subscriber switches auditing off
 //!
 //! // 2. Emit anywhere: sync or async, inside or outside a runtime.
-//! let user = User { id: "u-1".into() };
+//! let user = User { id: 1 };
 //! audit!(action = "post.created", actor = &user,
 //!        resource_type = "post", resource_id = 42, title = "Hello");
 //!
@@ -72,8 +78,9 @@
 //! [`Overflow::Block`], waits for room). Failing writes are retried with
 //! capped backoff while the records stay queued.
 //! [`AuditHandle::flush`] waits for everything emitted before it;
-//! [`AuditHandle::shutdown`] drains, joins and returns a [`Report`] in
-//! which `emitted == written + dropped + failed` for every sink.
+//! [`AuditHandle::shutdown`] drains, joins and returns, within its
+//! deadline, a [`Report`] in which `emitted == written + dropped + failed`
+//! for every sink.
 //!
 //! # Features
 //!
