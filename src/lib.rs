@@ -109,11 +109,10 @@ pub use crate::config::{AuditConfig, TokenConfig};
 pub use crate::db::{
     migrate, purge, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Page, Store,
 };
+pub use crate::delivery::Overflow;
 pub use crate::error::{Error, Result};
 pub use crate::handle::AuditHandle;
-pub use crate::layer::{
-    exclude_audit, AuditFilter, AuditLayer, AuditLayerBuilder, ExcludeAudit, Overflow,
-};
+pub use crate::layer::{exclude_audit, AuditFilter, AuditLayer, AuditLayerBuilder, ExcludeAudit};
 pub use crate::principal::Principal;
 pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
 pub use crate::report::{Report, SinkReport};

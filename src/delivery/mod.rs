@@ -42,8 +42,10 @@ use crossbeam_queue::ArrayQueue;
 
 use self::signal::Signal;
 use self::slot::SinkSlot;
+use self::worker::{Worker, WorkerConfig};
 use crate::report::Report;
-use crate::{AuditRecord, Overflow};
+use crate::sink::Sink;
+use crate::{AuditRecord, Error, Result};
 
 /// How many spent records are kept for reuse.
 const POOL_CAPACITY: usize = 4096;
@@ -51,6 +53,32 @@ const POOL_CAPACITY: usize = 4096;
 /// Records holding more heap than this are freed rather than reused, so a
 /// burst of large records does not stay resident in the pool.
 const POOL_MAX_RECORD_BYTES: usize = 4096;
+
+/// What to do with a record when a sink's queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Drop the new record, count it in the sink's
+    /// [`dropped`](crate::SinkReport::dropped) counter and log a warning (at
+    /// most one a second, on target `fabric_audit`). The emitting thread
+    /// never waits.
+    #[default]
+    DropNewest,
+    /// Make the emitting thread wait for room: no record is dropped, at the
+    /// cost of the caller's latency while a sink is slow or failing.
+    Block,
+}
+
+/// How the pipeline is set up: what [`AuditLayerBuilder`](crate::AuditLayerBuilder)
+/// checked and hands over.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub(crate) queue_capacity: usize,
+    pub(crate) overflow: Overflow,
+    pub(crate) worker: WorkerConfig,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) max_record_bytes: usize,
+}
 
 /// How long past its deadline shutdown waits for a worker that is giving
 /// up its last batch, before abandoning it.
@@ -194,32 +222,55 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
-    pub(crate) fn new(
-        slots: Vec<Arc<SinkSlot>>,
-        overflow: Overflow,
-        shutdown_timeout: Duration,
-        max_record_bytes: usize,
-    ) -> Self {
-        Self {
-            max_record_bytes,
-            slots,
+    /// Gives each sink its queue and its worker thread.
+    ///
+    /// # Errors
+    ///
+    /// A worker thread that cannot be spawned; the workers already running
+    /// are shut down (dropping the half-built pipeline closes it).
+    pub(crate) fn start(
+        sinks: Vec<(String, Box<dyn Sink + Send>)>,
+        settings: Settings,
+    ) -> Result<Arc<Self>> {
+        let slots: Vec<Arc<SinkSlot>> = sinks
+            .iter()
+            .map(|(name, _)| {
+                let batch = settings.worker.batch_size;
+                Arc::new(SinkSlot::new(name.clone(), settings.queue_capacity, batch))
+            })
+            .collect();
+        let delivery = Arc::new(Self {
+            max_record_bytes: settings.max_record_bytes,
+            slots: slots.clone(),
             control: Arc::new(Control::default()),
             probe: Default::default(),
-            overflow,
+            overflow: settings.overflow,
             invalid: AtomicU64::new(0),
             drop_warnings: RateLimit::default(),
             invalid_warnings: RateLimit::default(),
-            shutdown_timeout,
+            shutdown_timeout: settings.shutdown_timeout,
             workers: Mutex::new(Vec::new()),
             final_report: OnceLock::new(),
+        });
+        for (index, (slot, (name, sink))) in slots.into_iter().zip(sinks).enumerate() {
+            let worker = Worker {
+                slot: slot.clone(),
+                sink,
+                control: delivery.control.clone(),
+                config: settings.worker,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("fabric-audit-{name}"))
+                .spawn(move || worker.run())
+                .map_err(|e| Error::io(format!("cannot start the worker of sink `{name}`"), e))?;
+            slot.set_worker(thread.thread().clone());
+            delivery
+                .workers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((index, thread));
         }
-    }
-
-    pub(crate) fn add_worker(&self, slot: usize, worker: JoinHandle<()>) {
-        self.workers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((slot, worker));
+        Ok(delivery)
     }
 
     /// A record to fill, stamped with the current time: a spent one from

@@ -13,8 +13,9 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 
 use super::signal::Signal;
+use super::Overflow;
 use crate::report::SinkReport;
-use crate::{AuditRecord, Overflow};
+use crate::AuditRecord;
 
 /// What travels through a sink's queue.
 #[derive(Debug)]

@@ -1,7 +1,6 @@
 //! Configuring the layer, its sinks and their queues.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tracing_core::Subscriber;
@@ -10,9 +9,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer as _;
 
 use super::{AuditFilter, AuditLayer};
-use crate::delivery::slot::SinkSlot;
-use crate::delivery::worker::{Worker, WorkerConfig};
-use crate::delivery::Delivery;
+use crate::delivery::worker::WorkerConfig;
+use crate::delivery::{Delivery, Overflow, Settings};
 use crate::sink::{FileSink, Sink};
 use crate::{AuditHandle, Error, Result, Retention};
 
@@ -21,21 +19,6 @@ pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 32 * 1024;
 
 /// The smallest size budget allowed.
 const MIN_MAX_RECORD_BYTES: usize = 1024;
-
-/// What to do with a record when a sink's queue is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Overflow {
-    /// Drop the new record, count it in the sink's
-    /// [`dropped`](crate::SinkReport::dropped) counter and log a warning (at
-    /// most one a second, on target `fabric_audit`). The emitting thread
-    /// never waits.
-    #[default]
-    DropNewest,
-    /// Make the emitting thread wait for room: no record is dropped, at the
-    /// cost of the caller's latency while a sink is slow or failing.
-    Block,
-}
 
 /// Builds an [`AuditLayer`] with its sinks; made by [`AuditLayer::builder`].
 ///
@@ -280,36 +263,14 @@ impl AuditLayerBuilder {
             self.sinks.insert(0, ("file".to_owned(), Box::new(file)));
         }
         self.validate()?;
-        let slots: Vec<_> = self
-            .sinks
-            .iter()
-            .map(|(name, _)| {
-                let slot = SinkSlot::new(name.clone(), self.queue_capacity, self.worker.batch_size);
-                Arc::new(slot)
-            })
-            .collect();
-        // Made before the workers: should one fail to start, dropping it
-        // shuts down those already running.
-        let delivery = Arc::new(Delivery::new(
-            slots.clone(),
-            self.overflow,
-            self.shutdown_timeout,
-            self.max_record_bytes,
-        ));
-        for (index, (slot, (name, sink))) in slots.into_iter().zip(self.sinks).enumerate() {
-            let worker = Worker {
-                slot: slot.clone(),
-                sink,
-                control: delivery.control.clone(),
-                config: self.worker,
-            };
-            let thread = std::thread::Builder::new()
-                .name(format!("fabric-audit-{name}"))
-                .spawn(move || worker.run())
-                .map_err(|e| Error::io(format!("cannot start the worker of sink `{name}`"), e))?;
-            slot.set_worker(thread.thread().clone());
-            delivery.add_worker(index, thread);
-        }
+        let settings = Settings {
+            queue_capacity: self.queue_capacity,
+            overflow: self.overflow,
+            worker: self.worker,
+            shutdown_timeout: self.shutdown_timeout,
+            max_record_bytes: self.max_record_bytes,
+        };
+        let delivery = Delivery::start(self.sinks, settings)?;
         let layer = AuditLayer::new(delivery.clone()).with_filter(AuditFilter::default());
         Ok((layer, AuditHandle::new(delivery)))
     }

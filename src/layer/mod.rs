@@ -18,7 +18,7 @@ use crate::delivery::Delivery;
 use crate::record::Field;
 use crate::AuditRecord;
 
-pub use self::builder::{AuditLayerBuilder, Overflow};
+pub use self::builder::AuditLayerBuilder;
 pub use self::filter::{exclude_audit, AuditFilter, ExcludeAudit};
 
 /// Turns `audit!` events into [`AuditRecord`](crate::AuditRecord)s and
