@@ -56,7 +56,7 @@ impl<'a> NewRecord<'a> {
         if let Some(of) = dropped_from {
             changes.note_dropped_flags(of);
         }
-        let mut detail = record.detail_json();
+        let mut detail = stored::detail_json(record, &mut changes);
         changes.mark(record, &mut detail);
         let mut flags: Vec<Cow<'a, str>> = Vec::with_capacity(kept.len());
         for flag in kept {

@@ -32,8 +32,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// `actor_type`, `resource_type`, `resource_id`, `request_id`,
 /// `client_ip`, each flag's index entry) and to 65 535 bytes in
 /// `actor_email`, `actor_name` and `user_agent`, with their original length
-/// in bytes. A record the database still refuses is isolated (the batch is
-/// split until it is alone) and counted as failed; the others are written.
+/// in bytes; a `detail` over 8 MiB loses its longest values first. A
+/// record the database still refuses is isolated (the batch is split until
+/// it is alone) and counted as failed; the others are written.
 ///
 /// Expired records are purged by a thread of the sink's own, with its own
 /// connection: at start-up and then daily, a thousand records per

@@ -15,10 +15,13 @@
 //!   `resource_type`, `resource_id`, `request_id`, `client_ip`, and each flag
 //!   in the flags table), 65 535 bytes for `actor_email`, `actor_name` and
 //!   `user_agent` (`TEXT` on MySQL); the `actor_flags` JSON keeps the flags
-//!   that fit in 65 535 bytes;
+//!   that fit in 65 535 bytes; the `detail` JSON is cut to 8 MiB (half of
+//!   MariaDB's default `max_allowed_packet`), its longest values first;
 //! - `detail["fabric_audit.stored_as"]` says what was done, per field:
 //!   `{"user_agent": {"truncated_from_bytes": 70000}, "resource_id":
-//!   {"escaped": true}, "actor_flags": {"truncated_from_count": 900}}`.
+//!   {"escaped": true}, "actor_flags": {"truncated_from_count": 900},
+//!   "detail.body": {"truncated_from_bytes": 20000000}}` (a detail value
+//!   that is not text is replaced by `null`: `{"dropped_bytes": N}`).
 //!
 //! Filters go through the same function, so a filter for a value with a
 //! NUL byte finds the record stored with it, and a filter longer than its
@@ -157,7 +160,7 @@ fn floor_char_boundary(text: &str, at: usize) -> usize {
 /// What was done to a record to store it: the marker's content.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
-    entries: Vec<(&'static str, serde_json::Value)>,
+    entries: Vec<(Cow<'static, str>, serde_json::Value)>,
 }
 
 impl Changes {
@@ -170,13 +173,17 @@ impl Changes {
             entry.insert("truncated_from_bytes".into(), bytes.into());
         }
         if !entry.is_empty() {
-            self.entries.push((column, entry.into()));
+            self.entries.push((column.into(), entry.into()));
         }
     }
 
     pub(crate) fn note_dropped_flags(&mut self, of: usize) {
         let entry = serde_json::json!({ "truncated_from_count": of });
-        self.entries.push(("actor_flags", entry));
+        self.entries.push(("actor_flags".into(), entry));
+    }
+
+    fn note_detail(&mut self, key: &str, entry: serde_json::Value) {
+        self.entries.push((format!("detail.{key}").into(), entry));
     }
 
     fn is_empty(&self) -> bool {
@@ -193,7 +200,7 @@ impl Changes {
         let marker: serde_json::Map<String, serde_json::Value> = self
             .entries
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
+            .map(|(k, v)| (k.into_owned(), v))
             .collect();
         let entry = format!(
             "{}:{}",
@@ -208,6 +215,69 @@ impl Changes {
         detail.push_str(&entry);
         detail.push('}');
     }
+}
+
+/// Bytes of the `detail` JSON: half of MariaDB's default
+/// `max_allowed_packet` (16 MiB), which a larger value made the server
+/// close the connection over (and the batch was retried forever).
+pub(crate) const DETAIL_BYTES: usize = 8 << 20;
+
+/// The `detail` JSON of a record, cut to [`DETAIL_BYTES`] when it is
+/// longer: the longest values first, strings shortened (their original
+/// length noted as `detail.KEY`), other values replaced by `null`.
+pub(crate) fn detail_json(record: &AuditRecord, changes: &mut Changes) -> String {
+    let detail = record.detail_json();
+    if detail.len() <= DETAIL_BYTES {
+        return detail;
+    }
+    // Room for the marker's entries; past that, what is left goes too.
+    const BUDGET: usize = DETAIL_BYTES - (64 << 10);
+    let Ok(mut entries) = crate::record::json::parse_object(&detail) else {
+        return "{}".to_owned();
+    };
+    let len = |v: &serde_json::Value| serde_json::to_string(v).map_or(0, |s| s.len());
+    let mut order: Vec<(usize, usize)> = entries.iter().map(|(_, v)| len(v)).enumerate().collect();
+    order.sort_unstable_by_key(|&(_, n)| std::cmp::Reverse(n));
+    let mut size = detail.len();
+    for (i, was) in order {
+        if size <= BUDGET || changes.entries.len() > 1000 {
+            break;
+        }
+        let (key, value) = &mut entries[i];
+        let excess = size - BUDGET;
+        match value {
+            serde_json::Value::String(text) if text.len() > excess => {
+                let bytes = text.len();
+                // Escapes make a text's JSON longer than the text: cut
+                // again until it fits.
+                let mut keep = text.len() - excess;
+                loop {
+                    text.truncate(floor_char_boundary(text, keep));
+                    let now = serde_json::to_string(text).map_or(0, |s| s.len());
+                    if size - was + now <= BUDGET || keep == 0 {
+                        break;
+                    }
+                    keep /= 2;
+                }
+                changes.note_detail(key, serde_json::json!({ "truncated_from_bytes": bytes }));
+            }
+            other => {
+                *other = serde_json::Value::Null;
+                changes.note_detail(key, serde_json::json!({ "dropped_bytes": was }));
+            }
+        }
+        size = size - was + len(&entries[i].1);
+    }
+    if size > BUDGET {
+        // Thousands of keys: keep none of them, and say so.
+        entries.clear();
+        changes.note_detail("*", serde_json::json!({ "dropped_bytes": detail.len() }));
+    }
+    let map: Vec<String> = entries
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str())))
+        .collect();
+    format!("{{{}}}", map.join(","))
 }
 
 /// The `actor_flags` JSON of a record: the flags that fit in
@@ -357,6 +427,44 @@ mod tests {
         assert_eq!(of, Some(1000));
         assert_eq!(serde_json::from_str::<Vec<&str>>(&json).unwrap(), kept);
         assert_eq!(kept.len(), LONG_BYTES / 103);
+    }
+
+    #[test]
+    fn a_detail_over_the_cap_loses_its_longest_values_first() {
+        let record = AuditRecord::builder("a")
+            .detail("small", "s")
+            .detail("text", "t".repeat(DETAIL_BYTES))
+            .detail("list", vec!["l".repeat(1 << 20); 2])
+            .detail("n", 7)
+            .build();
+        let mut changes = Changes::default();
+        let detail = detail_json(&record, &mut changes);
+        assert!(detail.len() <= DETAIL_BYTES, "{}", detail.len());
+        let entries = crate::record::json::parse_object(&detail).unwrap();
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["small", "text", "list", "n"],
+            "order and keys are kept"
+        );
+        assert_eq!(entries[0].1, "s");
+        assert_eq!(entries[3].1, 7);
+        let text = entries[1].1.as_str().unwrap();
+        assert!(text.len() < DETAIL_BYTES && text.len() > DETAIL_BYTES / 2);
+        assert!(entries[2].1.is_array(), "the cut text was enough");
+        assert_eq!(
+            serde_json::to_string(&changes.entries).unwrap(),
+            format!(r#"[["detail.text",{{"truncated_from_bytes":{DETAIL_BYTES}}}]]"#)
+        );
+
+        // Escaped characters count as the JSON they become.
+        let record = AuditRecord::builder("a")
+            .detail("ctl", "\u{1}".repeat(DETAIL_BYTES / 4))
+            .build();
+        let detail = detail_json(&record, &mut Changes::default());
+        assert!(detail.len() <= DETAIL_BYTES, "{}", detail.len());
+        let small = AuditRecord::builder("a").detail("k", "v").build();
+        assert_eq!(detail_json(&small, &mut Changes::default()), r#"{"k":"v"}"#);
     }
 
     proptest! {

@@ -13,6 +13,7 @@ on_every_backend!(
     hostile_values_are_stored_and_read_back_with_what_was_done,
     one_refused_record_among_twenty_thousand_never_wedges_the_sink,
     hostile_filters_answer_normally,
+    a_detail_over_eight_mib_is_cut_and_big_batches_fit,
 );
 
 /// What `detail["fabric_audit.stored_as"]` holds, as JSON text.
@@ -262,4 +263,69 @@ async fn hostile_filters_answer_normally(db: TestDb) {
             );
         }
     }
+}
+
+async fn a_detail_over_eight_mib_is_cut_and_big_batches_fit(db: TestDb) {
+    // 17 MiB: more than MariaDB's default max_allowed_packet, over which
+    // the server closed the connection and the batch was retried forever.
+    let huge = Arc::new(
+        AuditRecord::builder("huge")
+            .detail("b", "x".repeat(17 << 20))
+            .detail("n", 1)
+            .build(),
+    );
+    // Under the cap each, 21 MiB and 20 MiB per batch.
+    let large: Vec<Arc<AuditRecord>> = (0..3)
+        .map(|_| {
+            Arc::new(
+                AuditRecord::builder("large")
+                    .detail("b", "y".repeat(7 << 20))
+                    .build(),
+            )
+        })
+        .collect();
+    let many: Vec<Arc<AuditRecord>> = (0..200)
+        .map(|_| {
+            Arc::new(
+                AuditRecord::builder("many")
+                    .detail("b", "z".repeat(100 << 10))
+                    .build(),
+            )
+        })
+        .collect();
+    let mut database = sink(&db.url).await;
+    let batches = vec![vec![huge.clone()], large.clone(), many];
+    tokio::task::spawn_blocking(move || {
+        for batch in &batches {
+            database.write(&Batch::new(batch)).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    let cut = store.get(huge.id()).await.unwrap().unwrap();
+    let Some(DetailValue::Str(b)) = cut.detail_value("b") else {
+        panic!("{:?}", cut.detail_value("b"))
+    };
+    assert!(b.len() < 8 << 20 && b.len() > 7 << 20, "{}", b.len());
+    assert_eq!(cut.detail_value("n"), Some(DetailValue::I64(1)));
+    assert_eq!(
+        marker(&cut).as_deref(),
+        Some(r#"{"detail.b":{"truncated_from_bytes":17825792}}"#)
+    );
+    for record in &large {
+        assert_eq!(
+            store.get(record.id()).await.unwrap().as_ref(),
+            Some(&**record)
+        );
+    }
+    assert_eq!(
+        walk(
+            &store,
+            AuditQuery::new().action("many").limit(1000).unwrap()
+        )
+        .await
+        .len(),
+        200
+    );
 }
