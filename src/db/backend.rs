@@ -108,7 +108,7 @@ impl Backend {
             }
             #[cfg(feature = "postgres")]
             Self::Postgres(url) => {
-                let mut conn: PgConn = timed::establish(url, CONNECT_TIMEOUT)?;
+                let mut conn: PgConn = timed::establish(&with_tcp_timeouts(url), CONNECT_TIMEOUT)?;
                 if role != Role::Migrate && !url.contains("statement_timeout") {
                     let sql = format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis());
                     conn.batch_execute(&sql)
@@ -154,6 +154,24 @@ pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// How long the server lets one of the sink's statements run.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `url` with TCP timeouts unless it sets them: unacknowledged data fails
+/// the connection after 30 s (`tcp_user_timeout`, Linux), and an idle
+/// connection is probed after 30 s (`keepalives_idle`), so that a network
+/// that drops packets breaks the connection instead of holding a write for
+/// the kernel's 15 minutes. (Nothing bounds a server that acknowledges and
+/// never answers: tokio-postgres has no read timeout.)
+#[cfg(feature = "postgres")]
+fn with_tcp_timeouts(url: &str) -> std::borrow::Cow<'_, str> {
+    let mut url = std::borrow::Cow::Borrowed(url);
+    for (key, value) in [("tcp_user_timeout", 30), ("keepalives_idle", 30)] {
+        if !url.contains(&format!("{key}=")) {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            url = format!("{url}{separator}{key}={value}").into();
+        }
+    }
+    url
+}
 
 #[cfg(feature = "sqlite")]
 diesel::define_sql_function! {
@@ -303,6 +321,24 @@ mod tests {
         );
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("postgres"), "{text}");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_urls_get_tcp_timeouts_unless_they_set_them() {
+        let cases = [
+            (
+                "postgres://u@h/db",
+                "postgres://u@h/db?tcp_user_timeout=30&keepalives_idle=30",
+            ),
+            (
+                "postgres://u@h/db?sslmode=disable&keepalives_idle=5",
+                "postgres://u@h/db?sslmode=disable&keepalives_idle=5&tcp_user_timeout=30",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(with_tcp_timeouts(url), want);
+        }
     }
 
     #[cfg(all(feature = "postgres", feature = "mysql"))]

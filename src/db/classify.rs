@@ -110,6 +110,7 @@ pub(crate) fn is_unreachable(error: &DieselError) -> bool {
                 "starting up",
                 "terminating",
                 "cancel",
+                "database is locked",
             ]
             .iter()
             .any(|fragment| message.contains(fragment))

@@ -5,11 +5,15 @@
 //! fails with an error that [`Error::is_unavailable`] recognizes (a 503 for
 //! the HTTP API) instead of hanging while the database is down or does not
 //! answer. The connection of a timed-out query is closed, not reused.
+//! SQLite queries are the exception: they are not cancelled (see
+//! [`Store`]).
 
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use diesel_async::pooled_connection::deadpool::Object;
+use diesel_async::pooled_connection::deadpool::Pool;
 #[cfg(feature = "sqlite")]
 use diesel_async::pooled_connection::RecyclingMethod;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
@@ -40,8 +44,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each call waits at most the store's timeout (5 s unless set with
 /// [`Store::builder`]) for a connection and its answer; past it, or when
 /// the database cannot be reached, it fails with an error for which
-/// [`Error::is_unavailable`] holds. The timer needs a tokio runtime with
-/// time enabled (as `#[tokio::main]` makes).
+/// [`Error::is_unavailable`] holds. (On SQLite, a query once started is
+/// bounded by the database's 5 s busy timeout instead: SQLite work cannot
+/// be cancelled.) The timer needs a tokio runtime with time enabled (as
+/// `#[tokio::main]` makes).
 ///
 /// # Examples
 ///
@@ -105,6 +111,7 @@ macro_rules! checkout {
 
 /// The query's result; a connection whose query timed out or failed on
 /// its connection is closed rather than handed to the next caller.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 macro_rules! settle {
     ($conn:expr, $answer:expr, $timeout:expr) => {
         match $answer {
@@ -136,8 +143,18 @@ macro_rules! with_pooled {
             Pools::Sqlite(pool) => {
                 let mut conn = checkout!(pool, deadline, store.timeout);
                 let $c = &mut *conn;
-                let answer = tokio::time::timeout_at(deadline, $body).await;
-                settle!(conn, answer, store.timeout)
+                // Not cancelled: dropping SQLite work blocks the runtime's
+                // thread until it ends (and panics on a current-thread
+                // runtime). SQLite's busy timeout bounds it instead.
+                match $body.await {
+                    Ok(value) => value,
+                    Err(e) if classify::is_unreachable(&e) => {
+                        return Err(Error::unavailable(format!(
+                            "the audit database failed: {e}"
+                        )))
+                    }
+                    Err(e) => return Err(Error::database(format!("audit query failed: {e}"))),
+                }
             }
             #[cfg(feature = "postgres")]
             Pools::Postgres(pool) => {

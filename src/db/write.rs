@@ -78,7 +78,8 @@ pub(crate) struct Outcome {
     /// Records already stored (by id; with the same content under
     /// [`Check::Content`]).
     pub(crate) present: usize,
-    /// Ids stored with other content ([`Check::Content`] only).
+    /// Ids stored with other content (looked at under [`Check::Content`]
+    /// only), or given twice in the batch with other content: not stored.
     pub(crate) conflicting: Vec<String>,
     /// Ids the database refused for their data (each alone, while the
     /// connection answered other statements).

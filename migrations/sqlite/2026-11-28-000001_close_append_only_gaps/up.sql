@@ -4,7 +4,9 @@
 --    old row without firing the delete triggers (SQLite fires them for
 --    REPLACE only with recursive_triggers on). An insert of a stored key is
 --    now refused before any conflict resolution runs; the sink skips stored
---    ids itself.
+--    ids itself. The cost: with an insert trigger SQLite keeps a statement
+--    journal for every INSERT, about a fifth of the raw insert rate
+--    (measured: 22k against 27k rows/s, 200k rows with 4 indexes).
 -- 2. The purge switch was a row of `audit_purge` that any connection could
 --    set, leaving every connection unprotected for good. Deletes are now
 --    let through only on a connection where the function
