@@ -26,7 +26,6 @@ enum ErrorKind {
     /// The database failed to answer, or holds a row this crate did not write.
     Database(String),
     /// The database did not answer in time (a 503 in an HTTP API).
-    #[allow(dead_code)] // made by the store's timeouts
     Unavailable(String),
     Unflushed(Vec<Unflushed>),
 }
@@ -79,7 +78,10 @@ impl Error {
         }
     }
 
-    #[allow(dead_code)] // made by the store's timeouts
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+        allow(dead_code)
+    )]
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Unavailable(message.into()),

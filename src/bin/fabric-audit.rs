@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use fabric_audit::http::{self, Authorizer, BearerTokens, Caller, Unauthenticated, AUDIT_READ};
 use fabric_audit::{
     exclude_audit, AuditConfig, AuditHandle, AuditLayer, AuditQuery, AuditRecord, Batch, Cursor,
-    DatabaseSink, Sink, Store,
+    DatabaseSink, Retention, Store,
 };
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
 use tracing_subscriber::prelude::*;
@@ -62,9 +62,9 @@ enum Command {
     Purge {
         #[command(flatten)]
         db: Database,
-        /// Days to keep (default: `db_retention_days`).
-        #[arg(long)]
-        days: Option<u32>,
+        /// Days to keep, from 1 to 36525 (default: `db_retention_days`).
+        #[arg(long, value_name = "DAYS", allow_hyphen_values = true)]
+        days: Option<String>,
     },
     /// Create or update the audit tables.
     Migrate {
@@ -167,12 +167,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Purge { db, days } => {
             let (config, url) = db.resolve()?;
-            // `forever` in the configuration: nothing is old enough.
-            let Some(days) = days.or(config.db_retention_days.as_days()) else {
+            let days_given = days.is_some();
+            let retention = match days {
+                Some(days) => days
+                    .parse::<Retention>()
+                    .map_err(|e| Usage(format!("--days: {e}")))?,
+                None => config.db_retention_days,
+            };
+            let Some(days) = retention.as_days() else {
+                if days_given {
+                    bail!(Usage(
+                        "--days forever keeps every record: there is nothing to purge".into()
+                    ));
+                }
                 println!("nothing to purge: db_retention_days is forever");
                 return Ok(());
             };
-            let deleted = blocking(move || fabric_audit::purge(&url, days)).await?;
+            let deleted = blocking(move || fabric_audit::purge(&url, retention)).await?;
             println!("purged {deleted} records older than {days} days");
         }
         Command::Query { db, filters, json } => {
@@ -270,48 +281,115 @@ fn print_page(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A file's records, each with its line number.
+struct Loaded {
+    path: PathBuf,
+    records: Vec<Arc<AuditRecord>>,
+    lines: Vec<usize>,
+}
+
+impl Loaded {
+    /// The line of the record with this id (the last, if it is there twice:
+    /// a conflict is found at the later copy).
+    fn line_of(&self, id: uuid::Uuid) -> usize {
+        self.records
+            .iter()
+            .zip(&self.lines)
+            .rev()
+            .find(|(r, _)| r.id() == id)
+            .map_or(0, |(_, line)| *line)
+    }
+}
+
 /// Reads a whole file as records, or says which line is bad.
-fn read_records(path: &Path) -> anyhow::Result<Vec<Arc<AuditRecord>>> {
+fn read_records(path: &Path) -> anyhow::Result<Loaded> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    let mut records = Vec::new();
+    let mut loaded = Loaded {
+        path: path.to_owned(),
+        records: Vec::new(),
+        lines: Vec::new(),
+    };
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let record: AuditRecord = serde_json::from_str(line)
             .map_err(|e| Usage(format!("{}:{}: {e}", path.display(), n + 1)))?;
-        records.push(Arc::new(record));
+        loaded.records.push(Arc::new(record));
+        loaded.lines.push(n + 1);
     }
-    Ok(records)
+    Ok(loaded)
+}
+
+/// What an import did, over all its files.
+#[derive(Default)]
+struct ImportTotals {
+    stored: usize,
+    present: usize,
+    /// `file:line: …` for each record not imported.
+    problems: Vec<String>,
 }
 
 async fn import(url: String, files: Vec<PathBuf>) -> anyhow::Result<()> {
     // Every file is read whole before anything is written: a file with a
     // bad line is not imported at all. Records are stored by id, so an
-    // import run twice stores each record once.
+    // import run twice stores each record once; an id stored with other
+    // content is a conflict, reported with its file and line.
     let mut loaded = Vec::new();
     for path in &files {
-        loaded.push((path.clone(), read_records(path)?));
+        loaded.push(read_records(path)?);
     }
-    let total: usize = loaded.iter().map(|(_, r)| r.len()).sum();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+    let read: usize = loaded.iter().map(|l| l.records.len()).sum();
+    let totals = tokio::task::spawn_blocking(move || -> anyhow::Result<ImportTotals> {
         let mut sink = DatabaseSink::builder(&url).keep_forever().build()?;
-        let bar = indicatif::ProgressBar::new(total as u64);
-        if total < 10_000 {
+        let bar = indicatif::ProgressBar::new(read as u64);
+        if read < 10_000 {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        for (path, records) in &loaded {
-            for chunk in records.chunks(1000) {
-                sink.write(&Batch::new(chunk))
-                    .with_context(|| format!("{}: writing to the database", path.display()))?;
+        let mut totals = ImportTotals::default();
+        for file in &loaded {
+            for chunk in file.records.chunks(1000) {
+                let done = sink
+                    .import(&Batch::new(chunk))
+                    .with_context(|| format!("{}: writing to the database", file.path.display()))?;
+                totals.stored += done.stored;
+                totals.present += done.present;
+                let problems = done
+                    .conflicting
+                    .iter()
+                    .map(|id| (id, "is stored with other content"))
+                    .chain(
+                        done.refused
+                            .iter()
+                            .map(|id| (id, "was refused by the database")),
+                    );
+                for (id, what) in problems {
+                    totals.problems.push(format!(
+                        "{}:{}: record {id} {what}: not imported",
+                        file.path.display(),
+                        file.line_of(*id)
+                    ));
+                }
                 bar.inc(chunk.len() as u64);
             }
         }
         bar.finish_and_clear();
-        Ok(())
+        Ok(totals)
     })
     .await??;
-    println!("imported {total} records from {} files", files.len());
+    println!(
+        "read {read} records from {} file(s): {} stored, {} already present, {} not imported",
+        files.len(),
+        totals.stored,
+        totals.present,
+        totals.problems.len()
+    );
+    for problem in &totals.problems {
+        eprintln!("error: {problem}");
+    }
+    if !totals.problems.is_empty() {
+        bail!("{} record(s) not imported", totals.problems.len());
+    }
     Ok(())
 }
 

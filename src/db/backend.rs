@@ -5,9 +5,11 @@
 //! own connection, and diesel-async's pure-Rust PostgreSQL and MySQL drivers
 //! behind `AsyncConnectionWrapper` (no libpq or libmysqlclient needed).
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, ConnectionError};
+#[cfg(feature = "sqlite")]
+use diesel::Connection;
+use diesel::ConnectionError;
 
 use crate::{Error, Result};
 
@@ -82,22 +84,174 @@ impl Backend {
         }
     }
 
-    /// Opens a blocking connection. Must not be called on an async
-    /// runtime's thread (the network drivers block on their own).
-    pub(crate) fn connect(&self) -> Result<Conn, ConnectionError> {
+    /// Opens a blocking connection for `role`. Must not be called on an
+    /// async runtime's thread (the network drivers block on their own).
+    ///
+    /// Network connections give up connecting after [`CONNECT_TIMEOUT`]
+    /// (PostgreSQL's `connect_timeout`, unless the URL sets it), and the
+    /// server cancels a statement of the sink after [`STATEMENT_TIMEOUT`]
+    /// (PostgreSQL's `statement_timeout`, MariaDB's `max_statement_time`),
+    /// so that a stuck lock or a slow disk cannot hold the sink forever.
+    /// Migrations run without a statement timeout.
+    pub(crate) fn connect(&self, role: Role) -> Result<Conn, ConnectionError> {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(path) => {
                 let mut conn = diesel::SqliteConnection::establish(path)?;
                 conn.batch_execute(SQLITE_PRAGMAS)
                     .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                if role == Role::Purge {
+                    fabric_audit_purge_utils::register_impl(&conn, || 1)
+                        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                }
                 Ok(Conn::Sqlite(conn))
             }
             #[cfg(feature = "postgres")]
-            Self::Postgres(url) => Ok(Conn::Postgres(Connection::establish(url)?)),
+            Self::Postgres(url) => {
+                let mut conn: PgConn = timed::establish(&with_tcp_timeouts(url), CONNECT_TIMEOUT)?;
+                if role != Role::Migrate && !url.contains("statement_timeout") {
+                    let sql = format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis());
+                    conn.batch_execute(&sql)
+                        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                }
+                Ok(Conn::Postgres(conn))
+            }
             #[cfg(feature = "mysql")]
-            Self::Mysql(url) => Ok(Conn::Mysql(Connection::establish(url)?)),
+            Self::Mysql(url) => {
+                let mut conn: MysqlConn = timed::establish(url, CONNECT_TIMEOUT)?;
+                if role != Role::Migrate {
+                    // MariaDB only (MySQL's max_execution_time covers SELECT
+                    // alone): elsewhere the variable is unknown, and that is
+                    // no reason to refuse the connection.
+                    let sql = format!(
+                        "SET SESSION max_statement_time = {}",
+                        STATEMENT_TIMEOUT.as_secs()
+                    );
+                    let _ = conn.batch_execute(&sql);
+                }
+                Ok(Conn::Mysql(conn))
+            }
         }
+    }
+}
+
+/// What a connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Applying the migrations: no statement timeout.
+    Migrate,
+    /// Inserting batches.
+    Write,
+    /// Deleting expired records: on SQLite, the only kind of connection
+    /// whose deletes the append-only triggers let through.
+    Purge,
+}
+
+/// How long a sink's connection may take to reach the server and log in.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the server lets one of the sink's statements run.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `url` with TCP timeouts unless it sets them: unacknowledged data fails
+/// the connection after 30 s (`tcp_user_timeout`, Linux), and an idle
+/// connection is probed after 30 s (`keepalives_idle`), so that a network
+/// that drops packets breaks the connection instead of holding a write for
+/// the kernel's 15 minutes. (Nothing bounds a server that acknowledges and
+/// never answers: tokio-postgres has no read timeout.)
+#[cfg(feature = "postgres")]
+fn with_tcp_timeouts(url: &str) -> std::borrow::Cow<'_, str> {
+    let mut url = std::borrow::Cow::Borrowed(url);
+    for (key, value) in [("tcp_user_timeout", 30), ("keepalives_idle", 30)] {
+        if !url.contains(&format!("{key}=")) {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            url = format!("{url}{separator}{key}={value}").into();
+        }
+    }
+    url
+}
+
+#[cfg(feature = "sqlite")]
+diesel::define_sql_function! {
+    /// Registered on the retention purge's SQLite connection only: the
+    /// delete triggers (see the migrations) let deletes through on a
+    /// connection that has it, and SQL cannot register a function.
+    fn fabric_audit_purge() -> diesel::sql_types::Integer;
+}
+
+#[cfg(feature = "postgres")]
+type PgConn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
+    diesel_async::AsyncPgConnection,
+    timed::Runtime,
+>;
+#[cfg(feature = "mysql")]
+type MysqlConn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
+    diesel_async::AsyncMysqlConnection,
+    timed::Runtime,
+>;
+
+/// The runtime that drives the sink's network connections: diesel-async's
+/// default has no timer, so neither a bounded log-in nor tokio-postgres's
+/// own `connect_timeout` (which panicked there) could work.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod timed {
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::time::Duration;
+
+    use diesel::ConnectionError;
+    use diesel_async::async_connection_wrapper::{AsyncConnectionWrapper, BlockOn};
+    use diesel_async::AsyncConnection;
+
+    /// A current-thread runtime with IO and time, one per connection.
+    #[derive(Debug)]
+    pub(crate) struct Runtime(tokio::runtime::Runtime);
+
+    thread_local! {
+        /// The runtime a connection was established on, for the wrapper
+        /// made from it next (its driver task lives there).
+        static NEXT: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
+    }
+
+    fn new_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+
+    impl BlockOn for Runtime {
+        fn block_on<F: Future>(&self, f: F) -> F::Output {
+            self.0.block_on(f)
+        }
+
+        fn get_runtime() -> Self {
+            match NEXT.with(|next| next.borrow_mut().take()) {
+                Some(runtime) => Self(runtime),
+                // Only `establish` below makes wrappers, after filling NEXT.
+                None => Self(new_runtime().expect("cannot start a tokio runtime")),
+            }
+        }
+    }
+
+    /// Connects and logs in within `timeout`: a server that accepts the
+    /// connection and never answers cannot hold the sink.
+    pub(crate) fn establish<C: AsyncConnection>(
+        url: &str,
+        timeout: Duration,
+    ) -> Result<AsyncConnectionWrapper<C, Runtime>, ConnectionError> {
+        let runtime = new_runtime().map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        let inner = runtime
+            .block_on(async { tokio::time::timeout(timeout, C::establish(url)).await })
+            .map_err(|_| {
+                ConnectionError::BadConnection(format!(
+                    "the server did not answer within {} s",
+                    timeout.as_secs()
+                ))
+            })??;
+        NEXT.with(|next| *next.borrow_mut() = Some(runtime));
+        Ok(AsyncConnectionWrapper::from(inner))
     }
 }
 
@@ -113,17 +267,9 @@ pub(crate) enum Conn {
     #[cfg(feature = "sqlite")]
     Sqlite(diesel::SqliteConnection),
     #[cfg(feature = "postgres")]
-    Postgres(
-        diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
-            diesel_async::AsyncPgConnection,
-        >,
-    ),
+    Postgres(PgConn),
     #[cfg(feature = "mysql")]
-    Mysql(
-        diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
-            diesel_async::AsyncMysqlConnection,
-        >,
-    ),
+    Mysql(MysqlConn),
 }
 
 /// Runs `$body` with `$c` bound to the concrete connection, once per
@@ -175,6 +321,24 @@ mod tests {
         );
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("postgres"), "{text}");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_urls_get_tcp_timeouts_unless_they_set_them() {
+        let cases = [
+            (
+                "postgres://u@h/db",
+                "postgres://u@h/db?tcp_user_timeout=30&keepalives_idle=30",
+            ),
+            (
+                "postgres://u@h/db?sslmode=disable&keepalives_idle=5",
+                "postgres://u@h/db?sslmode=disable&keepalives_idle=5&tcp_user_timeout=30",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(with_tcp_timeouts(url), want);
+        }
     }
 
     #[cfg(all(feature = "postgres", feature = "mysql"))]

@@ -2,14 +2,17 @@
 //! PostgreSQL and MySQL/MariaDB.
 
 pub(crate) mod backend;
+mod classify;
+mod purge;
 mod query;
 mod row;
 mod schema;
 mod sink;
 mod store;
+mod stored;
 mod write;
 
 pub use self::query::{AuditQuery, Cursor, Page};
 pub use self::sink::{migrate, purge};
-pub use self::sink::{DatabaseSink, DatabaseSinkBuilder};
-pub use self::store::Store;
+pub use self::sink::{DatabaseSink, DatabaseSinkBuilder, Imported};
+pub use self::store::{Store, StoreBuilder};

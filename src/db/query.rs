@@ -6,6 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::stored::{self, Limit};
 use crate::{AuditRecord, Error, Result};
 
 /// The most records one page may hold.
@@ -144,20 +145,41 @@ impl AuditQuery {
         self.limit.unwrap_or(DEFAULT_LIMIT)
     }
 
-    /// The action filter as a range `[low, high)` when it is a prefix.
+    /// The action filter, on the stored form of actions (see
+    /// [`stored`]).
     ///
-    /// Text is compared byte by byte on every backend (see the migrations),
-    /// so `post.` ≤ x < `post/` is exactly "starts with `post.`", with no
-    /// LIKE pattern whose wildcards would need escaping.
-    pub(crate) fn action_prefix(&self) -> Option<(String, String)> {
+    /// A prefix is a range `[low, high)`: text is compared byte by byte on
+    /// every backend (see the migrations), so `post.` ≤ x < `post/` is
+    /// exactly "starts with `post.`", with no LIKE pattern whose wildcards
+    /// would need escaping. A prefix longer than the column is an equality:
+    /// every action that starts with it is stored cut to the same text.
+    pub(crate) fn action_filter(&self) -> Option<ActionFilter> {
         let action = self.action.as_deref()?;
-        let stem = action.strip_suffix('.')?;
-        Some((action.to_owned(), format!("{stem}/")))
+        let is_prefix = action.ends_with('.');
+        let stored = stored::store(action, Limit::Chars(stored::SHORT_CHARS));
+        Some(match stored.text.strip_suffix('.') {
+            Some(stem) if is_prefix && stored.truncated_from.is_none() => {
+                ActionFilter::Range(stored.text.to_string(), format!("{stem}/"))
+            }
+            _ => ActionFilter::Exact(stored.text.into_owned()),
+        })
     }
+}
+
+/// How the action filter selects rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ActionFilter {
+    /// `action = value`.
+    Exact(String),
+    /// `low <= action < high`: a prefix.
+    Range(String, String),
 }
 
 /// Where a page ended: the newest-first position (timestamp, id) of its last
 /// record. Opaque to clients: its text form is for passing back.
+///
+/// The text is the time in microseconds as 64-bit two's complement hex (so
+/// times before 1970 have 16 digits from `8` to `f`), a `-`, and the id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {
     pub(crate) timestamp_us: i64,
@@ -185,11 +207,15 @@ impl FromStr for Cursor {
     fn from_str(text: &str) -> Result<Self> {
         let bad = || Error::invalid("`cursor` is not a cursor from this API");
         let (ts, id) = text.split_once('-').ok_or_else(bad)?;
-        if ts.is_empty() || ts.len() > 16 || id.len() != 32 {
+        if ts.is_empty()
+            || ts.len() > 16
+            || !ts.bytes().all(|b| b.is_ascii_hexdigit())
+            || id.len() != 32
+        {
             return Err(bad());
         }
-        let timestamp_us = u64::from_str_radix(ts, 16).map_err(|_| bad())?;
-        let timestamp_us = i64::try_from(timestamp_us).map_err(|_| bad())?;
+        // Two's complement, as `{:x}` writes an i64: before 1970 reads back.
+        let timestamp_us = u64::from_str_radix(ts, 16).map_err(|_| bad())? as i64;
         let id = Uuid::try_parse(id).map_err(|_| bad())?;
         Ok(Self { timestamp_us, id })
     }
@@ -210,13 +236,32 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn a_trailing_dot_makes_a_prefix_range() {
-        let q = AuditQuery::new().action("post.");
-        assert_eq!(q.action_prefix(), Some(("post.".into(), "post/".into())));
-        assert_eq!(
-            AuditQuery::new().action("post.created").action_prefix(),
-            None
-        );
+    fn a_trailing_dot_makes_a_prefix_range_on_stored_forms() {
+        let filter = |action: &str| AuditQuery::new().action(action).action_filter().unwrap();
+        let range = |low: &str, high: &str| ActionFilter::Range(low.into(), high.into());
+        let long = "x".repeat(300);
+        let cases = [
+            ("post.", range("post.", "post/")),
+            ("post.created", ActionFilter::Exact("post.created".into())),
+            ("a\\0b.", range("a\\0b.", "a\\0b/")),
+            ("a\\0b", ActionFilter::Exact("a\\0b".into())),
+            ("a\\0.", range("a\\0.", "a\\0/")),
+            ("a\0.", range("a\\0.", "a\\0/")),
+            (".", range(".", "/")),
+            // Longer than the column: actions with it are all cut the same.
+            (&*format!("{long}."), ActionFilter::Exact("x".repeat(255))),
+            (
+                &*format!("{}.", "x".repeat(254)),
+                range(
+                    &format!("{}.", "x".repeat(254)),
+                    &format!("{}/", "x".repeat(254)),
+                ),
+            ),
+        ];
+        for (action, want) in cases {
+            assert_eq!(filter(action), want, "{action:?}");
+        }
+        assert_eq!(AuditQuery::new().action_filter(), None);
     }
 
     #[test]
@@ -236,7 +281,8 @@ mod tests {
             "1",
             "1-abc",
             &format!("-{}", Uuid::nil().simple()),
-            "ffffffffffffffff-00000000000000000000000000000000",
+            "1ffffffffffffffff-00000000000000000000000000000000",
+            "+1-00000000000000000000000000000000",
         ] {
             assert!(
                 text.parse::<Cursor>().unwrap_err().is_invalid_input(),
@@ -245,9 +291,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn cursors_before_1970_and_at_the_edges_read_back() {
+        let id = Uuid::from_u128(7);
+        for ts in [-1, -86_400_000_000 * 3653, i64::MIN, i64::MAX, 0] {
+            let cursor = Cursor {
+                timestamp_us: ts,
+                id,
+            };
+            assert_eq!(
+                cursor.to_string().parse::<Cursor>().unwrap(),
+                cursor,
+                "{ts}"
+            );
+        }
+        // Cursors of positive times keep the text they always had.
+        let cursor = Cursor {
+            timestamp_us: 0x1f,
+            id,
+        };
+        assert_eq!(cursor.to_string(), format!("1f-{}", id.simple()));
+    }
+
     proptest! {
         #[test]
-        fn cursors_round_trip(ts in 0i64..i64::MAX, id in any::<u128>()) {
+        fn cursors_round_trip(ts in any::<i64>(), id in any::<u128>()) {
             let cursor = Cursor { timestamp_us: ts, id: Uuid::from_u128(id) };
             prop_assert_eq!(cursor.to_string().parse::<Cursor>().unwrap(), cursor);
         }

@@ -1,15 +1,18 @@
 //! The database sink: batched, idempotent inserts, with retention.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::backend::{Backend, Conn};
-use super::row::{NewEvent, NewFlag};
-use super::write;
+use uuid::Uuid;
+
+use super::backend::{Backend, Conn, Role};
+use super::purge::{self, Pacing, Purger};
+use super::row::NewRecord;
+use super::write::{self, Check, Outcome};
 use crate::sink::{Batch, Sink, SinkError};
-use crate::{Error, Result};
+use crate::{Error, Result, Retention};
 
-/// How often a long-running sink purges expired records.
-const PURGE_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long [`Sink::close`] waits for the purge thread to finish its chunk.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Writes records into the `audit_events` table of SQLite, PostgreSQL or
 /// MySQL/MariaDB, chosen by the URL.
@@ -20,9 +23,24 @@ const PURGE_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 /// connection and reports a transient error: the worker retries with
 /// backoff, the records stay queued, and the next attempt reconnects.
 ///
-/// At start-up (in [`build`](DatabaseSinkBuilder::build)) the sink applies
-/// the embedded migrations and purges expired records; a long-running sink
-/// purges again once a day, a thousand records per transaction.
+/// Values no backend could store as given (a NUL byte, a text longer than
+/// its column) are made storable before the insert, the same way on every
+/// backend, and the record says so in
+/// `detail["fabric_audit.stored_as"]`: NUL bytes are escaped in that field
+/// (the [`Store`](crate::Store) reads the original back), and texts are cut
+/// to 255 characters in the short columns (`action`, `actor_id`,
+/// `actor_type`, `resource_type`, `resource_id`, `request_id`,
+/// `client_ip`, each flag's index entry) and to 65 535 bytes in
+/// `actor_email`, `actor_name` and `user_agent`, with their original length
+/// in bytes; a `detail` over 8 MiB loses its longest values first. A
+/// record the database still refuses is isolated (the batch is split until
+/// it is alone) and counted as failed; the others are written.
+///
+/// Expired records are purged by a thread of the sink's own, with its own
+/// connection: at start-up and then daily, a thousand records per
+/// transaction, never holding back a write. A purge that fails (a role
+/// without `DELETE`) is warned about on target `fabric_audit` and retried
+/// later; writing goes on.
 ///
 /// # Examples
 ///
@@ -41,9 +59,11 @@ const PURGE_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct DatabaseSink {
     backend: Backend,
     conn: Option<Conn>,
-    retention_days: Option<u32>,
-    last_purge: Instant,
-    /// Whether the migrations and the start-up purge have run.
+    retention: Retention,
+    pacing: Pacing,
+    purger: Option<Purger>,
+    /// Whether the migrations have run (or the tables were found without
+    /// them) and the purge thread is started.
     prepared: bool,
 }
 
@@ -51,11 +71,28 @@ pub struct DatabaseSink {
 ///
 /// | setting | default |
 /// |---|---|
-/// | [`retention_days`](Self::retention_days) (`db_retention_days`) | 30 |
+/// | [`retention`](Self::retention) / [`retention_days`](Self::retention_days) (`db_retention_days`) | 30 days |
 #[must_use]
 pub struct DatabaseSinkBuilder {
     url: String,
-    retention_days: Option<u32>,
+    /// `Err(days)`: days no [`Retention`] can hold, refused by `build`.
+    retention: Result<Retention, u32>,
+    pacing: Pacing,
+}
+
+/// What [`DatabaseSink::import`] did with a batch of records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Imported {
+    /// Records stored now.
+    pub stored: usize,
+    /// Records already stored, with the same content.
+    pub present: usize,
+    /// Ids already stored with other content (or given twice in the batch
+    /// with different content): these records were not stored.
+    pub conflicting: Vec<Uuid>,
+    /// Ids the database refused for their data: not stored.
+    pub refused: Vec<Uuid>,
 }
 
 impl DatabaseSink {
@@ -64,13 +101,59 @@ impl DatabaseSink {
     pub fn builder(url: impl Into<String>) -> DatabaseSinkBuilder {
         DatabaseSinkBuilder {
             url: url.into(),
-            retention_days: Some(30),
+            retention: Retention::days(30).map_err(|_| 30),
+            pacing: Pacing::default(),
         }
+    }
+
+    /// Stores the records of `batch` that are not stored yet, and says
+    /// which ids were already stored with the same content, with other
+    /// content (a conflict: not stored), or refused by the database. For
+    /// loading records from elsewhere (`fabric-audit import`), where an id
+    /// may come back with other content; the sink's own writes only skip
+    /// stored ids.
+    ///
+    /// Blocks: from async code call it inside `spawn_blocking`.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be reached or failed for a reason other than
+    /// the data (the same batch may be tried again: what was stored is
+    /// then present).
+    pub fn import(&mut self, batch: &Batch<'_>) -> Result<Imported> {
+        let outcome = self
+            .insert(batch, Check::Content)
+            .map_err(|e| Error::database(format!("cannot import audit records: {e}")))?;
+        let ids = |ids: Vec<String>| {
+            ids.iter()
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .collect()
+        };
+        Ok(Imported {
+            stored: outcome.stored,
+            present: outcome.present,
+            conflicting: ids(outcome.conflicting),
+            refused: ids(outcome.refused),
+        })
+    }
+
+    fn insert(&mut self, batch: &Batch<'_>, check: Check) -> Result<Outcome, SinkError> {
+        self.prepare()?;
+        let records: Vec<NewRecord<'_>> = batch.iter().map(NewRecord::new).collect();
+        let conn = self.connection()?;
+        write::insert(conn, &records, check).map_err(|error| {
+            // Whatever broke, the next attempt starts from a new connection.
+            self.conn = None;
+            SinkError::transient(error)
+        })
     }
 
     fn connection(&mut self) -> Result<&mut Conn, SinkError> {
         if self.conn.is_none() {
-            let conn = self.backend.connect().map_err(SinkError::transient)?;
+            let conn = self
+                .backend
+                .connect(Role::Write)
+                .map_err(SinkError::transient)?;
             self.conn = Some(conn);
         }
         self.conn
@@ -78,65 +161,89 @@ impl DatabaseSink {
             .ok_or_else(|| SinkError::transient("no database connection"))
     }
 
-    /// Migrates and purges, once.
+    /// Migrates and starts the purge thread, once. A failed step drops the
+    /// connection: it may be what failed.
     fn prepare(&mut self) -> Result<(), SinkError> {
-        if !self.prepared {
-            let conn = self.connection()?;
-            write::migrate(conn).map_err(SinkError::transient)?;
-            self.purge()?;
-            self.prepared = true;
+        if self.prepared {
+            return Ok(());
+        }
+        if let Err(error) = self.migrate() {
+            self.conn = None;
+            return Err(SinkError::transient(error));
+        }
+        self.prepared = true;
+        if let Some(days) = self.retention.as_days() {
+            self.purger = Some(Purger::spawn(self.backend.clone(), days, self.pacing));
         }
         Ok(())
     }
 
-    /// Purges records older than the retention window; returns how many.
-    fn purge(&mut self) -> Result<usize, SinkError> {
-        let Some(days) = self.retention_days else {
-            return Ok(0);
-        };
-        let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-        let cutoff_us = cutoff.timestamp_micros();
-        let mut total = 0;
-        loop {
-            let conn = self.connection()?;
-            let deleted = write::purge_chunk(conn, cutoff_us).map_err(|e| self.failed(e))?;
-            total += deleted;
-            if deleted < write::PURGE_CHUNK as usize {
-                self.last_purge = Instant::now();
-                return Ok(total);
+    /// Applies the migrations, or, where they cannot run but the tables
+    /// answer (a role without DDL privileges, whose owner migrates), warns
+    /// and goes on.
+    fn migrate(&mut self) -> Result<(), String> {
+        let mut own;
+        let conn = match &self.backend {
+            // SQLite has no statement timeout to lift, and `:memory:` is a
+            // database per connection.
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => self.connection().map_err(|e| e.to_string())?,
+            #[allow(unreachable_patterns)] // with only the sqlite feature
+            _ => {
+                own = self
+                    .backend
+                    .connect(Role::Migrate)
+                    .map_err(|e| format!("cannot connect: {e}"))?;
+                &mut own
             }
+        };
+        match write::migrate(conn) {
+            Ok(()) => Ok(()),
+            Err(error) if write::tables_answer(conn).is_ok() => {
+                tracing::warn!(
+                    target: "fabric_audit",
+                    %error,
+                    "the audit tables are there but cannot be migrated from here; writing to them as they are"
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
         }
     }
 
-    /// Turns a failed statement into the worker's error, dropping the
-    /// connection unless the data itself was refused.
-    fn failed(&mut self, error: diesel::result::Error) -> SinkError {
-        if write::is_data_error(&error) {
-            SinkError::rejected(error)
-        } else {
-            self.conn = None;
-            SinkError::transient(error)
-        }
+    /// The purge thread, for tests that wait for it.
+    #[cfg(test)]
+    pub(crate) fn purger(&self) -> Option<&Purger> {
+        self.purger.as_ref()
     }
 }
 
 impl Sink for DatabaseSink {
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
-        self.prepare()?;
-        if self.last_purge.elapsed() >= PURGE_EVERY {
-            if let Err(error) = self.purge() {
-                // The records come first: purge again on a later batch.
-                tracing::warn!(target: "fabric_audit", %error, "audit retention purge failed");
-            }
+        let outcome = self.insert(batch, Check::Ids)?;
+        match (outcome.refused.len(), outcome.first_error) {
+            (0, _) => Ok(()),
+            (n, error) => Err(SinkError::partial(
+                n,
+                format!(
+                    "the database refused {n} record(s), first {}: {}",
+                    outcome.refused[0],
+                    error.map_or_else(String::new, |e| e.to_string())
+                ),
+            )),
         }
-        let events: Vec<NewEvent<'_>> = batch.iter().map(NewEvent::new).collect();
-        let flags: Vec<NewFlag<'_>> = batch
-            .iter()
-            .zip(&events)
-            .flat_map(|(record, event)| NewFlag::of(record, event))
-            .collect();
-        let conn = self.connection()?;
-        write::insert(conn, &events, &flags).map_err(|e| self.failed(e))
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        self.conn = None;
+        let stopped = self.purger.take().is_none_or(|mut p| p.stop(CLOSE_WAIT));
+        if stopped {
+            Ok(())
+        } else {
+            Err(SinkError::transient(
+                "the audit retention purge did not stop in time; left to finish on its own",
+            ))
+        }
     }
 }
 
@@ -145,37 +252,57 @@ impl std::fmt::Debug for DatabaseSink {
         f.debug_struct("DatabaseSink")
             .field("backend", &self.backend)
             .field("connected", &self.conn.is_some())
-            .field("retention_days", &self.retention_days)
+            .field("retention", &self.retention)
+            .field("purger", &self.purger)
             .finish()
     }
 }
 
 impl DatabaseSinkBuilder {
-    /// Days of records to keep (`db_retention_days`); older ones are
-    /// purged at start-up and daily.
+    /// How long records are kept (`db_retention_days`); older ones are
+    /// purged at start-up and daily. [`Retention::FOREVER`] never purges.
+    pub fn retention(self, retention: Retention) -> Self {
+        Self {
+            retention: Ok(retention),
+            ..self
+        }
+    }
+
+    /// Days of records to keep (`db_retention_days`), from 1 to
+    /// [`Retention::MAX_DAYS`]; [`build`](Self::build) refuses other
+    /// values. Older records are purged at start-up and daily.
     pub fn retention_days(self, days: u32) -> Self {
         Self {
-            retention_days: Some(days),
+            retention: Retention::days(days).map_err(|_| days),
             ..self
         }
     }
 
     /// Never purge.
     pub fn keep_forever(self) -> Self {
-        Self {
-            retention_days: None,
-            ..self
-        }
+        self.retention(Retention::FOREVER)
     }
 
-    /// Connects, applies the migrations and purges expired records.
+    /// How often the purge runs, and its pause between chunks.
+    #[cfg(test)]
+    pub(crate) fn pacing(self, pacing: Pacing) -> Self {
+        Self { pacing, ..self }
+    }
+
+    /// Connects, applies the migrations and starts the purge thread.
+    ///
+    /// Where the migrations cannot run but the tables are there (a role
+    /// that may only read and append), it warns on target `fabric_audit`
+    /// and goes on.
     ///
     /// Blocks: from async code call it inside `spawn_blocking`.
     ///
     /// # Errors
     ///
-    /// A URL of an unknown scheme or of a backend whose feature is off, a
-    /// database that cannot be reached, or a migration that fails.
+    /// A retention of 0 days or more than [`Retention::MAX_DAYS`], a URL of
+    /// an unknown scheme or of a backend whose feature is off, a database
+    /// that cannot be reached, or one without the tables where the
+    /// migrations fail.
     pub fn build(self) -> Result<DatabaseSink> {
         let mut sink = self.build_lazy()?;
         sink.prepare().map_err(|e| {
@@ -187,19 +314,28 @@ impl DatabaseSinkBuilder {
         Ok(sink)
     }
 
-    /// Checks the URL only; the sink connects, migrates and purges on its
-    /// first write, from its worker thread, and retries like any write if
-    /// the database is not there yet. Does not block: safe in async code.
+    /// Checks the settings and the URL only; the sink connects, migrates
+    /// and starts purging on its first write, from its worker thread, and
+    /// retries like any write if the database is not there yet. Does not
+    /// block: safe in async code.
     ///
     /// # Errors
     ///
-    /// A URL of an unknown scheme or of a backend whose feature is off.
+    /// A retention of 0 days or more than [`Retention::MAX_DAYS`], or a URL
+    /// of an unknown scheme or of a backend whose feature is off.
     pub fn build_lazy(self) -> Result<DatabaseSink> {
+        let retention = self.retention.map_err(|days| {
+            Error::invalid(format!(
+                "database retention must be from 1 to {} days (or keep_forever()), not {days}",
+                Retention::MAX_DAYS
+            ))
+        })?;
         Ok(DatabaseSink {
             backend: Backend::parse(&self.url)?,
             conn: None,
-            retention_days: self.retention_days,
-            last_purge: Instant::now(),
+            retention,
+            pacing: self.pacing,
+            purger: None,
             prepared: false,
         })
     }
@@ -210,7 +346,7 @@ impl std::fmt::Debug for DatabaseSinkBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseSinkBuilder")
             .field("backend", &Backend::parse(&self.url).map(|b| b.kind()).ok())
-            .field("retention_days", &self.retention_days)
+            .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
 }
@@ -218,15 +354,16 @@ impl std::fmt::Debug for DatabaseSinkBuilder {
 /// Applies the audit tables' migrations to the database at `url`.
 ///
 /// The database sink does this itself at start-up; this is for deployments
-/// that migrate before the application starts. Blocks: from async code call
-/// it inside `spawn_blocking`.
+/// that migrate before the application starts (as the tables' owner, when
+/// the application's role may only read and append). Blocks: from async
+/// code call it inside `spawn_blocking`.
 ///
 /// # Errors
 ///
-/// As for [`DatabaseSinkBuilder::build`].
+/// A bad URL, a database that cannot be reached, or a migration that fails.
 pub fn migrate(url: &str) -> Result<()> {
     let backend = Backend::parse(url)?;
-    let mut conn = backend.connect().map_err(|e| {
+    let mut conn = backend.connect(Role::Migrate).map_err(|e| {
         Error::config(format!(
             "cannot connect to the {} audit database: {e}",
             backend.kind()
@@ -235,18 +372,191 @@ pub fn migrate(url: &str) -> Result<()> {
     write::migrate(&mut conn).map_err(Error::config)
 }
 
-/// Deletes the records older than `retention_days` from the database at
-/// `url` (applying the migrations first); returns how many. What the sink
-/// does at start-up and daily, for a maintenance job or the CLI.
+/// Deletes the records older than `retention` from the database at `url`
+/// (applying the migrations first, where they can run); returns how many.
+/// What the sink's purge thread does at start-up and daily, for a
+/// maintenance job or the CLI. [`Retention::FOREVER`] deletes nothing.
+///
+/// Never deletes a record less than `retention` older than the newest one
+/// stored, whatever the clock says.
 ///
 /// Blocks: from async code call it inside `spawn_blocking`.
 ///
 /// # Errors
 ///
-/// As for [`DatabaseSinkBuilder::build`].
-pub fn purge(url: &str, retention_days: u32) -> Result<usize> {
-    let mut sink = DatabaseSink::builder(url).keep_forever().build()?;
-    sink.retention_days = Some(retention_days);
-    sink.purge()
+/// As for [`DatabaseSinkBuilder::build`], or a purge that fails (a role
+/// without `DELETE`).
+pub fn purge(url: &str, retention: Retention) -> Result<usize> {
+    let sink = DatabaseSink::builder(url).keep_forever().build()?;
+    let Some(days) = retention.as_days() else {
+        return Ok(0);
+    };
+    let mut conn = sink.backend.connect(Role::Purge).map_err(|e| {
+        Error::database(format!(
+            "cannot connect to the {} audit database: {e}",
+            sink.backend.kind()
+        ))
+    })?;
+    purge::purge_all(&mut conn, days, (sink.pacing.clock)(), || true)
         .map_err(|e| Error::database(format!("cannot purge expired audit records: {e}")))
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use diesel::prelude::*;
+
+    use super::*;
+    use crate::db::schema::audit_events;
+    use crate::AuditRecord;
+
+    const DAY: i64 = 86_400_000_000;
+    const WAIT: Duration = Duration::from_secs(20);
+
+    fn url(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}", dir.path().join("audit.db").display())
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp_micros()
+    }
+
+    /// Stores records aged this many days each (through a sink that keeps
+    /// everything).
+    fn seed(url: &str, ages_in_days: &[i64]) {
+        let now = now();
+        let records: Vec<Arc<AuditRecord>> = ages_in_days
+            .iter()
+            .enumerate()
+            .map(|(i, age)| {
+                let at = chrono::DateTime::from_timestamp_micros(now - age * DAY - i as i64);
+                Arc::new(
+                    AuditRecord::builder("seeded")
+                        .timestamp(at.unwrap())
+                        .build(),
+                )
+            })
+            .collect();
+        let mut sink = DatabaseSink::builder(url).keep_forever().build().unwrap();
+        for chunk in records.chunks(1000) {
+            sink.write(&Batch::new(chunk)).unwrap();
+        }
+    }
+
+    /// The ages in days (rounded down) of the stored records, ascending.
+    fn ages(url: &str) -> Vec<i64> {
+        let mut conn = Backend::parse(url).unwrap().connect(Role::Write).unwrap();
+        let Conn::Sqlite(c) = &mut conn else {
+            unreachable!()
+        };
+        let now = now();
+        let mut times: Vec<i64> = audit_events::table
+            .select(audit_events::timestamp_us)
+            .load(c)
+            .unwrap();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        times.into_iter().map(|t| (now - t) / DAY).collect()
+    }
+
+    #[test]
+    fn retention_outside_one_to_max_days_is_refused() {
+        for days in [0, 36_526, 96_000_000, u32::MAX] {
+            let err = DatabaseSink::builder("sqlite://x.db")
+                .retention_days(days)
+                .build_lazy()
+                .unwrap_err();
+            assert!(err.is_invalid_input(), "{days}: {err}");
+            assert!(err.to_string().contains(&days.to_string()), "{err}");
+        }
+        for days in [1, 30, 36_525] {
+            let sink = DatabaseSink::builder("sqlite://x.db")
+                .retention_days(days)
+                .build_lazy();
+            assert_eq!(sink.unwrap().retention.as_days(), Some(days));
+        }
+        let sink = DatabaseSink::builder("sqlite://x.db")
+            .retention_days(0)
+            .keep_forever();
+        assert_eq!(sink.build_lazy().unwrap().retention, Retention::FOREVER);
+        let sink = DatabaseSink::builder("sqlite://x.db").retention(Retention::days(7).unwrap());
+        assert_eq!(sink.build_lazy().unwrap().retention.as_days(), Some(7));
+    }
+
+    #[test]
+    fn writes_do_not_wait_for_a_backlog_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url(&dir);
+        seed(&url, &[40; 3000]);
+        // A chunk of a thousand, then a long pause: the purge is under way
+        // for seconds, and the write must not wait for it.
+        let pacing = Pacing {
+            pause: Duration::from_secs(5),
+            ..Pacing::default()
+        };
+        let mut sink = DatabaseSink::builder(&url)
+            .retention_days(30)
+            .pacing(pacing)
+            .build()
+            .unwrap();
+        let fresh = vec![Arc::new(AuditRecord::builder("fresh").build())];
+        sink.write(&Batch::new(&fresh)).unwrap();
+        let ages = ages(&url);
+        assert_eq!(ages[0], 0, "the fresh record is written");
+        assert!(
+            ages.len() > 2000,
+            "written before the purge is done: {}",
+            ages.len()
+        );
+        let closing = Instant::now();
+        sink.close().unwrap();
+        assert!(
+            closing.elapsed() < Duration::from_secs(4),
+            "close ends the pause"
+        );
+    }
+
+    #[test]
+    fn an_idle_sink_purges_on_its_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url(&dir);
+        let pacing = Pacing {
+            interval: Duration::from_millis(100),
+            ..Pacing::default()
+        };
+        let mut sink = DatabaseSink::builder(&url)
+            .retention_days(30)
+            .pacing(pacing)
+            .build()
+            .unwrap();
+        let purger = sink.purger().unwrap();
+        assert!(purger.wait_for_passes(1, WAIT));
+        seed(&url, &[40, 1]);
+        // A whole purge after the seed, with no write to this sink.
+        let passes = purger.passes();
+        assert!(purger.wait_for_passes(passes + 2, WAIT));
+        assert_eq!(ages(&url), [1]);
+        sink.close().unwrap();
+    }
+
+    #[test]
+    fn a_clock_far_ahead_deletes_nothing_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url(&dir);
+        seed(&url, &[1, 29, 40]);
+        let pacing = Pacing {
+            clock: || chrono::Utc::now().timestamp_micros() + 365 * DAY,
+            ..Pacing::default()
+        };
+        let mut sink = DatabaseSink::builder(&url)
+            .retention_days(30)
+            .pacing(pacing)
+            .build()
+            .unwrap();
+        assert!(sink.purger().unwrap().wait_for_passes(1, WAIT));
+        // 30 days before the newest record (1 day old) is the cutoff.
+        assert_eq!(ages(&url), [1, 29]);
+        sink.close().unwrap();
+    }
 }

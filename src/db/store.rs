@@ -1,29 +1,53 @@
 //! The query side: filtered, keyset-paginated reads over `audit_events`.
+//!
+//! Every call is bounded: waiting for a connection and running the query
+//! share one deadline ([`StoreBuilder::timeout`]), past which the call
+//! fails with an error that [`Error::is_unavailable`] recognizes (a 503 for
+//! the HTTP API) instead of hanging while the database is down or does not
+//! answer. The connection of a timed-out query is closed, not reused.
+//! SQLite queries are the exception: they are not cancelled (see
+//! [`Store`]).
+
+use std::time::Duration;
 
 use diesel::prelude::*;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-use diesel_async::pooled_connection::ManagerConfig;
 #[cfg(feature = "sqlite")]
 use diesel_async::pooled_connection::RecyclingMethod;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::RunQueryDsl;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::backend::Backend;
-use super::query::{AuditQuery, Cursor, Page};
+use super::classify;
+use super::query::{ActionFilter, AuditQuery, Cursor, Page};
 use super::row::EventRow;
 use super::schema::{audit_event_flags, audit_events};
+use super::stored;
 use crate::{AuditRecord, Error, Result};
 
 /// Connections the store keeps open.
 const POOL_SIZE: usize = 4;
+
+/// How long a call may take by default, connection included.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads the audit log: what the HTTP API and the CLI query through.
 ///
 /// It opens a small pool of async connections (diesel-async) to the
 /// database at a URL of any backend; the same data gives the same answers
 /// on all three. It reads only: no method changes or deletes a record.
+///
+/// Each call waits at most the store's timeout (5 s unless set with
+/// [`Store::builder`]) for a connection and its answer; past it, or when
+/// the database cannot be reached, it fails with an error for which
+/// [`Error::is_unavailable`] holds. (On SQLite, a query once started is
+/// bounded by the database's 5 s busy timeout instead: SQLite work cannot
+/// be cancelled.) The timer needs a tokio runtime with time enabled (as
+/// `#[tokio::main]` makes).
 ///
 /// # Examples
 ///
@@ -42,47 +66,119 @@ const POOL_SIZE: usize = 4;
 #[derive(Clone)]
 pub struct Store {
     pools: Pools,
+    timeout: Duration,
+}
+
+/// Opens a [`Store`]; made by [`Store::builder`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`timeout`](Self::timeout) | 5 s |
+#[must_use]
+pub struct StoreBuilder {
+    url: String,
+    timeout: Duration,
 }
 
 #[derive(Clone)]
 enum Pools {
     #[cfg(feature = "sqlite")]
-    Sqlite(
-        Pool<
-            diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
-        >,
-    ),
+    Sqlite(Pool<SqliteConn>),
     #[cfg(feature = "postgres")]
     Postgres(Pool<diesel_async::AsyncPgConnection>),
     #[cfg(feature = "mysql")]
     Mysql(Pool<diesel_async::AsyncMysqlConnection>),
 }
 
-/// Runs `$body` with `$c` bound to a pooled connection of the store's
-/// backend, once per backend.
-macro_rules! with_pooled {
-    ($pools:expr, $c:ident => $body:expr) => {
-        match $pools {
-            #[cfg(feature = "sqlite")]
-            Pools::Sqlite(pool) => {
-                let mut $c = pool.get().await.map_err(pool_error)?;
-                let $c = &mut *$c;
-                $body
+#[cfg(feature = "sqlite")]
+type SqliteConn =
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
+
+/// A connection from `$pool`, by `$deadline`.
+macro_rules! checkout {
+    ($pool:expr, $deadline:expr, $timeout:expr) => {
+        match tokio::time::timeout_at($deadline, $pool.get()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(Error::unavailable(format!(
+                    "cannot connect to the audit database: {e}"
+                )))
             }
-            #[cfg(feature = "postgres")]
-            Pools::Postgres(pool) => {
-                let mut $c = pool.get().await.map_err(pool_error)?;
-                let $c = &mut *$c;
-                $body
+            Err(_) => return Err(timed_out($timeout)),
+        }
+    };
+}
+
+/// The query's result; a connection whose query timed out or failed on
+/// its connection is closed rather than handed to the next caller.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+macro_rules! settle {
+    ($conn:expr, $answer:expr, $timeout:expr) => {
+        match $answer {
+            Ok(Ok(value)) => value,
+            Ok(Err(e)) if classify::is_unreachable(&e) => {
+                drop(Object::take($conn));
+                return Err(Error::unavailable(format!(
+                    "the audit database failed: {e}"
+                )));
             }
-            #[cfg(feature = "mysql")]
-            Pools::Mysql(pool) => {
-                let mut $c = pool.get().await.map_err(pool_error)?;
-                let $c = &mut *$c;
-                $body
+            Ok(Err(e)) => return Err(Error::database(format!("audit query failed: {e}"))),
+            Err(_) => {
+                drop(Object::take($conn));
+                return Err(timed_out($timeout));
             }
         }
     };
+}
+
+/// Runs the async `$body` (a `QueryResult`) with `$c` bound to a pooled
+/// connection of the store's backend, once per backend, within the store's
+/// timeout.
+macro_rules! with_pooled {
+    ($store:expr, $c:ident => $body:expr) => {{
+        let store: &Store = $store;
+        let deadline = Instant::now() + store.timeout;
+        match &store.pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(pool) => {
+                let mut conn = checkout!(pool, deadline, store.timeout);
+                let $c = &mut *conn;
+                // Not cancelled: dropping SQLite work blocks the runtime's
+                // thread until it ends (and panics on a current-thread
+                // runtime). SQLite's busy timeout bounds it instead.
+                match $body.await {
+                    Ok(value) => value,
+                    Err(e) if classify::is_unreachable(&e) => {
+                        return Err(Error::unavailable(format!(
+                            "the audit database failed: {e}"
+                        )))
+                    }
+                    Err(e) => return Err(Error::database(format!("audit query failed: {e}"))),
+                }
+            }
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(pool) => {
+                let mut conn = checkout!(pool, deadline, store.timeout);
+                let $c = &mut *conn;
+                let answer = tokio::time::timeout_at(deadline, $body).await;
+                settle!(conn, answer, store.timeout)
+            }
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(pool) => {
+                let mut conn = checkout!(pool, deadline, store.timeout);
+                let $c = &mut *conn;
+                let answer = tokio::time::timeout_at(deadline, $body).await;
+                settle!(conn, answer, store.timeout)
+            }
+        }
+    }};
+}
+
+fn timed_out(timeout: Duration) -> Error {
+    Error::unavailable(format!(
+        "the audit database did not answer within {} ms",
+        timeout.as_millis()
+    ))
 }
 
 /// A pool of [`POOL_SIZE`] connections; they are opened on first use.
@@ -101,33 +197,36 @@ macro_rules! filtered {
     ($q:expr, $query:expr, $common_prefix:expr) => {{
         let mut q = $q;
         let query: &AuditQuery = $query;
+        // Filters compare stored forms: a value with a NUL byte finds the
+        // record stored with it escaped; one longer than its column, the
+        // records stored cut (see `stored`).
         if let Some(v) = &query.actor_id {
-            q = q.filter(audit_events::actor_id.eq(v));
+            q = q.filter(audit_events::actor_id.eq(stored::short(v).into_owned()));
         }
         if let Some(v) = &query.actor_type {
-            q = q.filter(audit_events::actor_type.eq(v));
+            q = q.filter(audit_events::actor_type.eq(stored::short(v).into_owned()));
         }
-        match (query.action_prefix(), &query.action) {
-            (Some((low, high)), _) if $common_prefix => {
+        match query.action_filter() {
+            Some(ActionFilter::Range(low, high)) if $common_prefix => {
                 // `action || ''` is the same text, but no index serves it:
                 // the database walks the time index and keeps what matches,
                 // instead of sorting every record under the prefix.
                 let action = audit_events::action.concat("");
                 q = q.filter(action.clone().ge(low)).filter(action.lt(high));
             }
-            (Some((low, high)), _) => {
+            Some(ActionFilter::Range(low, high)) => {
                 q = q
                     .filter(audit_events::action.ge(low))
                     .filter(audit_events::action.lt(high));
             }
-            (None, Some(v)) => q = q.filter(audit_events::action.eq(v)),
-            (None, None) => {}
+            Some(ActionFilter::Exact(v)) => q = q.filter(audit_events::action.eq(v)),
+            None => {}
         }
         if let Some(v) = &query.resource_type {
-            q = q.filter(audit_events::resource_type.eq(v));
+            q = q.filter(audit_events::resource_type.eq(stored::short(v).into_owned()));
         }
         if let Some(v) = &query.resource_id {
-            q = q.filter(audit_events::resource_id.eq(v));
+            q = q.filter(audit_events::resource_id.eq(stored::short(v).into_owned()));
         }
         q
     }};
@@ -161,53 +260,40 @@ macro_rules! keyset {
 impl Store {
     /// Opens a pool of connections to the database at `url` (see
     /// [`DatabaseSink::builder`](crate::DatabaseSink::builder) for the forms)
-    /// and checks that one connects.
+    /// and checks that one connects, with the default timeout (5 s).
     ///
     /// # Errors
     ///
-    /// A bad URL, or a database that cannot be reached.
+    /// A bad URL, or a database that cannot be reached in time
+    /// ([`Error::is_unavailable`]).
     pub async fn connect(url: &str) -> Result<Self> {
-        let pools = match Backend::parse(url)? {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(path) => {
-                let mut config = ManagerConfig::default();
-                config.recycling_method = RecyclingMethod::Fast;
-                config.custom_setup = Box::new(|path| Box::pin(sqlite_setup(path.to_owned())));
-                let manager = AsyncDieselConnectionManager::new_with_config(path, config);
-                Pools::Sqlite(build_pool!(manager))
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(url) => {
-                let mut config = ManagerConfig::default();
-                config.custom_setup = Box::new(|url| Box::pin(postgres_setup(url.to_owned())));
-                let manager = AsyncDieselConnectionManager::new_with_config(url, config);
-                Pools::Postgres(build_pool!(manager))
-            }
-            #[cfg(feature = "mysql")]
-            Backend::Mysql(url) => {
-                Pools::Mysql(build_pool!(AsyncDieselConnectionManager::new(url)))
-            }
-        };
-        let store = Self { pools };
-        with_pooled!(&store.pools, c => { let _ = c; });
-        Ok(store)
+        Self::builder(url).connect().await
+    }
+
+    /// Starts configuring a store for the database at `url`.
+    pub fn builder(url: impl Into<String>) -> StoreBuilder {
+        StoreBuilder {
+            url: url.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
     /// The record with this id.
     ///
     /// # Errors
     ///
-    /// The database failed, or the row is not one this crate wrote.
+    /// The database could not be reached or did not answer in time
+    /// ([`Error::is_unavailable`]), failed, or holds a row this crate did
+    /// not write.
     pub async fn get(&self, id: Uuid) -> Result<Option<AuditRecord>> {
         let id = id.hyphenated().to_string();
-        let row: Option<EventRow> = with_pooled!(&self.pools, c => {
+        let row: Option<EventRow> = with_pooled!(self, c => async {
             audit_events::table
                 .filter(audit_events::id.eq(&id))
                 .select(EventRow::as_select())
                 .first(c)
                 .await
                 .optional()
-                .map_err(query_error)?
         });
         row.map(|r| r.into_record().map_err(Error::database))
             .transpose()
@@ -217,31 +303,35 @@ impl Store {
     ///
     /// With `has_flag`, the query is driven from the flags table, whose
     /// index is ordered by (flag, time): a rare flag costs as little as a
-    /// common one.
+    /// common one. Text filters compare what is stored: a value longer than
+    /// its column (255 characters) matches the records whose value starts
+    /// with its first 255 characters.
     ///
     /// # Errors
     ///
-    /// The database failed, or a row is not one this crate wrote.
+    /// As for [`get`](Self::get).
     pub async fn query(&self, query: &AuditQuery) -> Result<Page> {
         let size = query.page_size() as usize;
         let limit = size as i64 + 1;
         let common = self.is_common_prefix(query).await?;
-        let rows: Vec<EventRow> = with_pooled!(&self.pools, c => match &query.has_flag {
-            None => {
-                let q = audit_events::table.select(EventRow::as_select()).into_boxed();
-                let q = filtered!(q, query, common);
-                let q = keyset!(q, query, audit_events::timestamp_us, audit_events::id);
-                q.limit(limit).load(c).await.map_err(query_error)?
-            }
-            Some(flag) => {
-                let q = audit_event_flags::table
-                    .inner_join(audit_events::table.on(audit_events::id.eq(audit_event_flags::event_id)))
-                    .select(EventRow::as_select())
-                    .filter(audit_event_flags::flag.eq(flag))
-                    .into_boxed();
-                let q = filtered!(q, query, common);
-                let q = keyset!(q, query, audit_event_flags::timestamp_us, audit_event_flags::event_id);
-                q.limit(limit).load(c).await.map_err(query_error)?
+        let rows: Vec<EventRow> = with_pooled!(self, c => async {
+            match &query.has_flag {
+                None => {
+                    let q = audit_events::table.select(EventRow::as_select()).into_boxed();
+                    let q = filtered!(q, query, common);
+                    let q = keyset!(q, query, audit_events::timestamp_us, audit_events::id);
+                    q.limit(limit).load(c).await
+                }
+                Some(flag) => {
+                    let q = audit_event_flags::table
+                        .inner_join(audit_events::table.on(audit_events::id.eq(audit_event_flags::event_id)))
+                        .select(EventRow::as_select())
+                        .filter(audit_event_flags::flag.eq(stored::short(flag).into_owned()))
+                        .into_boxed();
+                    let q = filtered!(q, query, common);
+                    let q = keyset!(q, query, audit_event_flags::timestamp_us, audit_event_flags::event_id);
+                    q.limit(limit).load(c).await
+                }
             }
         });
         let more = rows.len() > size;
@@ -268,10 +358,10 @@ impl Store {
     /// counts the range, up to a cap, in the covering action index.
     async fn is_common_prefix(&self, query: &AuditQuery) -> Result<bool> {
         const COMMON: i64 = 2000;
-        let Some((low, high)) = query.action_prefix() else {
+        let Some(ActionFilter::Range(low, high)) = query.action_filter() else {
             return Ok(false);
         };
-        let found: Vec<i64> = with_pooled!(&self.pools, c => {
+        let found: Vec<i64> = with_pooled!(self, c => async {
             audit_events::table
                 .select(audit_events::timestamp_us)
                 .filter(audit_events::action.ge(&low))
@@ -281,9 +371,73 @@ impl Store {
                 .limit(COMMON)
                 .load(c)
                 .await
-                .map_err(query_error)?
         });
         Ok(found.len() as i64 >= COMMON)
+    }
+}
+
+impl StoreBuilder {
+    /// How long one call may take in all: waiting for a connection (opening
+    /// one if need be) and the query's answer. Past it the call fails with
+    /// an error for which [`Error::is_unavailable`] holds; on PostgreSQL
+    /// the server also cancels the query then.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// Opens the pool and checks that a connection can be made in time.
+    ///
+    /// # Errors
+    ///
+    /// A bad URL or a zero timeout ([`Error::is_invalid_input`]), or a
+    /// database that cannot be reached in time ([`Error::is_unavailable`]).
+    pub async fn connect(self) -> Result<Store> {
+        if self.timeout.is_zero() {
+            return Err(Error::invalid("the store's timeout must not be zero"));
+        }
+        let timeout = self.timeout;
+        let pools = match Backend::parse(&self.url)? {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(path) => {
+                let mut config = ManagerConfig::default();
+                config.recycling_method = RecyclingMethod::Fast;
+                config.custom_setup = Box::new(|path| Box::pin(sqlite_setup(path.to_owned())));
+                let manager = AsyncDieselConnectionManager::new_with_config(path, config);
+                Pools::Sqlite(build_pool!(manager))
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(url) => {
+                let mut config = ManagerConfig::default();
+                config.custom_setup =
+                    Box::new(move |url| Box::pin(postgres_setup(url.to_owned(), timeout)));
+                let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+                Pools::Postgres(build_pool!(manager))
+            }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql(url) => {
+                let mut config = ManagerConfig::default();
+                config.custom_setup =
+                    Box::new(move |url| Box::pin(mysql_setup(url.to_owned(), timeout)));
+                let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+                Pools::Mysql(build_pool!(manager))
+            }
+        };
+        let store = Store { pools, timeout };
+        with_pooled!(&store, c => async {
+            let _ = c;
+            Ok(())
+        });
+        Ok(store)
+    }
+}
+
+impl std::fmt::Debug for StoreBuilder {
+    /// Without the URL, which may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBuilder")
+            .field("backend", &Backend::parse(&self.url).map(|b| b.kind()).ok())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -291,40 +445,50 @@ impl Store {
 /// execution. For these newest-first, LIMITed shapes the plans PostgreSQL
 /// made for the actual values (its first five executions of a statement)
 /// read and sorted whole ranges: 20 to 150 ms over 1M rows, against under
-/// 2 ms for the generic plan (`benches/query.rs`).
+/// 2 ms for the generic plan (`benches/query.rs`). The server cancels a
+/// query that outlives the store's timeout, which has given up on it.
 #[cfg(feature = "postgres")]
-async fn postgres_setup(url: String) -> diesel::ConnectionResult<diesel_async::AsyncPgConnection> {
+async fn postgres_setup(
+    url: String,
+    timeout: Duration,
+) -> diesel::ConnectionResult<diesel_async::AsyncPgConnection> {
     use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     let mut conn = diesel_async::AsyncPgConnection::establish(&url).await?;
-    conn.batch_execute("SET plan_cache_mode = force_generic_plan")
+    let sql = format!(
+        "SET plan_cache_mode = force_generic_plan; SET statement_timeout = {}",
+        timeout.as_millis().max(1)
+    );
+    conn.batch_execute(&sql)
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+/// MariaDB cancels a query that outlives the store's timeout (MySQL has no
+/// such setting for every statement, and refuses the variable: ignored).
+#[cfg(feature = "mysql")]
+async fn mysql_setup(
+    url: String,
+    timeout: Duration,
+) -> diesel::ConnectionResult<diesel_async::AsyncMysqlConnection> {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let mut conn = diesel_async::AsyncMysqlConnection::establish(&url).await?;
+    let sql = format!(
+        "SET SESSION max_statement_time = {}",
+        timeout.as_secs_f64().max(0.001)
+    );
+    let _ = conn.batch_execute(&sql).await;
     Ok(conn)
 }
 
 #[cfg(feature = "sqlite")]
-async fn sqlite_setup(
-    path: String,
-) -> diesel::ConnectionResult<
-    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
-> {
+async fn sqlite_setup(path: String) -> diesel::ConnectionResult<SqliteConn> {
     use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-    let mut conn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
-        diesel::SqliteConnection,
-    >::establish(&path)
-    .await?;
+    let mut conn = SqliteConn::establish(&path).await?;
     conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
-}
-
-fn pool_error(e: impl std::fmt::Display) -> Error {
-    Error::database(format!("cannot connect to the audit database: {e}"))
-}
-
-fn query_error(e: diesel::result::Error) -> Error {
-    Error::database(format!("audit query failed: {e}"))
 }
 
 impl std::fmt::Debug for Store {
@@ -337,6 +501,9 @@ impl std::fmt::Debug for Store {
             #[cfg(feature = "mysql")]
             Pools::Mysql(_) => "mysql",
         };
-        f.debug_struct("Store").field("backend", &kind).finish()
+        f.debug_struct("Store")
+            .field("backend", &kind)
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }

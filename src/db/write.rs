@@ -1,11 +1,15 @@
 //! The blocking operations on the table: migrate, insert a batch, purge.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use super::backend::{with_conn, Conn};
-use super::row::{NewEvent, NewFlag};
+use super::classify;
+use super::row::{EventRow, NewEvent, NewFlag, NewRecord};
 use super::schema::{audit_event_flags, audit_events};
 
 #[cfg(feature = "sqlite")]
@@ -15,9 +19,9 @@ const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 #[cfg(feature = "mysql")]
 const MYSQL: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
-/// Rows per INSERT statement: far below every backend's bind limit (14
-/// columns × 500 = 7 000 binds), and constant so statements stay cached.
-#[cfg(any(feature = "sqlite", feature = "mysql"))]
+/// Rows per INSERT statement (and ids per `IN` list): far below every
+/// backend's bind limit (14 columns × 500 = 7 000 binds), and constant so
+/// statements stay cached.
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// Records deleted per purge transaction: short locks on a big table.
@@ -36,153 +40,266 @@ pub(crate) fn migrate(conn: &mut Conn) -> Result<(), String> {
     result.map_err(|e| format!("cannot migrate the audit tables: {e}"))
 }
 
-/// Inserts the records and their flags in one transaction. Records whose
-/// id is already stored are skipped, so a batch retried after an unknown
-/// outcome (a connection lost during COMMIT) is stored once.
+/// Whether both tables are there and readable: all that writing needs when
+/// the migrations cannot run (a role without DDL privileges, whose owner
+/// migrates with `fabric-audit migrate`).
+pub(crate) fn tables_answer(conn: &mut Conn) -> QueryResult<()> {
+    with_conn!(conn, c => {
+        audit_events::table.select(audit_events::id).limit(0).load::<String>(c)?;
+        audit_event_flags::table
+            .select(audit_event_flags::event_id)
+            .limit(0)
+            .load::<String>(c)
+            .map(drop)
+    })
+}
+
+/// Whether the connection answers a statement.
+pub(crate) fn probe(conn: &mut Conn) -> QueryResult<()> {
+    with_conn!(conn, c => diesel::sql_query("SELECT 1").execute(c).map(drop))
+}
+
+/// What [`insert`] compares of the records whose id is already stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Nothing: a stored id is this record, written before (a batch retried
+    /// after a lost COMMIT). The sink's case: ids are made fresh.
+    Ids,
+    /// The content: a stored id with other content is a conflict. An
+    /// import's case: files can be edited.
+    Content,
+}
+
+/// What [`insert`] did with a batch.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Records written now.
+    pub(crate) stored: usize,
+    /// Records already stored (by id; with the same content under
+    /// [`Check::Content`]).
+    pub(crate) present: usize,
+    /// Ids stored with other content (looked at under [`Check::Content`]
+    /// only), or given twice in the batch with other content: not stored.
+    pub(crate) conflicting: Vec<String>,
+    /// Ids the database refused for their data (each alone, while the
+    /// connection answered other statements).
+    pub(crate) refused: Vec<String>,
+    /// Why the first refused record was refused.
+    pub(crate) first_error: Option<DieselError>,
+}
+
+impl Outcome {
+    fn add(&mut self, other: Outcome) {
+        self.stored += other.stored;
+        self.present += other.present;
+        self.conflicting.extend(other.conflicting);
+        self.refused.extend(other.refused);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// Inserts the records whose id is not stored yet, with their flags (only
+/// theirs: a skipped record's flags are the stored record's business).
+///
+/// A batch is one transaction. If the database refuses it for a reason not
+/// known to be transient (see [`classify`]), it is split in halves, each
+/// written in its own transaction, down to single records: a record
+/// refused alone while the connection still answers is refused for its
+/// data and reported in [`Outcome::refused`], and the others are written.
+/// Retrying parts is safe because stored ids are skipped.
+///
+/// # Errors
+///
+/// Only faults worth retrying the whole batch for: the connection, a
+/// deadlock, a timeout, a full disk, a missing privilege or table.
 pub(crate) fn insert(
     conn: &mut Conn,
-    events: &[NewEvent<'_>],
-    flags: &[NewFlag<'_>],
-) -> QueryResult<()> {
+    records: &[NewRecord<'_>],
+    check: Check,
+) -> QueryResult<Outcome> {
+    let mut outcome = Outcome::default();
+    // One row per id: the later copies are present or conflicting.
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(records.len());
+    let mut unique: Vec<&NewRecord<'_>> = Vec::with_capacity(records.len());
+    for record in records {
+        match first.entry(&record.event.id) {
+            Entry::Vacant(slot) => {
+                slot.insert(unique.len());
+                unique.push(record);
+            }
+            Entry::Occupied(at) if unique[*at.get()].event == record.event => outcome.present += 1,
+            Entry::Occupied(_) => outcome.conflicting.push(record.event.id.clone()),
+        }
+    }
+    outcome.add(bisect(conn, &unique, check)?);
+    Ok(outcome)
+}
+
+fn bisect(conn: &mut Conn, records: &[&NewRecord<'_>], check: Check) -> QueryResult<Outcome> {
+    if records.is_empty() {
+        return Ok(Outcome::default());
+    }
+    match insert_part(conn, records, check) {
+        Ok(outcome) => Ok(outcome),
+        Err(error) if classify::is_transient(&error) => Err(error),
+        Err(error) if records.len() == 1 => match probe(conn) {
+            Ok(()) => Ok(Outcome {
+                refused: vec![records[0].event.id.clone()],
+                first_error: Some(error),
+                ..Outcome::default()
+            }),
+            Err(_) => Err(error),
+        },
+        Err(_) => {
+            let (left, right) = records.split_at(records.len() / 2);
+            let mut outcome = bisect(conn, left, check)?;
+            outcome.add(bisect(conn, right, check)?);
+            Ok(outcome)
+        }
+    }
+}
+
+/// Skips the stored ids, inserts the rest with their flags, and sorts the
+/// stored ones into present and conflicting: SQLite and MySQL, which have
+/// no portable "insert unless stored, and say which".
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+macro_rules! skip_stored_and_insert {
+    ($c:ident, $records:expr, $check:expr) => {{
+        let records: &[&NewRecord<'_>] = $records;
+        let ids: Vec<&str> = records.iter().map(|r| r.event.id.as_str()).collect();
+        let mut stored: HashSet<String> = HashSet::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            stored.extend(
+                audit_events::table
+                    .select(audit_events::id)
+                    .filter(audit_events::id.eq_any(chunk))
+                    .load::<String>($c)?,
+            );
+        }
+        let (present, fresh): (Vec<&NewRecord<'_>>, Vec<&NewRecord<'_>>) =
+            records.iter().partition(|r| stored.contains(&r.event.id));
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<&NewEvent<'_>> = chunk.iter().map(|r| &r.event).collect();
+            diesel::insert_into(audit_events::table)
+                .values(rows)
+                .execute($c)?;
+        }
+        let flags: Vec<NewFlag<'_>> = fresh.iter().flat_map(|r| r.flag_rows()).collect();
+        for chunk in flags.chunks(ROWS_PER_STATEMENT) {
+            diesel::insert_into(audit_event_flags::table)
+                .values(chunk)
+                .execute($c)?;
+        }
+        let mut outcome = Outcome {
+            stored: fresh.len(),
+            ..Outcome::default()
+        };
+        sort_present!($c, &present, $check, outcome);
+        Ok(outcome)
+    }};
+}
+
+/// Counts the records whose id was stored before as present, or, under
+/// [`Check::Content`], compares them with the stored rows.
+macro_rules! sort_present {
+    ($c:ident, $present:expr, $check:expr, $outcome:ident) => {{
+        let present: &[&NewRecord<'_>] = $present;
+        match $check {
+            Check::Ids => $outcome.present += present.len(),
+            Check::Content => {
+                let mut rows: HashMap<String, EventRow> = HashMap::new();
+                let ids: Vec<&str> = present.iter().map(|r| r.event.id.as_str()).collect();
+                for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                    let loaded = audit_events::table
+                        .select(EventRow::as_select())
+                        .filter(audit_events::id.eq_any(chunk))
+                        .load::<EventRow>($c)?;
+                    rows.extend(loaded.into_iter().map(|r| (r.id().to_owned(), r)));
+                }
+                for record in present {
+                    match rows.get(&record.event.id) {
+                        Some(row) if row.stores(&record.event) => $outcome.present += 1,
+                        _ => $outcome.conflicting.push(record.event.id.clone()),
+                    }
+                }
+            }
+        }
+    }};
+}
+
+/// One transaction: the part of a batch [`bisect`] is trying.
+fn insert_part(conn: &mut Conn, records: &[&NewRecord<'_>], check: Check) -> QueryResult<Outcome> {
     match conn {
         #[cfg(feature = "sqlite")]
-        Conn::Sqlite(c) => c.immediate_transaction(|c| {
-            for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                diesel::insert_or_ignore_into(audit_events::table)
-                    .values(chunk)
-                    .execute(c)?;
-            }
-            for chunk in flags.chunks(ROWS_PER_STATEMENT) {
-                diesel::insert_or_ignore_into(audit_event_flags::table)
-                    .values(chunk)
-                    .execute(c)?;
-            }
-            Ok(())
-        }),
+        Conn::Sqlite(c) => c.immediate_transaction(|c| skip_stored_and_insert!(c, records, check)),
         #[cfg(feature = "postgres")]
-        Conn::Postgres(c) => c.transaction(|c| postgres::insert(c, events, flags)),
+        Conn::Postgres(c) => c.transaction(|c| postgres::insert(c, records, check)),
+        // No ON CONFLICT DO NOTHING; INSERT IGNORE would also turn data
+        // errors into silent truncation. Skip stored ids instead.
         #[cfg(feature = "mysql")]
-        Conn::Mysql(c) => c.transaction(|c| {
-            // No ON CONFLICT DO NOTHING; INSERT IGNORE would also turn data
-            // errors into silent truncation. Skip stored ids instead.
-            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-            let stored: Vec<String> = audit_events::table
-                .select(audit_events::id)
-                .filter(audit_events::id.eq_any(&ids))
-                .load(c)?;
-            let fresh = |id: &str| !stored.iter().any(|s| s == id);
-            let events: Vec<&NewEvent<'_>> = events.iter().filter(|e| fresh(&e.id)).collect();
-            let flags: Vec<&NewFlag<'_>> = flags.iter().filter(|f| fresh(f.event_id())).collect();
-            for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                diesel::insert_into(audit_events::table)
-                    .values(chunk.to_vec())
-                    .execute(c)?;
-            }
-            for chunk in flags.chunks(ROWS_PER_STATEMENT) {
-                diesel::insert_into(audit_event_flags::table)
-                    .values(chunk.to_vec())
-                    .execute(c)?;
-            }
-            Ok(())
-        }),
+        Conn::Mysql(c) => c.transaction(|c| skip_stored_and_insert!(c, records, check)),
     }
+}
+
+/// The time of the newest stored record, if any.
+pub(crate) fn newest(conn: &mut Conn) -> QueryResult<Option<i64>> {
+    with_conn!(conn, c => audit_events::table
+        .select(diesel::dsl::max(audit_events::timestamp_us))
+        .first::<Option<i64>>(c))
+}
+
+/// The body of [`purge_chunk`], inside its transaction.
+macro_rules! delete_expired {
+    ($c:ident, $cutoff_us:expr) => {{
+        let expired: Vec<(String, i64)> = audit_events::table
+            .select((audit_events::id, audit_events::timestamp_us))
+            .filter(audit_events::timestamp_us.lt($cutoff_us))
+            .order((audit_events::timestamp_us, audit_events::id))
+            .limit(PURGE_CHUNK)
+            .load($c)?;
+        match expired.last() {
+            None => Ok(0),
+            Some(&(_, newest)) => {
+                let ids: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
+                diesel::delete(
+                    audit_event_flags::table
+                        .filter(audit_event_flags::timestamp_us.le(newest))
+                        .filter(audit_event_flags::event_id.eq_any(&ids)),
+                )
+                .execute($c)?;
+                diesel::delete(audit_events::table.filter(audit_events::id.eq_any(&ids)))
+                    .execute($c)
+            }
+        }
+    }};
 }
 
 /// Deletes up to [`PURGE_CHUNK`] records older than `cutoff_us` (and
 /// their flags) in one transaction; returns how many. The append-only
-/// triggers let these deletes through and no others.
+/// triggers let these deletes through and no others: on SQLite because the
+/// purge's connection has the function `fabric_audit_purge` registered
+/// (see [`Backend::connect`](super::backend::Backend::connect)), on
+/// PostgreSQL and MySQL because the transaction or session says so.
 pub(crate) fn purge_chunk(conn: &mut Conn, cutoff_us: i64) -> QueryResult<usize> {
-    with_conn!(conn, c => c.transaction(|c| {
-        let expired: Vec<(String, i64)> = audit_events::table
-            .select((audit_events::id, audit_events::timestamp_us))
-            .filter(audit_events::timestamp_us.lt(cutoff_us))
-            .order((audit_events::timestamp_us, audit_events::id))
-            .limit(PURGE_CHUNK)
-            .load(c)?;
-        let Some(&(_, newest)) = expired.last() else {
-            return Ok(0);
-        };
-        let ids: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
-        diesel::sql_query(allow_purge_sql(c)).execute(c)?;
-        diesel::delete(
-            audit_event_flags::table
-                .filter(audit_event_flags::timestamp_us.le(newest))
-                .filter(audit_event_flags::event_id.eq_any(&ids)),
-        )
-        .execute(c)?;
-        let deleted = diesel::delete(audit_events::table.filter(audit_events::id.eq_any(&ids))).execute(c)?;
-        if let Some(sql) = forbid_purge_sql(c) {
-            diesel::sql_query(sql).execute(c)?;
-        }
-        Ok(deleted)
-    }))
-}
-
-/// What opens the append-only triggers for this transaction.
-trait PurgeSwitch {
-    fn allow(&self) -> &'static str;
-    /// What closes them again, where closing is not automatic at commit.
-    fn forbid(&self) -> Option<&'static str>;
-}
-
-#[cfg(feature = "sqlite")]
-impl PurgeSwitch for diesel::SqliteConnection {
-    fn allow(&self) -> &'static str {
-        "UPDATE audit_purge SET active = 1"
+    match conn {
+        #[cfg(feature = "sqlite")]
+        Conn::Sqlite(c) => c.immediate_transaction(|c| delete_expired!(c, cutoff_us)),
+        #[cfg(feature = "postgres")]
+        Conn::Postgres(c) => c.transaction(|c| {
+            // Transaction-local: reset at COMMIT or ROLLBACK.
+            diesel::sql_query("SET LOCAL fabric_audit.purge = 'on'").execute(c)?;
+            delete_expired!(c, cutoff_us)
+        }),
+        #[cfg(feature = "mysql")]
+        Conn::Mysql(c) => c.transaction(|c| {
+            diesel::sql_query("SET @fabric_audit_purge = 1").execute(c)?;
+            let deleted = (|| delete_expired!(c, cutoff_us))();
+            diesel::sql_query("SET @fabric_audit_purge = 0").execute(c)?;
+            deleted
+        }),
     }
-    fn forbid(&self) -> Option<&'static str> {
-        Some("UPDATE audit_purge SET active = 0")
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl PurgeSwitch
-    for diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
-        diesel_async::AsyncPgConnection,
-    >
-{
-    fn allow(&self) -> &'static str {
-        // Transaction-local: reset at COMMIT or ROLLBACK.
-        "SET LOCAL fabric_audit.purge = 'on'"
-    }
-    fn forbid(&self) -> Option<&'static str> {
-        None
-    }
-}
-
-#[cfg(feature = "mysql")]
-impl PurgeSwitch
-    for diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
-        diesel_async::AsyncMysqlConnection,
-    >
-{
-    fn allow(&self) -> &'static str {
-        "SET @fabric_audit_purge = 1"
-    }
-    fn forbid(&self) -> Option<&'static str> {
-        Some("SET @fabric_audit_purge = 0")
-    }
-}
-
-fn allow_purge_sql(c: &impl PurgeSwitch) -> &'static str {
-    c.allow()
-}
-
-fn forbid_purge_sql(c: &impl PurgeSwitch) -> Option<&'static str> {
-    c.forbid()
-}
-
-/// Whether retrying cannot help: the database refused the data itself.
-pub(crate) fn is_data_error(error: &DieselError) -> bool {
-    matches!(
-        error,
-        DieselError::DatabaseError(
-            DatabaseErrorKind::NotNullViolation
-                | DatabaseErrorKind::CheckViolation
-                | DatabaseErrorKind::ForeignKeyViolation,
-            _
-        ) | DieselError::SerializationError(_)
-    )
 }
 
 /// PostgreSQL's insert: one statement per batch whatever its size, with
@@ -201,38 +318,54 @@ mod postgres {
         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
         $13::text[], $14::text[]) \
-        ON CONFLICT DO NOTHING";
+        ON CONFLICT DO NOTHING RETURNING id";
 
     const FLAGS: &str = "INSERT INTO audit_event_flags (flag, timestamp_us, event_id) \
         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[]) ON CONFLICT DO NOTHING";
 
-    pub(super) fn insert<'e, C>(
+    #[derive(QueryableByName)]
+    struct Inserted {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+
+    /// Inserts the records whose id is not stored; RETURNING says which
+    /// were, so that only their flags are added.
+    pub(super) fn insert<C>(
         c: &mut C,
-        events: &'e [NewEvent<'e>],
-        flags: &[NewFlag<'_>],
-    ) -> QueryResult<()>
+        records: &[&NewRecord<'_>],
+        check: Check,
+    ) -> QueryResult<Outcome>
     where
-        C: Connection<Backend = diesel::pg::Pg>,
+        C: diesel::connection::LoadConnection<Backend = diesel::pg::Pg>,
     {
-        let text = |f: fn(&'e NewEvent<'e>) -> &'e str| events.iter().map(f).collect::<Vec<_>>();
-        let opt =
-            |f: fn(&'e NewEvent<'e>) -> Option<&'e str>| events.iter().map(f).collect::<Vec<_>>();
-        diesel::sql_query(EVENTS)
+        let events: Vec<&NewEvent<'_>> = records.iter().map(|r| &r.event).collect();
+        let text = |f: for<'r> fn(&'r NewEvent<'_>) -> &'r str| {
+            events.iter().map(|e| f(e)).collect::<Vec<_>>()
+        };
+        let opt = |f: for<'r> fn(&'r NewEvent<'_>) -> Option<&'r str>| {
+            events.iter().map(|e| f(e)).collect::<Vec<_>>()
+        };
+        let inserted: Vec<Inserted> = diesel::sql_query(EVENTS)
             .bind::<Array<Text>, _>(text(|e| &e.id))
             .bind::<Array<BigInt>, _>(events.iter().map(|e| e.timestamp_us).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(text(|e| e.action))
-            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.actor_id))
-            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.actor_type))
-            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.actor_email))
-            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.actor_name))
+            .bind::<Array<Text>, _>(text(|e| &e.action))
+            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.actor_id.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.actor_type.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.actor_email.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.actor_name.as_deref()))
             .bind::<Array<Text>, _>(text(|e| &e.actor_flags))
-            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.resource_type))
-            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.resource_id))
+            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.resource_type.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.resource_id.as_deref()))
             .bind::<Array<Text>, _>(text(|e| &e.detail))
-            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.request_id))
-            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.client_ip))
-            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.user_agent))
-            .execute(c)?;
+            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.request_id.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.client_ip.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(opt(|e| e.user_agent.as_deref()))
+            .load(c)?;
+        let inserted: HashSet<String> = inserted.into_iter().map(|r| r.id).collect();
+        let (fresh, present): (Vec<&NewRecord<'_>>, Vec<&NewRecord<'_>>) =
+            records.iter().partition(|r| inserted.contains(&r.event.id));
+        let flags: Vec<NewFlag<'_>> = fresh.iter().flat_map(|r| r.flag_rows()).collect();
         if !flags.is_empty() {
             diesel::sql_query(FLAGS)
                 .bind::<Array<Text>, _>(flags.iter().map(|f| f.flag).collect::<Vec<_>>())
@@ -240,6 +373,11 @@ mod postgres {
                 .bind::<Array<Text>, _>(flags.iter().map(|f| f.event_id).collect::<Vec<_>>())
                 .execute(c)?;
         }
-        Ok(())
+        let mut outcome = Outcome {
+            stored: fresh.len(),
+            ..Outcome::default()
+        };
+        sort_present!(c, &present, check, outcome);
+        Ok(outcome)
     }
 }

@@ -247,12 +247,9 @@ impl AuditLayerBuilder {
     {
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         if let Some(url) = self.database.take() {
-            let database = crate::DatabaseSink::builder(url);
-            let database = match self.database_retention.as_days() {
-                Some(days) => database.retention_days(days),
-                None => database.keep_forever(),
-            }
-            .build_lazy()?;
+            let database = crate::DatabaseSink::builder(url)
+                .retention(self.database_retention)
+                .build_lazy()?;
             self.sinks
                 .insert(0, ("database".to_owned(), Box::new(database)));
         }

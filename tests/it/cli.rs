@@ -65,12 +65,16 @@ fn import_query_purge_and_migrate() {
 
     let out = cli(&["import", "--database-url", &url, file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("imported 5 records from 1 files"));
+    assert_eq!(
+        text(&out.stdout),
+        "read 5 records from 1 file(s): 5 stored, 0 already present, 0 not imported\n"
+    );
     // Again: records are stored by id, once.
-    assert!(
-        cli(&["import", "--database-url", &url, file.to_str().unwrap()])
-            .status
-            .success()
+    let out = cli(&["import", "--database-url", &url, file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "read 5 records from 1 file(s): 0 stored, 5 already present, 0 not imported\n"
     );
     assert_eq!(count(&url), 5);
 
@@ -121,14 +125,76 @@ fn import_query_purge_and_migrate() {
         );
     }
 
-    let out = cli(&["purge", "--database-url", &url, "--days", "0"]);
+    let out = cli(&["purge", "--database-url", &url, "--days", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "purged 0 records older than 1 days\n");
+    assert_eq!(count(&url), 5);
+}
+
+#[test]
+fn purge_refuses_zero_forever_and_too_many_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let file = audit_file(&dir.path().join("logs"), 2);
     assert!(
-        text(&out.stdout).contains("purged 5 records"),
-        "{}",
-        text(&out.stdout)
+        cli(&["import", "--database-url", &url, file.to_str().unwrap()])
+            .status
+            .success()
     );
-    assert_eq!(count(&url), 0);
+    for (days, says) in [
+        ("0", "from 1 to 36525 days"),
+        ("forever", "nothing to purge"),
+        ("96000000", "from 1 to 36525 days"),
+        ("-3", "from 1 to 36525"),
+    ] {
+        let out = cli(&["purge", "--database-url", &url, "--days", days]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{days}: {err}");
+        assert_eq!(err.lines().count(), 1, "{days}: {err}");
+        assert!(err.contains(says), "{days}: {err}");
+    }
+    assert_eq!(count(&url), 2, "nothing was deleted");
+}
+
+#[test]
+fn import_reports_conflicts_by_file_line_and_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let file = audit_file(&dir.path().join("logs"), 3);
+    assert!(
+        cli(&["import", "--database-url", &url, file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // The same records, the second one edited; and a new one.
+    let lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let edited = lines[1].replace("post.created", "post.edited");
+    let id = &edited[7..43];
+    let fresh = lines[0].replacen(&lines[0][7..43], &uuid::Uuid::now_v7().to_string(), 1);
+    let again = dir.path().join("again.jsonl");
+    std::fs::write(
+        &again,
+        format!("{}\n{edited}\n{}\n{fresh}\n", lines[0], lines[2]),
+    )
+    .unwrap();
+    let out = cli(&["import", "--database-url", &url, again.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "read 4 records from 1 file(s): 1 stored, 2 already present, 1 not imported\n"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "again.jsonl:2: record {id} is stored with other content"
+        )),
+        "{err}"
+    );
+    assert_eq!(count(&url), 4);
 }
 
 #[test]

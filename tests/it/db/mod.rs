@@ -11,6 +11,12 @@ use fabric_audit::{
 
 use crate::support::{pipeline, Collect, User};
 
+mod hostile;
+mod integrity;
+mod network;
+mod paging;
+mod retention;
+
 /// Runs one SQL statement as the test's superuser; the error's text.
 type RawSql = Box<dyn Fn(&str) -> Result<(), String>>;
 
@@ -63,6 +69,10 @@ pub(crate) fn sqlite() -> TestDb {
         url: format!("sqlite://{path}"),
         sql: Box::new(move |sql| {
             let mut conn = diesel::SqliteConnection::establish(&path).map_err(|e| e.to_string())?;
+            // The sink's purge thread may hold the write lock for a moment.
+            diesel::sql_query("PRAGMA busy_timeout = 5000")
+                .execute(&mut conn)
+                .map_err(|e| e.to_string())?;
             diesel::sql_query(sql)
                 .execute(&mut conn)
                 .map(drop)
@@ -159,36 +169,39 @@ macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread")]
-            async fn $test() { super::$test(super::sqlite()).await })*
+            async fn $test() { super::$test(crate::db::sqlite()).await })*
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread")]
             #[ignore = "needs PostgreSQL (see .ci/run)"]
-            async fn $test() { super::$test(super::postgres()).await })*
+            async fn $test() { super::$test(crate::db::postgres()).await })*
         }
         mod mysql {
             $(#[tokio::test(flavor = "multi_thread")]
             #[ignore = "needs MariaDB (see .ci/run)"]
-            async fn $test() { super::$test(super::mysql()).await })*
+            async fn $test() { super::$test(crate::db::mysql()).await })*
         }
     };
 }
+pub(crate) use on_every_backend;
 
-/// The server tests that need a network between sink and database.
+/// The server tests that need a network between sink and database: each
+/// gets the database and the port its server listens on.
 macro_rules! on_every_server {
     ($($test:ident),* $(,)?) => {
         mod postgres_network {
             $(#[tokio::test(flavor = "multi_thread")]
             #[ignore = "needs PostgreSQL (see .ci/run)"]
-            async fn $test() { super::$test(super::postgres(), 5432).await })*
+            async fn $test() { super::$test(crate::db::postgres(), 5432).await })*
         }
         mod mysql_network {
             $(#[tokio::test(flavor = "multi_thread")]
             #[ignore = "needs MariaDB (see .ci/run)"]
-            async fn $test() { super::$test(super::mysql(), 3306).await })*
+            async fn $test() { super::$test(crate::db::mysql(), 3306).await })*
         }
     };
 }
+pub(crate) use on_every_server;
 
 on_every_server!(an_outage_in_the_middle_of_a_stream_loses_nothing);
 
@@ -229,8 +242,23 @@ async fn emit_through_pipeline(
     model.records()
 }
 
+/// Polls `done` until it holds; fails the test after 30 s.
+pub(crate) async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Reads every page of `query`.
-async fn walk(store: &Store, query: AuditQuery) -> Vec<AuditRecord> {
+pub(crate) async fn walk(store: &Store, query: AuditQuery) -> Vec<AuditRecord> {
     let mut all = Vec::new();
     let mut query = query;
     loop {
@@ -455,18 +483,25 @@ async fn retention_purges_old_records_and_their_flags(db: TestDb) {
         })
         .collect();
     let url = db.url.clone();
-    tokio::task::spawn_blocking(move || {
+    let purging = tokio::task::spawn_blocking(move || {
         let mut keep_all = DatabaseSink::builder(&url).keep_forever().build().unwrap();
         keep_all.write(&Batch::new(&records)).unwrap();
-        // A new sink purges at start-up, in chunks of a thousand.
+        // A new sink purges at start-up, in chunks of a thousand, on a
+        // thread of its own.
         DatabaseSink::builder(&url)
             .retention_days(30)
             .build()
-            .unwrap();
+            .unwrap()
     })
     .await
     .unwrap();
     let store = Store::connect(&db.url).await.unwrap();
+    let query = AuditQuery::new().limit(1000).unwrap();
+    wait_until("the start-up purge", || async {
+        walk(&store, query.clone()).await.len() == 1250
+    })
+    .await;
+    drop(purging);
     let left = walk(&store, AuditQuery::new().limit(1000).unwrap()).await;
     assert_eq!(left.len(), 1250);
     assert!(left

@@ -1,0 +1,154 @@
+//! What keeps stored records what they were: flags only for the records
+//! actually inserted, conflicts reported by an import, and triggers that
+//! refuse every way of overwriting or deleting a row.
+
+use std::sync::Arc;
+
+use fabric_audit::{AuditQuery, AuditRecord, Batch, Imported, Sink, Store};
+use uuid::Uuid;
+
+use super::{on_every_backend, sink, walk, TestDb};
+
+on_every_backend!(
+    a_record_skipped_as_stored_adds_no_flags,
+    an_import_tells_stored_present_and_conflicting_records_apart,
+    every_way_of_overwriting_a_row_is_refused,
+);
+
+async fn a_record_skipped_as_stored_adds_no_flags(db: TestDb) {
+    let id = Uuid::now_v7();
+    let first = Arc::new(
+        AuditRecord::builder("first")
+            .id(id)
+            .actor_flags(["a"])
+            .build(),
+    );
+    let again = Arc::new(
+        AuditRecord::builder("again")
+            .id(id)
+            .actor_flags(["b"])
+            .build(),
+    );
+    let mut database = sink(&db.url).await;
+    tokio::task::spawn_blocking(move || {
+        database.write(&Batch::new(&[first])).unwrap();
+        database.write(&Batch::new(&[again])).unwrap();
+    })
+    .await
+    .unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    let with_a = walk(&store, AuditQuery::new().has_flag("a")).await;
+    assert_eq!(
+        with_a.iter().map(|r| r.action()).collect::<Vec<_>>(),
+        ["first"]
+    );
+    assert_eq!(
+        walk(&store, AuditQuery::new().has_flag("b")).await,
+        [],
+        "the skipped record's flag points at a record without it"
+    );
+}
+
+async fn an_import_tells_stored_present_and_conflicting_records_apart(db: TestDb) {
+    let record = |action: &str, id: Uuid| {
+        Arc::new(
+            AuditRecord::builder(action)
+                .id(id)
+                .actor_flags([action])
+                .build(),
+        )
+    };
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let record_a = record("a", a);
+    let mut database = sink(&db.url).await;
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let first = database.import(&Batch::new(&[record_a.clone(), record("b", b)]));
+        let second = database.import(&Batch::new(&[
+            record_a,              // the same: present
+            record("b-edited", b), // the same id, other content: a conflict
+            record("c", c),        // new
+            record("c-twin", c),   // twice in one batch, other content
+        ]));
+        (first.unwrap(), second.unwrap())
+    })
+    .await
+    .unwrap();
+    let counts = |i: &Imported| {
+        let mut conflicting = i.conflicting.clone();
+        conflicting.sort_unstable();
+        (i.stored, i.present, conflicting, i.refused.clone())
+    };
+    assert_eq!(counts(&first), (2, 0, vec![], vec![]));
+    let mut conflicting = vec![b, c];
+    conflicting.sort_unstable();
+    assert_eq!(counts(&second), (1, 1, conflicting, vec![]));
+    let store = Store::connect(&db.url).await.unwrap();
+    let all = walk(&store, AuditQuery::new()).await;
+    let mut actions: Vec<&str> = all.iter().map(|r| r.action()).collect();
+    actions.sort_unstable();
+    assert_eq!(actions, ["a", "b", "c"], "conflicts change nothing");
+    assert!(walk(&store, AuditQuery::new().has_flag("b-edited"))
+        .await
+        .is_empty());
+}
+
+async fn every_way_of_overwriting_a_row_is_refused(db: TestDb) {
+    let kept = Arc::new(AuditRecord::builder("keep.me").actor_flags(["f"]).build());
+    let id = kept.id().hyphenated().to_string();
+    let mut database = sink(&db.url).await;
+    let records = vec![kept.clone()];
+    tokio::task::spawn_blocking(move || database.write(&Batch::new(&records)).unwrap())
+        .await
+        .unwrap();
+    let row = format!("('{id}', 1, 'changed', '[]', '{{}}')");
+    let columns = "audit_events (id, timestamp_us, action, actor_flags, detail)";
+    let flag = format!("('f', {}, '{id}')", kept.timestamp().timestamp_micros());
+    let statements: Vec<String> = if db.url.starts_with("postgres") {
+        vec![
+            format!("INSERT INTO {columns} VALUES {row} ON CONFLICT (id) DO UPDATE SET action = 'changed'"),
+            "UPDATE audit_events SET action = 'changed'".into(),
+            "DELETE FROM audit_events".into(),
+            "TRUNCATE audit_events".into(),
+            "TRUNCATE audit_event_flags".into(),
+            "DELETE FROM audit_event_flags".into(),
+        ]
+    } else if db.url.starts_with("mysql") {
+        vec![
+            format!("REPLACE INTO {columns} VALUES {row}"),
+            format!(
+                "INSERT INTO {columns} VALUES {row} ON DUPLICATE KEY UPDATE action = 'changed'"
+            ),
+            "UPDATE audit_events SET action = 'changed'".into(),
+            "DELETE FROM audit_events".into(),
+            format!("REPLACE INTO audit_event_flags (flag, timestamp_us, event_id) VALUES {flag}"),
+            "DELETE FROM audit_event_flags".into(),
+        ]
+    } else {
+        vec![
+            format!("INSERT OR REPLACE INTO {columns} VALUES {row}"),
+            format!("REPLACE INTO {columns} VALUES {row}"),
+            format!("INSERT INTO {columns} VALUES {row} ON CONFLICT (id) DO UPDATE SET action = 'changed'"),
+            "UPDATE audit_events SET action = 'changed'".into(),
+            "DELETE FROM audit_events".into(),
+            format!("INSERT OR REPLACE INTO audit_event_flags (flag, timestamp_us, event_id) VALUES {flag}"),
+            "DELETE FROM audit_event_flags".into(),
+        ]
+    };
+    for sql in &statements {
+        let err = (db.sql)(sql).expect_err(sql);
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    if db.url.starts_with("sqlite") {
+        // The old purge switch, a row any connection could set, is gone;
+        // deletes stay refused whatever a script does to it.
+        let _ = (db.sql)("UPDATE audit_purge SET active = 1");
+        let err = (db.sql)("DELETE FROM audit_events").expect_err("DELETE");
+        assert!(err.contains("append-only"), "{err}");
+    }
+    let store = Store::connect(&db.url).await.unwrap();
+    assert_eq!(store.get(kept.id()).await.unwrap().as_ref(), Some(&*kept));
+    assert_eq!(
+        walk(&store, AuditQuery::new().has_flag("f")).await,
+        [(*kept).clone()]
+    );
+}
