@@ -171,8 +171,11 @@ async fn one_refused_record_among_twenty_thousand_never_wedges_the_sink(db: Test
         })
         .await
         .unwrap();
-        // A wedged sink fails this: its queue never drains.
-        audit.flush().await.unwrap();
+        // A wedged sink fails this: its queue never drains (records would
+        // be waiting). The flush names the one refused record, each time.
+        let err = audit.flush().await.unwrap_err();
+        assert_eq!(err.unflushed_records(), 1, "{err}");
+        assert!(!err.to_string().contains("waiting"), "{err}");
     }
     let report = audit.shutdown().await;
     let sink = report.sink("database").unwrap();
