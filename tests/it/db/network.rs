@@ -116,20 +116,20 @@ async fn a_sink_facing_a_silent_server_gives_up_at_its_deadline(db: TestDb, port
     );
     emit(&dispatch, 3).await;
     let started = Instant::now();
-    // Connecting gives up after 10 s; the shutdown deadline passes meanwhile.
+    // The sink is stuck logging in (it would give up after 10 s): shutdown
+    // abandons it at its deadline, one second, and a short grace.
     let report = tokio::time::timeout(Duration::from_secs(60), audit.shutdown())
         .await
         .expect("shutdown hung on a server that never answers");
     assert!(
-        started.elapsed() < Duration::from_secs(25),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
     let sink = report.sink("database").unwrap();
-    assert_eq!((sink.written(), sink.failed()), (0, 3), "{report}");
-    assert!(
-        sink.last_error()
-            .is_some_and(|e| e.contains("did not answer")),
+    assert_eq!(
+        (sink.written(), sink.failed(), sink.pending()),
+        (0, 3, 0),
         "{report}"
     );
 }
