@@ -13,6 +13,7 @@ on_every_server!(
     a_connection_lost_during_the_migration_is_replaced,
     the_store_answers_unavailable_in_time_when_the_database_is_cut_or_silent,
     a_sink_facing_a_silent_server_gives_up_at_its_deadline,
+    a_server_that_stops_answering_mid_stream_holds_shutdown_no_longer_than_its_deadline,
 );
 
 /// Emits `n` records on a blocking thread.
@@ -132,4 +133,46 @@ async fn a_sink_facing_a_silent_server_gives_up_at_its_deadline(db: TestDb, port
         (0, 3, 0),
         "{report}"
     );
+}
+
+async fn a_server_that_stops_answering_mid_stream_holds_shutdown_no_longer_than_its_deadline(
+    db: TestDb,
+    port: u16,
+) {
+    let proxy = Proxy::start(([127, 0, 0, 1], port).into());
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .sink("database", sink(&proxy.url(&db.url, port)).await)
+            .max_backoff(Duration::from_millis(50))
+            .shutdown_timeout(Duration::from_secs(1)),
+    );
+    emit(&dispatch, 20).await;
+    audit.flush().await.unwrap();
+    // The connection stays open; what the sink sends is swallowed and
+    // nothing comes back: its INSERT waits for an answer that never comes.
+    proxy.black_hole();
+    emit(&dispatch, 30).await;
+    let started = Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(60), audit.shutdown())
+        .await
+        .expect("shutdown hung on a statement that is never answered");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let sink = report.sink("database").unwrap();
+    assert_eq!(
+        (sink.written(), sink.failed(), sink.pending()),
+        (20, 30, 0),
+        "{report}"
+    );
+    // What the report says is what the table holds.
+    proxy.restore();
+    let store = Store::connect(&db.url).await.unwrap();
+    let page = store
+        .query(&AuditQuery::new().limit(100).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 20);
 }
