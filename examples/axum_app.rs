@@ -187,8 +187,6 @@ async fn main() -> Result<(), BoxError> {
         .try_init()?;
     audit.check()?;
 
-    let url = database.clone();
-    tokio::task::spawn_blocking(move || fabric_audit::migrate(&url)).await??;
     let store = Store::connect(&database).await?;
     let token = uuid::Uuid::new_v4().simple().to_string();
     let app = Router::<AppState>::new()

@@ -164,9 +164,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. The app: its own routes behind demo auth, and the query API.
     let token = uuid::Uuid::new_v4().simple().to_string();
     let tokens = BearerTokens::new().token("demo", &token, [AUDIT_READ]);
-    // The sink migrates on its first write; the API may be asked before.
-    let url = database.clone();
-    tokio::task::spawn_blocking(move || fabric_audit::migrate(&url)).await??;
     let store = Store::connect(&database).await?;
     let app = Router::new()
         .route("/posts", post(create_post))

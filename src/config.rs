@@ -18,6 +18,7 @@ use crate::{Error, Result, Retention};
 /// | `log_file` | `logs/audit.jsonl` | the JSON-lines file (daily files beside it) |
 /// | `log_retention_days` | 90 | rotated files kept: days from 1 to 36 525, or `"forever"` |
 /// | `database_url` | `sqlite://logs/audit.db` | `sqlite://…`, `postgres://…`, `mysql://…` |
+/// | `run_migrations` | true | false: the schema is the application's (see `schema_sql`); the sink only checks it |
 /// | `max_record_bytes` | 32768 | the most text one record holds (longer values are cut and marked); at least 1024 |
 /// | `bind` | `127.0.0.1:8080` | where `fabric-audit serve` listens |
 /// | `client_ip_source` | `ConnectInfo` | where the query API reads the client address (feature `http`; see [`RequestContextLayer::client_ip_source`](crate::http::RequestContextLayer::client_ip_source)) |
@@ -61,9 +62,12 @@ pub struct AuditConfig {
     pub log_retention_days: Retention,
     /// The database.
     pub database_url: String,
-    /// The largest record, in bytes of its JSON form, that a sink is
-    /// handed (at least 1 024).
+    /// The most text one record holds; longer values are cut and marked
+    /// (at least 1 024).
     pub max_record_bytes: usize,
+    /// Whether the database sink applies its migrations (`true`), or
+    /// leaves the schema to the application's own tool and only checks it.
+    pub run_migrations: bool,
     /// Where the query API listens.
     pub bind: SocketAddr,
     /// Where the query API reads the client address from: the socket
@@ -113,6 +117,7 @@ impl std::fmt::Debug for AuditConfig {
             .field("log_retention_days", &self.log_retention_days)
             .field("database_url", &redact_url(&self.database_url))
             .field("max_record_bytes", &self.max_record_bytes)
+            .field("run_migrations", &self.run_migrations)
             .field("bind", &self.bind);
         #[cfg(feature = "http")]
         d.field("client_ip_source", &self.client_ip_source);
@@ -129,6 +134,7 @@ impl Default for AuditConfig {
             log_retention_days: Retention::days(90).expect("90 days is a retention"),
             database_url: "sqlite://logs/audit.db".to_owned(),
             max_record_bytes: 32 * 1024,
+            run_migrations: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             #[cfg(feature = "http")]
             client_ip_source: axum_client_ip::ClientIpSource::ConnectInfo,

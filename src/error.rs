@@ -25,6 +25,12 @@ enum ErrorKind {
     Invalid(String),
     /// The database failed to answer, or holds a row this crate did not write.
     Database(String),
+    /// The audit tables do not exist (yet).
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+        allow(dead_code)
+    )]
+    NoTables,
     /// The database did not answer in time (a 503 in an HTTP API).
     Unavailable(String),
     Unflushed(Vec<Unflushed>),
@@ -88,6 +94,18 @@ impl Error {
         }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    pub(crate) fn no_tables() -> Self {
+        Self {
+            kind: ErrorKind::NoTables,
+        }
+    }
+
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    pub(crate) fn is_no_tables(&self) -> bool {
+        matches!(self.kind, ErrorKind::NoTables)
+    }
+
     /// Whether the database did not answer in time, or could not be reached:
     /// worth trying again later (a 503 in an HTTP API).
     pub fn is_unavailable(&self) -> bool {
@@ -143,6 +161,7 @@ impl fmt::Display for Error {
             | ErrorKind::Invalid(message)
             | ErrorKind::Database(message)
             | ErrorKind::Unavailable(message) => f.write_str(message),
+            ErrorKind::NoTables => f.write_str("the audit tables do not exist yet"),
             ErrorKind::Unflushed(sinks) => {
                 f.write_str("audit records not flushed")?;
                 for (i, s) in sinks.iter().enumerate() {

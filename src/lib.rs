@@ -107,8 +107,8 @@
 pub use crate::config::{AuditConfig, TokenConfig};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use crate::db::{
-    migrate, purge, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Imported, Page, Store,
-    StoreBuilder,
+    migrate, purge, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Imported,
+    Page, Store, StoreBuilder,
 };
 pub use crate::delivery::Overflow;
 pub use crate::error::{Error, Result};

@@ -70,6 +70,10 @@ enum Command {
     Migrate {
         #[command(flatten)]
         db: Database,
+        /// Print the schema's SQL for the URL's backend instead of applying
+        /// it (for an application whose own migration tool owns the schema).
+        #[arg(long)]
+        print_sql: bool,
     },
 }
 
@@ -160,7 +164,14 @@ impl Database {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Migrate { db } => {
+        Command::Migrate {
+            db,
+            print_sql: true,
+        } => {
+            let (_, url) = db.resolve()?;
+            print!("{}", fabric_audit::schema_sql(&url)?);
+        }
+        Command::Migrate { db, .. } => {
             let (_, url) = db.resolve()?;
             blocking(move || fabric_audit::migrate(&url)).await?;
             println!("audit tables are up to date");

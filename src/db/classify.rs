@@ -89,6 +89,20 @@ pub(crate) fn is_transient(error: &DieselError) -> bool {
     }
 }
 
+/// Whether `error` says the audit tables do not exist (yet): a fresh
+/// database no sink has prepared.
+pub(crate) fn is_missing_table(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(_, info) => {
+            let message = info.message().to_ascii_lowercase();
+            message.contains("no such table")
+                || (message.contains("audit_event")
+                    && (message.contains("does not exist") || message.contains("doesn't exist")))
+        }
+        _ => false,
+    }
+}
+
 /// Whether `error` means the database could not be reached or did not
 /// answer (rather than refused a statement): a 503 for a reader.
 pub(crate) fn is_unreachable(error: &DieselError) -> bool {

@@ -3,6 +3,7 @@
 
 pub(crate) mod backend;
 mod classify;
+mod ddl;
 mod purge;
 mod query;
 mod row;
@@ -13,6 +14,6 @@ mod stored;
 mod write;
 
 pub use self::query::{AuditQuery, Cursor, Page};
-pub use self::sink::{migrate, purge};
+pub use self::sink::{migrate, purge, schema_sql};
 pub use self::sink::{DatabaseSink, DatabaseSinkBuilder, Imported};
 pub use self::store::{Store, StoreBuilder};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::backend::{Backend, Conn, Role};
+use super::ddl;
 use super::purge::{self, Pacing, Purger};
 use super::row::NewRecord;
 use super::write::{self, Check, Outcome};
@@ -62,6 +63,8 @@ pub struct DatabaseSink {
     retention: Retention,
     pacing: Pacing,
     purger: Option<Purger>,
+    /// Whether the sink applies the migrations, or only checks the schema.
+    apply_migrations: bool,
     /// Whether the migrations have run (or the tables were found without
     /// them) and the purge thread is started.
     prepared: bool,
@@ -78,6 +81,7 @@ pub struct DatabaseSinkBuilder {
     /// `Err(days)`: days no [`Retention`] can hold, refused by `build`.
     retention: Result<Retention, u32>,
     pacing: Pacing,
+    apply_migrations: bool,
 }
 
 /// What [`DatabaseSink::import`] did with a batch of records.
@@ -103,6 +107,7 @@ impl DatabaseSink {
             url: url.into(),
             retention: Retention::days(30).map_err(|_| 30),
             pacing: Pacing::default(),
+            apply_migrations: true,
         }
     }
 
@@ -182,6 +187,7 @@ impl DatabaseSink {
     /// answer (a role without DDL privileges, whose owner migrates), warns
     /// and goes on.
     fn migrate(&mut self) -> Result<(), String> {
+        let apply = self.apply_migrations;
         let mut own;
         let conn = match &self.backend {
             // SQLite has no statement timeout to lift, and `:memory:` is a
@@ -197,17 +203,31 @@ impl DatabaseSink {
                 &mut own
             }
         };
+        if !apply {
+            return match ddl::missing(conn).as_slice() {
+                [] => Ok(()),
+                missing => Err(format!(
+                    "the audit schema lacks {} (migrations are left to the application: \
+                     create them from `fabric-audit migrate --print-sql`)",
+                    missing.join(", ")
+                )),
+            };
+        }
         match write::migrate(conn) {
             Ok(()) => Ok(()),
-            Err(error) if write::tables_answer(conn).is_ok() => {
-                tracing::warn!(
-                    target: "fabric_audit",
-                    %error,
-                    "the audit tables are there but cannot be migrated from here; writing to them as they are"
-                );
-                Ok(())
-            }
-            Err(error) => Err(error),
+            // Made by another tool or migrated by the owner: "already
+            // exists" or "permission denied" is no reason to stop.
+            Err(error) => match ddl::missing(conn).as_slice() {
+                [] => {
+                    tracing::warn!(
+                        target: "fabric_audit",
+                        %error,
+                        "the audit schema is complete but cannot be migrated from here; writing to it as it is"
+                    );
+                    Ok(())
+                }
+                missing => Err(format!("{error}; the schema lacks {}", missing.join(", "))),
+            },
         }
     }
 
@@ -232,6 +252,12 @@ impl Sink for DatabaseSink {
                 ),
             )),
         }
+    }
+
+    /// Connects, migrates (or checks the schema) and starts purging: the
+    /// tables exist from start-up, not from the first record.
+    fn open(&mut self) -> Result<(), SinkError> {
+        self.prepare()
     }
 
     fn close(&mut self) -> Result<(), SinkError> {
@@ -281,6 +307,18 @@ impl DatabaseSinkBuilder {
     /// Never purge.
     pub fn keep_forever(self) -> Self {
         self.retention(Retention::FOREVER)
+    }
+
+    /// Whether the sink applies its migrations at start-up (the default),
+    /// or leaves the schema to the application's own migration tool (the
+    /// SQL from [`schema_sql`]) and only checks that the tables, their
+    /// columns and, where diesel's table records them, these migrations
+    /// are there, failing with exactly what is missing.
+    pub fn apply_migrations(self, apply: bool) -> Self {
+        Self {
+            apply_migrations: apply,
+            ..self
+        }
     }
 
     /// How often the purge runs, and its pause between chunks.
@@ -336,6 +374,7 @@ impl DatabaseSinkBuilder {
             retention,
             pacing: self.pacing,
             purger: None,
+            apply_migrations: self.apply_migrations,
             prepared: false,
         })
     }
@@ -559,4 +598,25 @@ mod tests {
         assert_eq!(ages(&url), [1, 29]);
         sink.close().unwrap();
     }
+}
+
+/// The audit schema of the backend `url` names, as the SQL script of its
+/// embedded migrations in order: for applications whose own migration
+/// tool owns the schema (with
+/// [`DatabaseSinkBuilder::apply_migrations(false)`](DatabaseSinkBuilder::apply_migrations)).
+/// `fabric-audit migrate --print-sql` prints it.
+///
+/// # Errors
+///
+/// A URL of an unknown scheme or of a backend whose feature is off.
+///
+/// # Examples
+///
+/// ```
+/// let sql = fabric_audit::schema_sql("sqlite://audit.db")?;
+/// assert!(sql.contains("CREATE TABLE audit_events"));
+/// # Ok::<(), fabric_audit::Error>(())
+/// ```
+pub fn schema_sql(url: &str) -> Result<String> {
+    Ok(ddl::script(ddl::steps_of(&Backend::parse(url)?)))
 }

@@ -122,6 +122,7 @@ macro_rules! settle {
                     "the audit database failed: {e}"
                 )));
             }
+            Ok(Err(e)) if classify::is_missing_table(&e) => return Err(Error::no_tables()),
             Ok(Err(e)) => return Err(Error::database(format!("audit query failed: {e}"))),
             Err(_) => {
                 drop(Object::take($conn));
@@ -153,6 +154,7 @@ macro_rules! with_pooled {
                             "the audit database failed: {e}"
                         )))
                     }
+                    Err(e) if classify::is_missing_table(&e) => return Err(Error::no_tables()),
                     Err(e) => return Err(Error::database(format!("audit query failed: {e}"))),
                 }
             }
@@ -286,6 +288,15 @@ impl Store {
     /// ([`Error::is_unavailable`]), failed, or holds a row this crate did
     /// not write.
     pub async fn get(&self, id: Uuid) -> Result<Option<AuditRecord>> {
+        match self.get_stored(id).await {
+            // A fresh database whose tables no sink has made yet holds
+            // nothing: not an error for a reader.
+            Err(e) if e.is_no_tables() => Ok(None),
+            result => result,
+        }
+    }
+
+    async fn get_stored(&self, id: Uuid) -> Result<Option<AuditRecord>> {
         let id = id.hyphenated().to_string();
         let row: Option<EventRow> = with_pooled!(self, c => async {
             audit_events::table
@@ -311,6 +322,16 @@ impl Store {
     ///
     /// As for [`get`](Self::get).
     pub async fn query(&self, query: &AuditQuery) -> Result<Page> {
+        match self.query_stored(query).await {
+            Err(e) if e.is_no_tables() => Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            }),
+            result => result,
+        }
+    }
+
+    async fn query_stored(&self, query: &AuditQuery) -> Result<Page> {
         let size = query.page_size() as usize;
         let limit = size as i64 + 1;
         let common = self.is_common_prefix(query).await?;

@@ -40,20 +40,6 @@ pub(crate) fn migrate(conn: &mut Conn) -> Result<(), String> {
     result.map_err(|e| format!("cannot migrate the audit tables: {e}"))
 }
 
-/// Whether both tables are there and readable: all that writing needs when
-/// the migrations cannot run (a role without DDL privileges, whose owner
-/// migrates with `fabric-audit migrate`).
-pub(crate) fn tables_answer(conn: &mut Conn) -> QueryResult<()> {
-    with_conn!(conn, c => {
-        audit_events::table.select(audit_events::id).limit(0).load::<String>(c)?;
-        audit_event_flags::table
-            .select(audit_event_flags::event_id)
-            .limit(0)
-            .load::<String>(c)
-            .map(drop)
-    })
-}
-
 /// Whether the connection answers a statement.
 pub(crate) fn probe(conn: &mut Conn) -> QueryResult<()> {
     with_conn!(conn, c => diesel::sql_query("SELECT 1").execute(c).map(drop))

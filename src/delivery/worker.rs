@@ -35,6 +35,21 @@ impl Worker {
         // Whatever happens below, shutdown must learn that we are gone.
         let _finished = Finished(self.slot.clone(), self.control.clone());
         let mut batch = Vec::with_capacity(self.config.batch_size);
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::quiet::muted(|| self.sink.open())
+        }));
+        match opened {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.slot.record_error(&e, false);
+                warn_failed(&self.slot.name, &e, "opening; the first write tries again");
+            }
+            Err(_) => {
+                let e = SinkError::rejected("the sink panicked while opening");
+                self.slot.record_error(&e, false);
+                warn_failed(&self.slot.name, &e, "opening");
+            }
+        }
         loop {
             if self.slot.is_abandoned() {
                 // Shutdown has counted what we hold; leave quietly.

@@ -61,6 +61,8 @@ pub struct AuditLayerBuilder {
     database_retention: Retention,
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     database: Option<String>,
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    apply_migrations: bool,
     sinks: Vec<(String, Box<dyn Sink + Send>)>,
     queue_capacity: usize,
     overflow: Overflow,
@@ -78,6 +80,8 @@ impl AuditLayerBuilder {
             database_retention: Retention::days(30).unwrap_or(Retention::FOREVER),
             #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
             database: None,
+            #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+            apply_migrations: true,
             sinks: Vec::new(),
             queue_capacity: 10_000,
             overflow: Overflow::DropNewest,
@@ -118,6 +122,19 @@ impl AuditLayerBuilder {
         }
     }
 
+    /// Whether the database sink applies its migrations at start-up (the
+    /// default), or leaves the schema to your own migration tool (the SQL
+    /// of [`schema_sql`](crate::schema_sql)) and checks it, failing with
+    /// what is missing (`run_migrations`). See
+    /// [`DatabaseSinkBuilder::apply_migrations`](crate::DatabaseSinkBuilder::apply_migrations).
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    pub fn apply_migrations(self, apply: bool) -> Self {
+        Self {
+            apply_migrations: apply,
+            ..self
+        }
+    }
+
     /// Applies the settings of `config`: `queue_maxsize`, the file sink at
     /// `log_file` keeping `log_retention_days`, and (with a database
     /// feature) the database sink at `database_url` keeping
@@ -131,6 +148,7 @@ impl AuditLayerBuilder {
         #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
         let builder = Self {
             database_retention: config.db_retention_days,
+            apply_migrations: config.run_migrations,
             ..builder
         }
         .database(&config.database_url);
@@ -249,6 +267,7 @@ impl AuditLayerBuilder {
         if let Some(url) = self.database.take() {
             let database = crate::DatabaseSink::builder(url)
                 .retention(self.database_retention)
+                .apply_migrations(self.apply_migrations)
                 .build_lazy()?;
             self.sinks
                 .insert(0, ("database".to_owned(), Box::new(database)));

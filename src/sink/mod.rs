@@ -63,6 +63,14 @@ pub trait Sink {
     /// above.
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError>;
 
+    /// Prepares the sink, on its worker thread, as soon as the pipeline
+    /// starts (before any batch): the database sink connects and creates
+    /// its tables. An error is counted and warned about, and `write` is
+    /// expected to try again. The default does nothing.
+    fn open(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Releases the sink's resources at shutdown. The default does nothing.
     fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -73,6 +81,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
         (**self).write(batch)
     }
+    fn open(&mut self) -> Result<(), SinkError> {
+        (**self).open()
+    }
     fn close(&mut self) -> Result<(), SinkError> {
         (**self).close()
     }
@@ -81,6 +92,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 impl<S: Sink + ?Sized> Sink for &mut S {
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
         (**self).write(batch)
+    }
+    fn open(&mut self) -> Result<(), SinkError> {
+        (**self).open()
     }
     fn close(&mut self) -> Result<(), SinkError> {
         (**self).close()

@@ -410,3 +410,42 @@ fn serve_audits_its_reads_logs_its_errors_and_flushes_on_sigterm_and_sigint() {
     server.stop("INT");
     assert_eq!(audit_reads(&url).len(), N + 2);
 }
+
+#[test]
+fn migrate_prints_the_schema_for_an_apps_own_migration_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let out = cli(&["migrate", "--database-url", &url, "--print-sql"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sql = text(&out.stdout);
+    assert!(sql.contains("CREATE TABLE audit_events"), "{sql}");
+    assert!(
+        sql.contains("-- fabric-audit migration 2026-11-28-000001"),
+        "{sql}"
+    );
+    // Printing touched nothing: no database file was made.
+    assert!(!dir.path().join("audit.db").exists());
+    // The script, run by another tool, gives a schema the sink accepts as is.
+    {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let path = dir.path().join("audit.db");
+        let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        conn.batch_execute(&sql).unwrap();
+    }
+    fabric_audit::DatabaseSink::builder(&url)
+        .apply_migrations(false)
+        .build()
+        .unwrap();
+    let pg = cli(&[
+        "migrate",
+        "--database-url",
+        "postgres://u@h/db",
+        "--print-sql",
+    ]);
+    assert!(
+        text(&pg.stdout).contains("COLLATE \"C\""),
+        "{}",
+        text(&pg.stderr)
+    );
+}

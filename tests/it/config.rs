@@ -97,6 +97,10 @@ fn errors_name_the_key() {
             "[audit]\nmax_record_bytes = 1023\n",
             "audit.max_record_bytes",
         ),
+        (
+            "[audit]\nrun_migrations = \"maybe\"\n",
+            "audit.run_migrations",
+        ),
         ("[audit]\nmax_record_bytes = -1\n", "audit.max_record_bytes"),
         ("[audit]\nbind = \"nowhere\"\n", "audit.bind"),
         ("[audit]\nqueue_maxsize = 0\n", "audit.queue_maxsize"),

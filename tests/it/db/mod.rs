@@ -16,6 +16,7 @@ mod integrity;
 mod network;
 mod paging;
 mod retention;
+mod schema;
 
 /// Runs one SQL statement as the test's superuser; the error's text.
 type RawSql = Box<dyn Fn(&str) -> Result<(), String>>;
@@ -26,7 +27,7 @@ type Matches = Box<dyn Fn(&AuditRecord) -> bool>;
 /// A fresh, empty database; dropped (for servers) at the end of the test.
 pub(crate) struct TestDb {
     pub(crate) url: String,
-    sql: RawSql,
+    pub(crate) sql: RawSql,
     cleanup: Option<Box<dyn FnOnce()>>,
     _dir: Option<tempfile::TempDir>,
 }

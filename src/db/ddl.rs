@@ -1,0 +1,194 @@
+//! The schema as SQL: the embedded migrations' statements per backend, for
+//! applications whose own migration tool owns the schema, and the check
+//! that finds what a database lacks when the sink does not migrate it.
+
+use diesel::prelude::*;
+
+use super::backend::{with_conn, Backend, Conn};
+
+/// One migration: its diesel version (the directory's date and number,
+/// digits only) and its `up.sql`.
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub(crate) dir: &'static str,
+    pub(crate) up: &'static str,
+}
+
+impl Step {
+    /// The version diesel records for this migration.
+    pub(crate) fn version(&self) -> String {
+        let stamp = self.dir.split('_').next().unwrap_or_default();
+        stamp.chars().filter(char::is_ascii_digit).collect()
+    }
+}
+
+macro_rules! steps {
+    ($backend:literal: $($dir:literal),+ $(,)?) => {
+        &[$(Step {
+            dir: $dir,
+            up: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $backend, "/", $dir, "/up.sql")),
+        }),+]
+    };
+}
+
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE: &[Step] = steps!("sqlite":
+    "2026-11-27-000001_create_audit_events",
+    "2026-11-28-000001_close_append_only_gaps",
+);
+#[cfg(feature = "postgres")]
+pub(crate) const POSTGRES: &[Step] = steps!("postgres": "2026-11-27-000001_create_audit_events");
+#[cfg(feature = "mysql")]
+pub(crate) const MYSQL: &[Step] = steps!("mysql": "2026-11-27-000001_create_audit_events");
+
+/// The columns the sink writes and the store reads, per table.
+const COLUMNS: &[(&str, &[&str])] = &[
+    (
+        "audit_events",
+        &[
+            "id",
+            "timestamp_us",
+            "action",
+            "actor_id",
+            "actor_type",
+            "actor_email",
+            "actor_name",
+            "actor_flags",
+            "resource_type",
+            "resource_id",
+            "detail",
+            "request_id",
+            "client_ip",
+            "user_agent",
+        ],
+    ),
+    ("audit_event_flags", &["flag", "timestamp_us", "event_id"]),
+];
+
+/// The migrations of this connection's backend.
+pub(crate) fn steps(conn: &Conn) -> &'static [Step] {
+    match conn {
+        #[cfg(feature = "sqlite")]
+        Conn::Sqlite(_) => SQLITE,
+        #[cfg(feature = "postgres")]
+        Conn::Postgres(_) => POSTGRES,
+        #[cfg(feature = "mysql")]
+        Conn::Mysql(_) => MYSQL,
+    }
+}
+
+/// The migrations of a backend.
+pub(crate) fn steps_of(backend: &Backend) -> &'static [Step] {
+    match backend {
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite(_) => SQLITE,
+        #[cfg(feature = "postgres")]
+        Backend::Postgres(_) => POSTGRES,
+        #[cfg(feature = "mysql")]
+        Backend::Mysql(_) => MYSQL,
+    }
+}
+
+/// The whole schema of a backend as one SQL script, with a header per
+/// migration: what `fabric-audit migrate --print-sql` prints.
+pub(crate) fn script(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        out.push_str(&format!(
+            "-- fabric-audit migration {} (diesel version {})\n",
+            step.dir,
+            step.version()
+        ));
+        out.push_str(step.up.trim_end());
+        out.push_str("\n\n");
+    }
+    out
+}
+
+#[derive(QueryableByName)]
+struct Version {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    version: String,
+}
+
+/// What the database lacks for the sink and the store, each thing named:
+/// a table, a column, or a migration that diesel's table says is not
+/// applied (when the schema was made by these migrations: it records at
+/// least one of them). Empty when the schema is complete.
+pub(crate) fn missing(conn: &mut Conn) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (table, columns) in COLUMNS {
+        // Identifiers from the constant list above, never from input.
+        let all = format!("SELECT {} FROM {table} WHERE 1 = 0", columns.join(", "));
+        if with_conn!(conn, c => diesel::sql_query(&all).execute(c)).is_ok() {
+            continue;
+        }
+        let whole = format!("SELECT 1 FROM {table} WHERE 1 = 0");
+        if with_conn!(conn, c => diesel::sql_query(&whole).execute(c)).is_err() {
+            missing.push(format!("table `{table}`"));
+            continue;
+        }
+        for column in *columns {
+            let one = format!("SELECT {column} FROM {table} WHERE 1 = 0");
+            if with_conn!(conn, c => diesel::sql_query(&one).execute(c)).is_err() {
+                missing.push(format!("column `{table}.{column}`"));
+            }
+        }
+    }
+    let applied: Option<Vec<Version>> = with_conn!(conn, c => diesel::sql_query(
+        "SELECT version FROM __diesel_schema_migrations"
+    )
+    .load(c)
+    .ok());
+    // Where these migrations made the schema (diesel's table records one of
+    // them), every one must be there; a schema made by another tool leaves
+    // no trace there, and its columns are what counts.
+    let applied = applied.unwrap_or_default();
+    let is_applied = |step: &Step| applied.iter().any(|v| v.version == step.version());
+    let steps = steps(conn);
+    if steps.iter().any(is_applied) {
+        for step in steps.iter().filter(|s| !is_applied(s)) {
+            missing.push(format!("migration `{}`", step.dir));
+        }
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded list and the migrations directory never drift apart.
+    #[test]
+    fn every_migration_directory_is_listed_in_order() {
+        let lists: &[(&str, &[Step])] = &[
+            #[cfg(feature = "sqlite")]
+            ("sqlite", SQLITE),
+            #[cfg(feature = "postgres")]
+            ("postgres", POSTGRES),
+            #[cfg(feature = "mysql")]
+            ("mysql", MYSQL),
+        ];
+        for (backend, steps) in lists {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(backend);
+            let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            on_disk.sort();
+            let listed: Vec<&str> = steps.iter().map(|s| s.dir).collect();
+            assert_eq!(listed, on_disk, "{backend}");
+        }
+    }
+
+    #[test]
+    fn versions_are_what_diesel_records() {
+        let step = Step {
+            dir: "2026-11-27-000001_create_audit_events",
+            up: "",
+        };
+        assert_eq!(step.version(), "20261127000001");
+    }
+}
