@@ -374,18 +374,22 @@ fn serve_audits_its_reads_logs_its_errors_and_flushes_on_sigterm_and_sigint() {
         let (status, _) = server.get(&format!("/api/v1/audit?limit={}", i + 1), Some("t0k"));
         assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     }
-    // A failure inside: answered 500 without detail, logged on stderr.
+    // A failure inside (a row no sink wrote: its detail is not JSON):
+    // answered 500 without detail, logged on stderr.
     {
         use diesel::{Connection, RunQueryDsl};
         let mut conn = diesel::SqliteConnection::establish(db_path.to_str().unwrap()).unwrap();
-        diesel::sql_query("DROP TABLE audit_event_flags")
-            .execute(&mut conn)
-            .unwrap();
+        diesel::sql_query(
+            "INSERT INTO audit_events (id, timestamp_us, action, actor_flags, detail) \
+             VALUES ('01a2303c-dca4-7df8-9320-6384d14bba4a', 1, 'forged.row', '[]', 'not json')",
+        )
+        .execute(&mut conn)
+        .unwrap();
     }
-    let (status, body) = server.get("/api/v1/audit?has_flag=admin", Some("t0k"));
+    let (status, body) = server.get("/api/v1/audit?action=forged.row", Some("t0k"));
     assert!(status.starts_with("HTTP/1.1 500"), "{status}");
     assert!(
-        body.contains("\"internal\"") && !body.contains("flags"),
+        body.contains("\"internal\"") && !body.contains("not json"),
         "{body}"
     );
     let (status, body) = server.get("/api/v1/nothing", Some("t0k"));
