@@ -73,7 +73,7 @@ struct Authorized(Caller);
 /// # async fn docs() -> fabric_audit::Result<()> {
 /// let store = Store::connect("sqlite://logs/audit.db").await?;
 /// let tokens = BearerTokens::new().token("ops", "s3cret", [http::AUDIT_READ]);
-/// let app = axum::Router::new().merge(http::router(store, tokens));
+/// let app: axum::Router = axum::Router::new().merge(http::router(store, tokens));
 /// # let _ = app;
 /// # Ok(())
 /// # }
