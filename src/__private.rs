@@ -6,8 +6,8 @@
 //!   record (numbers, booleans, strings) keeps its type; any other
 //!   `Display` type (a `Uuid`, an `IpAddr`) is recorded as its text, so
 //!   users need no `%` for them. Method resolution picks the first of two
-//!   traits that applies ("autoref specialization"): [`AutoValue`] on
-//!   `&&Auto<T>` for `T: Value`, else [`AutoDisplay`] on `&Auto<T>`.
+//!   traits that applies ("autoref specialization"): `AutoValue` on
+//!   `&&Auto<T>` for `T: Value`, else `AutoDisplay` on `&Auto<T>`.
 //! - The macro notices an event that no audit layer saw: a thread-local
 //!   count that every [`AuditLayer`](crate::AuditLayer) bumps for each
 //!   audit event, compared before and after the event. An unchanged count

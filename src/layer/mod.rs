@@ -39,7 +39,7 @@ pub use self::filter::{exclude_audit, AuditFilter, ExcludeAudit};
 ///    on a span after it was created count; declare them as
 ///    `tracing::field::Empty` up front, as tracing requires.
 /// 4. queues the record for every sink, without I/O or locks; a full queue
-///    drops the record and counts it (see [`Overflow`]).
+///    drops the record and counts it (see [`Overflow`](crate::Overflow)).
 ///
 /// Spans below `INFO` are not consulted.
 pub struct AuditLayer {
