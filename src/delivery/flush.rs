@@ -22,6 +22,7 @@ use std::sync::Arc;
 use super::slot::{Barrier, SinkSlot};
 use super::Delivery;
 use crate::error::Unflushed;
+use crate::report::SinkReport;
 use crate::{Error, Result};
 
 /// One sink's part in a flush.
@@ -41,38 +42,58 @@ impl Delivery {
     /// Places a barrier in every sink's queue and waits until every sink is
     /// settled for it; see the module docs.
     pub(crate) async fn flush(&self) -> Result<()> {
-        let emitted = self.report().emitted();
+        let start = self.control.intake.counts();
         let mut parts = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             let mut part = None;
-            slot.space.wait(|| place(slot, emitted, &mut part)).await;
+            slot.space.wait(|| place(slot, start, &mut part)).await;
             parts.extend(part);
         }
         let progress = &self.control.progress;
         progress.wait(|| parts.iter().all(Part::is_settled)).await;
-        outcome(&parts)
+        self.outcome(&parts)
     }
 
     /// Like [`flush`](Self::flush), blocking the thread.
     pub(crate) fn flush_blocking(&self) -> Result<()> {
-        let emitted = self.report().emitted();
+        let start = self.control.intake.counts();
         let mut parts = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             let mut part = None;
-            slot.space.wait_blocking(|| place(slot, emitted, &mut part));
+            slot.space.wait_blocking(|| place(slot, start, &mut part));
             parts.extend(part);
         }
         let progress = &self.control.progress;
         progress.wait_blocking(|| parts.iter().all(Part::is_settled));
-        outcome(&parts)
+        self.outcome(&parts)
+    }
+}
+
+impl Delivery {
+    /// The flush's answer, from the sinks' counters as they are now.
+    fn outcome(&self, parts: &[Part]) -> Result<()> {
+        let now = self.report();
+        let unflushed: Vec<Unflushed> = parts
+            .iter()
+            .filter_map(|p| p.unflushed(now.sink(&p.slot.name)?))
+            .collect();
+        if unflushed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::unflushed(unflushed))
+        }
     }
 }
 
 /// Tries to queue a barrier behind everything already in `slot`'s queue.
 /// Done when placed, or when waiting would be pointless (the sink is
 /// failing or shut down); false while the queue is full.
-fn place(slot: &Arc<SinkSlot>, emitted: u64, part: &mut Option<Part>) -> bool {
+/// `start` is the intake's (admitted, late) count when the flush began;
+/// late records count as dropped in every sink, as in the report.
+fn place(slot: &Arc<SinkSlot>, start: (u64, u64), part: &mut Option<Part>) -> bool {
+    let (admitted, late) = start;
     let (_, dropped) = slot.lost();
+    let (dropped, emitted) = (dropped + late, admitted + late);
     let mut new_part = |barrier| {
         *part = Some(Part {
             slot: slot.clone(),
@@ -105,16 +126,15 @@ impl Part {
 
     /// What this sink did not write of the records emitted before the
     /// flush, if anything.
-    fn unflushed(&self) -> Option<Unflushed> {
+    fn unflushed(&self, now: &SinkReport) -> Option<Unflushed> {
         let reached = self.barrier.as_ref().and_then(|b| b.failed_when_reached());
-        let (failed_now, _) = self.slot.lost();
         let (failed, waiting) = match reached {
             Some(failed) => (failed, 0),
+            // Failing (or gone): what it has not settled of the records
+            // emitted before the flush is waiting.
             None => {
-                // Failing (or gone): what it has not settled is waiting.
-                let report = self.slot.report(0);
-                let settled = report.written() + report.dropped() + report.failed();
-                (failed_now, self.emitted.saturating_sub(settled))
+                let settled = now.written() + now.dropped() + now.failed();
+                (now.failed(), self.emitted.saturating_sub(settled))
             }
         };
         (failed + self.dropped + waiting > 0).then(|| Unflushed {
@@ -123,14 +143,5 @@ impl Part {
             dropped: self.dropped,
             waiting,
         })
-    }
-}
-
-fn outcome(parts: &[Part]) -> Result<()> {
-    let unflushed: Vec<Unflushed> = parts.iter().filter_map(Part::unflushed).collect();
-    if unflushed.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::unflushed(unflushed))
     }
 }

@@ -187,7 +187,7 @@ impl Intake {
     }
 
     /// Records admitted so far, and records refused as late.
-    fn counts(&self) -> (u64, u64) {
+    pub(crate) fn counts(&self) -> (u64, u64) {
         loop {
             if let Some(&admitted) = self.admitted.get() {
                 return (admitted, self.late.load(Ordering::Relaxed));

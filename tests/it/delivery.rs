@@ -502,3 +502,17 @@ async fn async_shutdown_returns_at_its_deadline_even_with_a_hung_sink() {
     assert_eq!(report.sink("hung").unwrap().failed(), 1, "{report}");
     gate.open();
 }
+
+#[test]
+fn a_flush_after_shutdown_counts_late_events_as_dropped_not_waiting() {
+    let (dispatch, audit) = pipeline(AuditLayer::builder().sink("ok", Collect::default()));
+    tracing::dispatcher::with_default(&dispatch, || audit!(action = "in.time"));
+    audit.shutdown_blocking();
+    assert!(audit.flush_blocking().is_ok(), "nothing lost yet");
+    tracing::dispatcher::with_default(&dispatch, || audit!(action = "too.late"));
+    let err = audit.flush_blocking().unwrap_err();
+    assert_eq!(err.unflushed_sinks(), ["ok"]);
+    assert_eq!(err.unflushed_records(), 1, "{err}");
+    assert!(err.to_string().contains("1 dropped"), "{err}");
+    assert!(!err.to_string().contains("waiting"), "{err}");
+}
