@@ -1,5 +1,6 @@
 //! `fabric-audit`: serve, query, import, purge and migrate an audit log.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use axum::response::IntoResponse;
 use clap::{Args, Parser, Subcommand};
 use fabric_audit::http::{self, Authorizer, BearerTokens, Caller, Unauthenticated, AUDIT_READ};
 use fabric_audit::{
-    exclude_audit, AuditConfig, AuditHandle, AuditLayer, AuditQuery, AuditRecord, Batch, Cursor,
+    exclude_audit, AuditConfig, AuditHandle, AuditLayer, AuditQuery, AuditRecord, Batch,
     DatabaseSink, Retention, Store,
 };
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
@@ -88,33 +89,103 @@ struct Database {
     database_url: Option<String>,
 }
 
-#[derive(Args)]
-struct Filters {
-    #[arg(long)]
-    actor_id: Option<String>,
-    #[arg(long)]
-    actor_type: Option<String>,
-    /// Exact, or a prefix when it ends in `.`.
-    #[arg(long)]
-    action: Option<String>,
-    #[arg(long)]
-    resource_type: Option<String>,
-    #[arg(long)]
-    resource_id: Option<String>,
-    /// RFC 3339, inclusive.
-    #[arg(long)]
-    from: Option<String>,
-    /// RFC 3339, exclusive.
-    #[arg(long)]
-    to: Option<String>,
-    #[arg(long)]
-    has_flag: Option<String>,
-    /// Records per page, 1 to 1000.
-    #[arg(long, default_value_t = 50)]
-    limit: u32,
-    /// Continue after a previous page.
-    #[arg(long)]
-    cursor: Option<String>,
+/// The query command's filters: one flag per [`AuditQuery::PARAMETERS`]
+/// (`actor_id` is `--actor-id`), kept as given, in command-line order, for
+/// the parser the HTTP API uses too ([`AuditQuery::from_pairs`]).
+#[derive(Debug, Default)]
+struct Filters(Vec<(&'static str, OsString)>);
+
+impl Filters {
+    /// The query the flags ask for, or one line naming the flag at fault.
+    fn query(&self) -> anyhow::Result<AuditQuery> {
+        let pairs = self
+            .0
+            .iter()
+            .map(|(name, value)| (name, value.as_encoded_bytes()));
+        AuditQuery::from_pairs(pairs).map_err(|e| Usage(as_flags(&e.to_string())).into())
+    }
+}
+
+/// The parser's message with the flag's name: "`has_flag` is empty" is
+/// "--has-flag is empty".
+fn as_flags(message: &str) -> String {
+    AuditQuery::PARAMETERS
+        .iter()
+        .find_map(|name| {
+            let quoted = format!("`{name}`");
+            let rest = message.strip_prefix(&quoted)?;
+            Some(format!("{}{rest}", flag(name)))
+        })
+        .unwrap_or_else(|| message.to_owned())
+}
+
+fn flag(name: &str) -> String {
+    format!("--{}", name.replace('_', "-"))
+}
+
+fn filter_help(name: &str) -> &'static str {
+    match name {
+        "action" => "Exact, or a prefix when it ends in `.`",
+        "from" => "RFC 3339, inclusive",
+        "to" => "RFC 3339, exclusive",
+        "limit" => "Records per page, 1 to 1000 (default 50)",
+        "cursor" => "Continue after a previous page",
+        "has_flag" => "Records whose actor has this flag",
+        _ => "Exact match",
+    }
+}
+
+impl clap::FromArgMatches for Filters {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut filters = Self::default();
+        filters.update_from_arg_matches(matches)?;
+        Ok(filters)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        let mut given = Vec::new();
+        for name in AuditQuery::PARAMETERS {
+            if let (Some(at), Some(values)) = (matches.indices_of(name), matches.get_raw(name)) {
+                given.extend(
+                    at.zip(values)
+                        .map(|(at, value)| (at, *name, value.to_owned())),
+                );
+            }
+        }
+        // Command-line order: the parser then sees what the API would.
+        given.sort_by_key(|(at, ..)| *at);
+        self.0 = given
+            .into_iter()
+            .map(|(_, name, value)| (name, value))
+            .collect();
+        Ok(())
+    }
+}
+
+impl Args for Filters {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        AuditQuery::PARAMETERS
+            .iter()
+            .fold(command, |command, name| {
+                // Leaked once per process: clap keeps flag names for its life.
+                let long: &'static str = Box::leak(flag(name)[2..].to_owned().into_boxed_str());
+                command.arg(
+                    clap::Arg::new(*name)
+                        .long(long)
+                        .value_name("VALUE")
+                        .help(filter_help(name))
+                        // Every value and repetition reaches the shared parser,
+                        // which refuses what the API refuses, in its words.
+                        .value_parser(clap::value_parser!(OsString))
+                        .action(clap::ArgAction::Append)
+                        .allow_hyphen_values(true),
+                )
+            })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }
 
 /// A mistake of the user's: one line, exit code 2.
@@ -198,9 +269,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("purged {deleted} records older than {days} days");
         }
         Command::Query { db, filters, json } => {
+            let query = filters.query()?;
             let (_, url) = db.resolve()?;
             let store = Store::connect(&url).await?;
-            let page = store.query(&filters.query()?).await?;
+            let page = store.query(&query).await?;
             print_page(&page.items, json)?;
             if let Some(cursor) = page.next_cursor {
                 eprintln!("next page: --cursor {cursor}");
@@ -222,44 +294,6 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> fabric_audit::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     Ok(tokio::task::spawn_blocking(f).await??)
-}
-
-impl Filters {
-    fn query(&self) -> anyhow::Result<AuditQuery> {
-        let mut q = AuditQuery::new().limit(self.limit)?;
-        let text = [
-            (
-                &self.actor_id,
-                AuditQuery::actor_id as fn(AuditQuery, String) -> AuditQuery,
-            ),
-            (&self.actor_type, AuditQuery::actor_type),
-            (&self.action, AuditQuery::action),
-            (&self.resource_type, AuditQuery::resource_type),
-            (&self.resource_id, AuditQuery::resource_id),
-            (&self.has_flag, AuditQuery::has_flag),
-        ];
-        for (value, set) in text {
-            if let Some(value) = value {
-                q = set(q, value.clone());
-            }
-        }
-        if let Some(from) = &self.from {
-            q = q.from(timestamp("--from", from)?);
-        }
-        if let Some(to) = &self.to {
-            q = q.to(timestamp("--to", to)?);
-        }
-        if let Some(cursor) = &self.cursor {
-            q = q.after(cursor.parse::<Cursor>()?);
-        }
-        Ok(q)
-    }
-}
-
-fn timestamp(flag: &str, value: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|_| Usage(format!("{flag} is not an RFC 3339 timestamp: {value:?}")).into())
 }
 
 fn print_page(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {

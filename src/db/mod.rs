@@ -13,6 +13,8 @@ mod store;
 mod stored;
 mod write;
 
+#[cfg(feature = "http")]
+pub(crate) use self::query::{parse_pairs, with_parameters, Given};
 pub use self::query::{AuditQuery, Cursor, Page};
 pub use self::sink::{migrate, purge, schema_sql};
 pub use self::sink::{DatabaseSink, DatabaseSinkBuilder, Imported};

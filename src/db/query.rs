@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::stored::{self, Limit};
+use crate::record::time;
 use crate::{AuditRecord, Error, Result};
 
 /// The most records one page may hold.
@@ -164,6 +165,163 @@ impl AuditQuery {
             _ => ActionFilter::Exact(stored.text.into_owned()),
         })
     }
+}
+
+/// Calls `$then!($($args)* name, name, …)` with the text filters' names,
+/// in the order their values are checked. The list exists only here: the
+/// API's query parameters, the CLI's flags (`actor_id` is `--actor-id`), the
+/// fields of [`Given`] and the `filter.*` keys of the `audit.read` record all
+/// follow from it.
+macro_rules! with_parameters {
+    ($then:ident ! ($($args:tt)*)) => {
+        $then! {
+            $($args)*
+            actor_id, actor_type, action, resource_type, resource_id,
+            from, to, has_flag, limit, cursor
+        }
+    };
+}
+pub(crate) use with_parameters;
+
+macro_rules! given {
+    ($($name:ident),*) => {
+        /// The text filters as given, one per parameter: the `audit.read`
+        /// record carries them as they were written.
+        #[derive(Debug, Default, Clone, PartialEq, Eq)]
+        pub(crate) struct Given {
+            $(pub(crate) $name: Option<String>,)*
+        }
+
+        impl Given {
+            /// The parameter named `key`, and where its value goes.
+            fn slot(&mut self, key: &[u8]) -> Option<(&'static str, &mut Option<String>)> {
+                $(if key == stringify!($name).as_bytes() {
+                    return Some((stringify!($name), &mut self.$name));
+                })*
+                None
+            }
+        }
+
+        impl AuditQuery {
+            /// The names [`AuditQuery::from_pairs`] knows: the query
+            /// parameters of `GET /api/v1/audit`, and (with `-` for `_`) the
+            /// flags of `fabric-audit query`.
+            pub const PARAMETERS: &'static [&'static str] = &[$(stringify!($name)),*];
+        }
+    };
+}
+with_parameters!(given!());
+
+impl AuditQuery {
+    /// Reads text filters, as `(name, value)` pairs, strictly: each name one
+    /// of [`PARAMETERS`](Self::PARAMETERS), given at most once, with a
+    /// non-empty, UTF-8, well-formed value. This is how the HTTP API reads
+    /// its query string and the CLI its flags, so both accept the same
+    /// filters with the same meaning.
+    ///
+    /// Values: `from` and `to` are RFC 3339 timestamps (any offset),
+    /// `limit` a whole number from 1 to 1000, `cursor` the text of a
+    /// [`Cursor`]; the others are taken as they are (see the setters).
+    ///
+    /// # Errors
+    ///
+    /// An invalid-input [`Error`] whose message names the parameter: an
+    /// unknown name (echoed, cut to 64 characters), an empty value, a name
+    /// given twice, a value that is not UTF-8, or a malformed value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fabric_audit::AuditQuery;
+    ///
+    /// let query = AuditQuery::from_pairs([("action", "post."), ("limit", "100")])?;
+    /// assert_eq!(query, AuditQuery::new().action("post.").limit(100)?);
+    ///
+    /// let error = AuditQuery::from_pairs([("limit", "0"), ("limit", "1")]).unwrap_err();
+    /// assert_eq!(error.to_string(), "`limit` is given twice");
+    /// # Ok::<(), fabric_audit::Error>(())
+    /// ```
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Result<Self>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        parse_pairs(pairs).map(|(query, _)| query)
+    }
+}
+
+/// [`AuditQuery::from_pairs`], and the pairs as given.
+pub(crate) fn parse_pairs<K, V>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+) -> Result<(AuditQuery, Given)>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let mut given = Given::default();
+    for (key, value) in pairs {
+        let key = key.as_ref();
+        let Some((name, slot)) = given.slot(key) else {
+            let echo: String = String::from_utf8_lossy(key).chars().take(64).collect();
+            return Err(Error::invalid(format!("unknown parameter `{echo}`")));
+        };
+        let value =
+            std::str::from_utf8(value.as_ref()).map_err(|_| refuse(name, "is not valid UTF-8"))?;
+        if value.is_empty() {
+            return Err(refuse(name, "is empty"));
+        }
+        if slot.replace(value.to_owned()).is_some() {
+            return Err(refuse(name, "is given twice"));
+        }
+    }
+    let query = given.query()?;
+    Ok((query, given))
+}
+
+impl Given {
+    /// The query these values ask for; values are checked in the order of
+    /// [`with_parameters`].
+    fn query(&self) -> Result<AuditQuery> {
+        let stamp = |name, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|v| {
+                    time::parse_rfc3339(v)
+                        .ok_or_else(|| refuse(name, "is not an RFC 3339 timestamp"))
+                })
+                .transpose()
+        };
+        let mut query = AuditQuery {
+            actor_id: self.actor_id.clone(),
+            actor_type: self.actor_type.clone(),
+            action: self.action.clone(),
+            resource_type: self.resource_type.clone(),
+            resource_id: self.resource_id.clone(),
+            from_us: stamp("from", &self.from)?,
+            to_us: stamp("to", &self.to)?,
+            has_flag: self.has_flag.clone(),
+            limit: None,
+            cursor: None,
+        };
+        if let Some(limit) = &self.limit {
+            let limit = limit.parse::<u32>().map_err(|_| {
+                refuse(
+                    "limit",
+                    &format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                )
+            })?;
+            query = query.limit(limit)?;
+        }
+        if let Some(cursor) = &self.cursor {
+            query = query.after(cursor.parse()?);
+        }
+        Ok(query)
+    }
+}
+
+/// Refuses a parameter's value: "`name` problem".
+fn refuse(name: &str, problem: &str) -> Error {
+    Error::invalid(format!("`{name}` {problem}"))
 }
 
 /// How the action filter selects rows.

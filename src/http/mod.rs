@@ -137,21 +137,14 @@ async fn list<A: Authorizer>(
     Extension(Authorized(caller)): Extension<Authorized>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<PageBody>, ApiError> {
-    let (query, f) = params::parse(query.as_deref())?;
-    audit!(
-        action = "audit.read",
-        actor = &caller,
-        "filter.actor_id" = f.actor_id.as_deref(),
-        "filter.actor_type" = f.actor_type.as_deref(),
-        "filter.action" = f.action.as_deref(),
-        "filter.resource_type" = f.resource_type.as_deref(),
-        "filter.resource_id" = f.resource_id.as_deref(),
-        "filter.from" = f.from.as_deref(),
-        "filter.to" = f.to.as_deref(),
-        "filter.has_flag" = f.has_flag.as_deref(),
-        "filter.limit" = f.limit.as_deref(),
-        "filter.cursor" = f.cursor.as_deref(),
-    );
+    let (query, given) = params::parse(query.as_deref())?;
+    // The filters as given, one `filter.NAME` field per parameter.
+    macro_rules! audit_read {
+        ($($name:ident),*) => {
+            audit!(action = "audit.read", actor = &caller, $(filter.$name = given.$name.as_deref(),)*)
+        };
+    }
+    crate::db::with_parameters!(audit_read!());
     let page = api.store.query(&query).await?;
     Ok(Json(PageBody {
         items: page.items,

@@ -1,101 +1,95 @@
-//! The list endpoint's query string, read strictly.
-
-use chrono::{DateTime, Utc};
+//! The list endpoint's query string, decoded strictly and read by the
+//! shared filter parser ([`AuditQuery::from_pairs`]).
 
 use super::error::ApiError;
-use crate::{AuditQuery, Cursor};
+use crate::db::{parse_pairs, Given};
+use crate::AuditQuery;
 
-/// The filters as given, for the `audit.read` record.
-#[derive(Debug, Default)]
-pub(crate) struct Filters {
-    pub(crate) actor_id: Option<String>,
-    pub(crate) actor_type: Option<String>,
-    pub(crate) action: Option<String>,
-    pub(crate) resource_type: Option<String>,
-    pub(crate) resource_id: Option<String>,
-    pub(crate) from: Option<String>,
-    pub(crate) to: Option<String>,
-    pub(crate) has_flag: Option<String>,
-    pub(crate) limit: Option<String>,
-    pub(crate) cursor: Option<String>,
+/// Reads `query` (the raw query string): every parameter known, given once,
+/// UTF-8 and well formed, or a 400 naming it.
+pub(crate) fn parse(query: Option<&str>) -> Result<(AuditQuery, Given), ApiError> {
+    let pairs = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        });
+    Ok(parse_pairs(pairs)?)
 }
 
-/// Reads `query` (the raw query string): every parameter known, given once
-/// and well formed, or a 400 naming it.
-pub(crate) fn parse(query: Option<&str>) -> Result<(AuditQuery, Filters), ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|_| ApiError::bad_request("the query string is not valid form encoding"))?;
-    let mut f = Filters::default();
-    for (key, value) in pairs {
-        let slot = match key.as_str() {
-            "actor_id" => &mut f.actor_id,
-            "actor_type" => &mut f.actor_type,
-            "action" => &mut f.action,
-            "resource_type" => &mut f.resource_type,
-            "resource_id" => &mut f.resource_id,
-            "from" => &mut f.from,
-            "to" => &mut f.to,
-            "has_flag" => &mut f.has_flag,
-            "limit" => &mut f.limit,
-            "cursor" => &mut f.cursor,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown parameter `{}`",
-                    truncate(&key)
-                )))
-            }
+/// `application/x-www-form-urlencoded` decoding to bytes: `+` is a space,
+/// `%XX` a byte; a `%` not followed by two hex digits stays as it is (as
+/// the URL standard says). Whether the bytes are UTF-8 is the parser's
+/// question, so that the refusal names the parameter.
+fn decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = match bytes[i] {
+            b'+' => b' ',
+            b'%' => match (
+                bytes.get(i + 1).and_then(hex),
+                bytes.get(i + 2).and_then(hex),
+            ) {
+                (Some(high), Some(low)) => {
+                    i += 2;
+                    high << 4 | low
+                }
+                _ => b'%',
+            },
+            other => other,
         };
-        if value.is_empty() {
-            return Err(ApiError::bad_request(format!("`{key}` is empty")));
-        }
-        if slot.replace(value).is_some() {
-            return Err(ApiError::bad_request(format!("`{key}` is given twice")));
-        }
+        out.push(byte);
+        i += 1;
     }
-    let mut q = AuditQuery::new();
-    if let Some(v) = &f.actor_id {
-        q = q.actor_id(v);
-    }
-    if let Some(v) = &f.actor_type {
-        q = q.actor_type(v);
-    }
-    if let Some(v) = &f.action {
-        q = q.action(v);
-    }
-    if let Some(v) = &f.resource_type {
-        q = q.resource_type(v);
-    }
-    if let Some(v) = &f.resource_id {
-        q = q.resource_id(v);
-    }
-    if let Some(v) = &f.from {
-        q = q.from(timestamp("from", v)?);
-    }
-    if let Some(v) = &f.to {
-        q = q.to(timestamp("to", v)?);
-    }
-    if let Some(v) = &f.has_flag {
-        q = q.has_flag(v);
-    }
-    if let Some(v) = &f.limit {
-        let limit = v
-            .parse::<u32>()
-            .map_err(|_| ApiError::bad_request("`limit` must be a whole number from 1 to 1000"))?;
-        q = q.limit(limit)?;
-    }
-    if let Some(v) = &f.cursor {
-        q = q.after(v.parse::<Cursor>()?);
-    }
-    Ok((q, f))
+    out
 }
 
-fn timestamp(key: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::bad_request(format!("`{key}` is not an RFC 3339 timestamp")))
+fn hex(digit: &u8) -> Option<u8> {
+    (*digit as char).to_digit(16).map(|d| d as u8)
 }
 
-/// Echoes at most 64 characters of a caller's input.
-fn truncate(text: &str) -> String {
-    text.chars().take(64).collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn decodes_form_encoding_bytewise() {
+        let cases: [(&str, &[u8]); 8] = [
+            ("a+b", b"a b"),
+            ("%41%2b", b"A+"),
+            ("%zz", b"%zz"),
+            ("%4", b"%4"),
+            ("%", b"%"),
+            ("%00", b"\0"),
+            ("%FF%fe", b"\xff\xfe"),
+            ("%E2%82%AC", "€".as_bytes()),
+        ];
+        for (text, want) in cases {
+            assert_eq!(decode(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn pairs_without_a_value_are_empty_and_stray_ampersands_ignored() {
+        let message = |q| parse(Some(q)).unwrap_err().message().to_owned();
+        assert_eq!(message("&&actor_id&"), "`actor_id` is empty");
+        assert_eq!(message("actor_id=%FF"), "`actor_id` is not valid UTF-8");
+        assert_eq!(message("%FF=1"), "unknown parameter `\u{fffd}`");
+        let (query, given) = parse(Some("&action=a%3Db&&limit=%2B7")).unwrap();
+        assert_eq!(given.action.as_deref(), Some("a=b"));
+        assert_eq!(query.page_size(), 7, "u32 parsing accepts a leading +");
+    }
+
+    proptest! {
+        #[test]
+        fn encoding_then_decoding_gives_the_bytes_back(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let encoded: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
+            prop_assert_eq!(decode(&encoded), bytes);
+        }
+    }
 }

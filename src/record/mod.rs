@@ -7,7 +7,7 @@
 
 mod builder;
 pub(crate) mod json;
-mod time;
+pub(crate) mod time;
 mod write;
 
 use std::fmt;
