@@ -601,3 +601,231 @@ fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         let _ = tokio::signal::ctrl_c().await;
     })
 }
+
+/// The API and the CLI read filters alike: for any flags/parameters, both
+/// refuse, in the same words (modulo `--flag` for `` `parameter` ``), or
+/// both accept and answer with the same records.
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::ffi::OsStringExt;
+    use std::sync::OnceLock;
+
+    use axum::body::Body;
+    use fabric_audit::Sink;
+    use http_body_util::BodyExt;
+    use proptest::prelude::*;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    struct Fixture {
+        runtime: tokio::runtime::Runtime,
+        app: axum::Router,
+        store: Store,
+        cursor: String,
+        _dir: tempfile::TempDir,
+    }
+
+    /// 30 records in SQLite, and the API over them.
+    fn fixture() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+            let base = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap();
+            let records: Vec<Arc<AuditRecord>> = (0..30)
+                .map(|i| {
+                    let record =
+                        AuditRecord::builder(["post.created", "post.deleted", "user.login"][i % 3])
+                            .timestamp(
+                                base.with_timezone(&chrono::Utc)
+                                    - chrono::Duration::hours(i as i64),
+                            )
+                            .actor_id(format!("u-{}", i % 4))
+                            .actor_type(if i % 5 == 0 { "service" } else { "user" })
+                            .actor_flags(if i % 7 == 0 { vec!["admin"] } else { vec![] })
+                            .resource("post", (i % 2).to_string());
+                    Arc::new(record.build())
+                })
+                .collect();
+            let mut sink = DatabaseSink::builder(&url).keep_forever().build().unwrap();
+            sink.write(&Batch::new(&records)).unwrap();
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let store = runtime.block_on(Store::connect(&url)).unwrap();
+            let first = runtime
+                .block_on(store.query(&AuditQuery::new().limit(3).unwrap()))
+                .unwrap();
+            Fixture {
+                app: http::router(store.clone(), NoAuth),
+                store,
+                cursor: first.next_cursor.unwrap().to_string(),
+                runtime,
+                _dir: dir,
+            }
+        })
+    }
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        let cursor = fixture().cursor.clone();
+        let texts: Vec<String> = [
+            "post.",
+            "post.created",
+            "user.",
+            "u-1",
+            "u-3",
+            "user",
+            "service",
+            "admin",
+            "post",
+            "1",
+            "0",
+            "2026-01-01T00:00:00Z",
+            "2025-12-31T20:00:00+02:00",
+            "2025-12-31t12:00:00z",
+            "2026-13-01T00:00:00Z",
+            "yesterday",
+            "5",
+            "1000",
+            "1001",
+            "-1",
+            "+3",
+            "4294967296",
+            "99999999999999999999999",
+            "",
+            "\0",
+            "a\u{7}\r\n",
+            "-x",
+            "--limit",
+            "--",
+            "-h",
+            "%",
+            "+",
+            "&",
+            "=",
+            "abc",
+            "é",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([cursor])
+        .collect();
+        prop_oneof![
+            4 => proptest::sample::select(texts).prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 0..6),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            12 => proptest::sample::select(AuditQuery::PARAMETERS),
+            1 => proptest::sample::select(&["actor", "bogus", "Limit"][..]),
+        ]
+    }
+
+    /// Every byte percent-encoded: the API sees exactly these bytes.
+    fn encode(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    async fn api(app: &axum::Router, pairs: &[(&str, Vec<u8>)]) -> (u16, serde_json::Value) {
+        let query: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k.as_bytes()), encode(v)))
+            .collect();
+        let uri = format!("/api/v1/audit?{}", query.join("&"));
+        let request = axum::http::Request::get(uri).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn cli(pairs: &[(&str, Vec<u8>)]) -> Result<Filters, clap::Error> {
+        let mut args: Vec<OsString> = vec!["fabric-audit".into(), "query".into()];
+        for (key, value) in pairs {
+            args.push(flag(key).into());
+            args.push(OsString::from_vec(value.clone()));
+        }
+        match Cli::try_parse_from(args)?.command {
+            Command::Query { filters, .. } => Ok(filters),
+            _ => unreachable!("the query command"),
+        }
+    }
+
+    fn ids(items: &serde_json::Value) -> Vec<String> {
+        let items = items.as_array().unwrap();
+        items
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn the_api_and_the_cli_give_the_same_answers(
+            pairs in proptest::collection::vec((key(), value()), 0..5)
+        ) {
+            let f = fixture();
+            let (status, body) = f.runtime.block_on(api(&f.app, &pairs));
+            let known = pairs.iter().all(|(k, _)| AuditQuery::PARAMETERS.contains(k));
+            let filters = match cli(&pairs) {
+                Ok(filters) => filters,
+                Err(error) => {
+                    // Only a flag the CLI does not have is clap's to refuse.
+                    prop_assert!(!known, "clap refused {pairs:?}: {error}");
+                    prop_assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
+                    prop_assert_eq!(status, 400, "{}", body);
+                    return Ok(());
+                }
+            };
+            prop_assert!(known);
+            match filters.query() {
+                Err(error) => {
+                    prop_assert_eq!(status, 400, "{}", body);
+                    let message = body["error"]["message"].as_str().unwrap();
+                    prop_assert_eq!(error.to_string(), as_flags(message));
+                    prop_assert!(error.to_string().starts_with("--"), "{}", error);
+                }
+                Ok(query) => {
+                    prop_assert_eq!(status, 200, "{}", body);
+                    let by_pairs = AuditQuery::from_pairs(pairs.iter().map(|(k, v)| (k, v)));
+                    prop_assert_eq!(&by_pairs.unwrap(), &query);
+                    let page = f.runtime.block_on(f.store.query(&query)).unwrap();
+                    let want: Vec<String> = page.items.iter().map(|r| r.id().to_string()).collect();
+                    prop_assert_eq!(ids(&body["items"]), want);
+                    prop_assert_eq!(
+                        body["next_cursor"].as_str().map(str::to_owned),
+                        page.next_cursor.map(|c| c.to_string())
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flags_keep_their_command_line_order_and_repetitions() {
+        let filters = cli(&[
+            ("limit", b"5".to_vec()),
+            ("action", b"a".to_vec()),
+            ("limit", b"-6".to_vec()),
+        ])
+        .unwrap();
+        let given: Vec<_> = filters
+            .0
+            .iter()
+            .map(|(k, v)| (*k, v.to_str().unwrap()))
+            .collect();
+        assert_eq!(given, [("limit", "5"), ("action", "a"), ("limit", "-6")]);
+        assert_eq!(
+            filters.query().unwrap_err().to_string(),
+            "--limit is given twice"
+        );
+        assert_eq!(
+            as_flags("`resource_type` is empty"),
+            "--resource-type is empty"
+        );
+        assert_eq!(as_flags("unknown parameter `x`"), "unknown parameter `x`");
+    }
+}

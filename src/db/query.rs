@@ -471,7 +471,211 @@ mod tests {
         assert_eq!(cursor.to_string(), format!("1f-{}", id.simple()));
     }
 
+    #[test]
+    fn pairs_make_the_query_the_setters_make() {
+        let cursor = Cursor {
+            timestamp_us: -5,
+            id: Uuid::from_u128(9),
+        };
+        let text = cursor.to_string();
+        let pairs = [
+            ("actor_id", "u\u{1}1"),
+            ("actor_type", "user"),
+            ("action", "post."),
+            ("resource_type", "post"),
+            ("resource_id", "0"),
+            ("from", "2026-01-01T00:00:00+01:00"),
+            ("to", "2026-01-02T00:00:00.000001Z"),
+            ("has_flag", "admin"),
+            ("limit", "1000"),
+            ("cursor", &text),
+        ];
+        let from = DateTime::parse_from_rfc3339("2025-12-31T23:00:00Z").unwrap();
+        let to = DateTime::parse_from_rfc3339("2026-01-02T00:00:00.000001Z").unwrap();
+        let want = AuditQuery::new()
+            .actor_id("u\u{1}1")
+            .actor_type("user")
+            .action("post.")
+            .resource_type("post")
+            .resource_id("0")
+            .from(from.with_timezone(&Utc))
+            .to(to.with_timezone(&Utc))
+            .has_flag("admin")
+            .limit(1000)
+            .unwrap()
+            .after(cursor);
+        assert_eq!(AuditQuery::from_pairs(pairs).unwrap(), want);
+        // Any order; no pair at all is the newest page.
+        assert_eq!(
+            AuditQuery::from_pairs(pairs.iter().rev().copied()).unwrap(),
+            want
+        );
+        let none: [(&str, &str); 0] = [];
+        assert_eq!(AuditQuery::from_pairs(none).unwrap(), AuditQuery::new());
+        let (_, given) = parse_pairs(pairs).unwrap();
+        assert_eq!(
+            given.from.as_deref(),
+            Some("2026-01-01T00:00:00+01:00"),
+            "kept as given"
+        );
+        assert_eq!(given.limit.as_deref(), Some("1000"));
+    }
+
+    #[test]
+    fn hostile_pairs_are_refused_naming_the_parameter() {
+        let mega = "9".repeat(1 << 20);
+        let mega_key = "k".repeat(1 << 20);
+        type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+        let cases: Vec<(Pairs, String)> = vec![
+            (vec![(b"actor", b"u")], "unknown parameter `actor`".into()),
+            (vec![(b"", b"u")], "unknown parameter ``".into()),
+            (vec![(b"Action", b"u")], "unknown parameter `Action`".into()),
+            (
+                vec![(b"action\0", b"u")],
+                "unknown parameter `action\0`".into(),
+            ),
+            (vec![(b"\xff", b"u")], "unknown parameter `\u{fffd}`".into()),
+            (
+                vec![(mega_key.as_bytes(), b"u")],
+                format!("unknown parameter `{}`", "k".repeat(64)),
+            ),
+            (vec![(b"action", b"")], "`action` is empty".into()),
+            (
+                vec![(b"action", b"\xff\xfe")],
+                "`action` is not valid UTF-8".into(),
+            ),
+            (
+                vec![(b"action", b"a"), (b"action", b"a")],
+                "`action` is given twice".into(),
+            ),
+            (
+                vec![(b"limit", b"1"), (b"limit", b"")],
+                "`limit` is empty".into(),
+            ),
+            (
+                vec![(b"from", b"yesterday")],
+                "`from` is not an RFC 3339 timestamp".into(),
+            ),
+            (
+                vec![(b"to", b"2026-13-01T00:00:00Z")],
+                "`to` is not an RFC 3339 timestamp".into(),
+            ),
+            (
+                vec![(b"from", b"2026-01-01T00:00:00Z\0")],
+                "`from` is not an RFC 3339 timestamp".into(),
+            ),
+            (
+                vec![(b"from", mega.as_bytes())],
+                "`from` is not an RFC 3339 timestamp".into(),
+            ),
+            (
+                vec![(b"limit", b"0")],
+                "`limit` must be from 1 to 1000, not 0".into(),
+            ),
+            (
+                vec![(b"limit", b"1001")],
+                "`limit` must be from 1 to 1000, not 1001".into(),
+            ),
+            (
+                vec![(b"limit", b"4294967295")],
+                "`limit` must be from 1 to 1000, not 4294967295".into(),
+            ),
+            (
+                vec![(b"limit", b"-1")],
+                "`limit` must be a whole number from 1 to 1000".into(),
+            ),
+            (
+                vec![(b"limit", b"4294967296")],
+                "`limit` must be a whole number from 1 to 1000".into(),
+            ),
+            (
+                vec![(b"limit", mega.as_bytes())],
+                "`limit` must be a whole number from 1 to 1000".into(),
+            ),
+            (
+                vec![(b"limit", b" 5")],
+                "`limit` must be a whole number from 1 to 1000".into(),
+            ),
+            (
+                vec![(b"limit", b"5.0")],
+                "`limit` must be a whole number from 1 to 1000".into(),
+            ),
+            (
+                vec![(b"cursor", b"abc")],
+                "`cursor` is not a cursor from this API".into(),
+            ),
+            // The first problem in the input wins, then the values in the
+            // order of the list.
+            (
+                vec![(b"limit", b"0"), (b"bogus", b"1")],
+                "unknown parameter `bogus`".into(),
+            ),
+            (
+                vec![(b"limit", b"0"), (b"from", b"x")],
+                "`from` is not an RFC 3339 timestamp".into(),
+            ),
+        ];
+        for (pairs, want) in cases {
+            let error = AuditQuery::from_pairs(pairs.iter().copied()).unwrap_err();
+            assert!(error.is_invalid_input(), "{want}");
+            assert_eq!(error.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn hostile_text_filters_are_kept_as_given() {
+        let mega = "x".repeat(1 << 20);
+        for value in ["\0", "a\u{7}b\r\n", "%_\\", mega.as_str(), "-1", " "] {
+            let query = AuditQuery::from_pairs([("actor_id", value), ("limit", "+1")]).unwrap();
+            assert_eq!(query.actor_id.as_deref(), Some(value));
+            assert_eq!(query.page_size(), 1);
+        }
+    }
+
+    #[test]
+    fn the_parameters_are_the_documented_filters() {
+        assert_eq!(
+            AuditQuery::PARAMETERS,
+            [
+                "actor_id",
+                "actor_type",
+                "action",
+                "resource_type",
+                "resource_id",
+                "from",
+                "to",
+                "has_flag",
+                "limit",
+                "cursor"
+            ]
+        );
+    }
+
     proptest! {
+        #[test]
+        fn pairs_never_panic_and_every_refusal_names_a_parameter(
+            pairs in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        proptest::sample::select(AuditQuery::PARAMETERS).prop_map(|k| k.as_bytes().to_vec()),
+                        proptest::collection::vec(any::<u8>(), 0..12),
+                    ],
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                ),
+                0..6,
+            )
+        ) {
+            if let Err(error) = AuditQuery::from_pairs(pairs.iter().map(|(k, v)| (k, v))) {
+                let message = error.to_string();
+                prop_assert!(error.is_invalid_input());
+                prop_assert!(
+                    message.starts_with("unknown parameter `")
+                        || AuditQuery::PARAMETERS.iter().any(|p| message.starts_with(&format!("`{p}` "))),
+                    "{}", message
+                );
+            }
+        }
+
         #[test]
         fn cursors_round_trip(ts in any::<i64>(), id in any::<u128>()) {
             let cursor = Cursor { timestamp_us: ts, id: Uuid::from_u128(id) };

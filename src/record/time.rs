@@ -64,7 +64,10 @@ fn put(buf: &mut [u8], mut n: u32) {
     }
 }
 
-/// Parses an RFC 3339 timestamp with any offset into UTC microseconds.
+/// Parses an RFC 3339 timestamp with any offset into UTC microseconds: the
+/// one parser of timestamps for records read back, the API's `from`/`to`
+/// and the CLI's `--from`/`--to`. Digits past the microsecond are cut, as
+/// the stored form keeps microseconds.
 pub(crate) fn parse_rfc3339(text: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(text)
         .ok()
@@ -106,6 +109,39 @@ mod tests {
         sorted.sort();
         assert_eq!(ids, sorted);
         assert!(ids.iter().all(|id| id.get_version_num() == 7));
+    }
+
+    #[test]
+    fn parses_offsets_edges_and_refuses_the_rest() {
+        let ok = [
+            ("1970-01-01T00:00:00Z", 0),
+            ("1970-01-01T01:00:00+01:00", 0),
+            ("1969-12-31T23:59:59.999999Z", -1),
+            ("1970-01-01t00:00:00.0000019z", 1),
+            ("0000-01-01T00:00:00Z", -62_167_219_200_000_000),
+            ("9999-12-31T23:59:59.999999Z", 253_402_300_799_999_999),
+        ];
+        for (text, micros) in ok {
+            assert_eq!(parse_rfc3339(text), Some(micros), "{text}");
+        }
+        let mega = format!("2026-01-01T00:00:00.{}Z", "1".repeat(1 << 20));
+        let bad = [
+            "",
+            "yesterday",
+            "2026-01-01",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00Z\0",
+            "\u{0}2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00+24:00",
+            "+2026-01-01T00:00:00Z",
+            "10000-01-01T00:00:00Z",
+        ];
+        for text in bad {
+            assert_eq!(parse_rfc3339(text), None, "{text:?}");
+        }
+        // Long fractions are cut to microseconds, not refused.
+        assert_eq!(parse_rfc3339(&mega), Some(1_767_225_600_111_111));
     }
 
     proptest! {

@@ -132,6 +132,67 @@ fn import_query_purge_and_migrate() {
 }
 
 #[test]
+fn bad_filters_are_one_line_in_the_apis_words_before_any_database() {
+    // No database is touched: the URL would fail otherwise.
+    let url = "mysql://nobody@127.0.0.1:1/none";
+    // Near the longest argument Linux passes (128 KiB).
+    let mega = "9".repeat(120_000);
+    let cases: [(&[&str], &str); 9] = [
+        (&["--limit", "0"], "--limit must be from 1 to 1000, not 0"),
+        (
+            &["--limit", "-1"],
+            "--limit must be a whole number from 1 to 1000",
+        ),
+        (
+            &["--limit", &mega],
+            "--limit must be a whole number from 1 to 1000",
+        ),
+        (&["--limit", "5", "--limit", "5"], "--limit is given twice"),
+        (
+            &["--from", "yesterday"],
+            "--from is not an RFC 3339 timestamp",
+        ),
+        (
+            &["--to", "2026-01-01T00:00:00Z\u{7}"],
+            "--to is not an RFC 3339 timestamp",
+        ),
+        (&["--has-flag", ""], "--has-flag is empty"),
+        (
+            &["--resource-type=", "--action", "x"],
+            "--resource-type is empty",
+        ),
+        (
+            &["--cursor", "-1"],
+            "--cursor is not a cursor from this API",
+        ),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["query", "--database-url", url];
+        args.extend_from_slice(flags);
+        let out = cli(&args);
+        let shown: Vec<_> = flags.iter().map(|f| &f[..f.len().min(20)]).collect();
+        assert_eq!(out.status.code(), Some(2), "{shown:?}");
+        assert_eq!(
+            text(&out.stderr),
+            format!("error: {message}\n"),
+            "{shown:?}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let out = Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+            .args(["query", "--database-url", url, "--actor-id"])
+            .arg(std::ffi::OsStr::from_bytes(b"u\xff"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(text(&out.stderr), "error: --actor-id is not valid UTF-8\n");
+    }
+}
+
+#[test]
 fn purge_refuses_zero_forever_and_too_many_days() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("audit.db").display());

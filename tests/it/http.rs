@@ -241,6 +241,133 @@ async fn bad_input_is_a_400_with_a_json_body() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn hostile_query_strings_are_refused_by_name_or_matched_as_given() {
+    let (app, model, _dir) = app().await;
+    // Near the longest URI `http` admits (64 KiB); 1 MiB values are the
+    // parser's unit tests' (`AuditQuery::from_pairs`).
+    let mega = "a".repeat(60_000);
+    let refused = [
+        ("actor_id=%FF", "`actor_id` is not valid UTF-8".to_owned()),
+        (
+            "action=post.%C3%28",
+            "`action` is not valid UTF-8".to_owned(),
+        ),
+        (
+            "%FF%FE=1",
+            "unknown parameter `\u{fffd}\u{fffd}`".to_owned(),
+        ),
+        ("action%00=post.", "unknown parameter `action\0`".to_owned()),
+        (
+            &*format!("{mega}=1"),
+            format!("unknown parameter `{}`", "a".repeat(64)),
+        ),
+        (
+            "limit=-1",
+            "`limit` must be a whole number from 1 to 1000".into(),
+        ),
+        (
+            "limit=18446744073709551616",
+            "`limit` must be a whole number from 1 to 1000".into(),
+        ),
+        (
+            "limit=4294967295",
+            "`limit` must be from 1 to 1000, not 4294967295".into(),
+        ),
+        ("limit=1&limit=1", "`limit` is given twice".into()),
+        ("limit=1&limit=", "`limit` is empty".into()),
+        ("from=", "`from` is empty".into()),
+        ("from", "`from` is empty".into()),
+        (
+            "from=2026-01-01T00:00:00Z%00",
+            "`from` is not an RFC 3339 timestamp".into(),
+        ),
+        (
+            &*format!("to={mega}"),
+            "`to` is not an RFC 3339 timestamp".into(),
+        ),
+    ];
+    for (query, message) in &refused {
+        let (status, body) = call(&app, &format!("/api/v1/audit?{query}"), Some(READER)).await;
+        let shown: String = query.chars().take(40).collect();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{shown}");
+        assert_eq!(body["error"]["code"], "bad_request", "{shown}");
+        assert_eq!(body["error"]["message"], message.as_str(), "{shown}");
+    }
+    // Text that no record has is a filter like any other: nothing matches.
+    for value in ["%00", "a%07b%0D%0A", "%25_%5C", &*mega, "%E2%82%AC"] {
+        let (status, body) = call(
+            &app,
+            &format!("/api/v1/audit?actor_id={value}"),
+            Some(READER),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", &value[..value.len().min(20)]);
+        assert_eq!(body["items"], serde_json::json!([]));
+    }
+    // `+` is a space, stray `&` are nothing, and `%2B` is a plus sign.
+    let (status, body) = call(
+        &app,
+        "/api/v1/audit?&&action=user.login&limit=%2B2&",
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let newest = model.iter().filter(|r| r.action() == "user.login").take(2);
+    let want: Vec<String> = newest.map(|r| r.id().to_string()).collect();
+    let got: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_record_carries_every_parameter_as_given() {
+    let (app, _, _dir) = app().await;
+    let sink = Collect::default();
+    let (dispatch, audit) = pipeline(AuditLayer::builder().sink("collect", sink.clone()));
+    let given = [
+        ("actor_id", "u%001", "u\u{0}1"),
+        ("actor_type", "user", "user"),
+        ("action", "post.", "post."),
+        ("resource_type", "post", "post"),
+        ("resource_id", "a+b", "a b"),
+        (
+            "from",
+            "2026-01-01T00:00:00%2B01:00",
+            "2026-01-01T00:00:00+01:00",
+        ),
+        ("to", "2027-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+        ("has_flag", "admin", "admin"),
+        ("limit", "007", "007"),
+    ];
+    let query: Vec<String> = given.iter().map(|(k, v, _)| format!("{k}={v}")).collect();
+    {
+        let _guard = tracing::dispatcher::set_default(&dispatch);
+        let uri = format!("/api/v1/audit?{}", query.join("&"));
+        let (status, body) = call(&app, &uri, Some(READER)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    audit.shutdown().await;
+    let records = sink.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let detail: Vec<(String, Value)> = records[0]
+        .detail()
+        .map(|(k, v)| (k.to_owned(), v.to_json()))
+        .collect();
+    let want: Vec<(String, Value)> = given
+        .iter()
+        .map(|(k, _, v)| (format!("filter.{k}"), Value::from(*v)))
+        .collect();
+    assert_eq!(
+        detail, want,
+        "the keys users know, the values as given, nothing else"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn reads_are_audited() {
     let (app, model, _dir) = app().await;
     let sink = Collect::default();
