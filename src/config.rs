@@ -21,6 +21,7 @@ use crate::{Error, Result, Retention};
 /// | `run_migrations` | true | false: the schema is the application's (see `schema_sql`); the sink only checks it |
 /// | `max_record_bytes` | 32768 | the most text one record holds (longer values are cut and marked); at least 1024 |
 /// | `bind` | `127.0.0.1:8080` | where `fabric-audit serve` listens |
+/// | `count_cap` | 10000 | up to how many records a total (`count=true`, `--count`) counts exactly: 1 to 1 000 000 |
 /// | `client_ip_source` | `ConnectInfo` | where the query API reads the client address (feature `http`; see [`RequestContextLayer::client_ip_source`](crate::http::RequestContextLayer::client_ip_source)) |
 /// | `tokens` | none | `[{name, token or sha256, permissions}]` for the query API |
 ///
@@ -70,6 +71,8 @@ pub struct AuditConfig {
     pub run_migrations: bool,
     /// Where the query API listens.
     pub bind: SocketAddr,
+    /// Up to how many records a total counts exactly (1 to 1 000 000).
+    pub count_cap: u32,
     /// Where the query API reads the client address from: the socket
     /// (`ConnectInfo`, the default) or a header set by the proxy in front
     /// (`RightmostXForwardedFor`, `RightmostForwarded`, `XRealIp`,
@@ -118,7 +121,8 @@ impl std::fmt::Debug for AuditConfig {
             .field("database_url", &redact_url(&self.database_url))
             .field("max_record_bytes", &self.max_record_bytes)
             .field("run_migrations", &self.run_migrations)
-            .field("bind", &self.bind);
+            .field("bind", &self.bind)
+            .field("count_cap", &self.count_cap);
         #[cfg(feature = "http")]
         d.field("client_ip_source", &self.client_ip_source);
         d.field("tokens", &self.tokens).finish()
@@ -136,6 +140,7 @@ impl Default for AuditConfig {
             max_record_bytes: 32 * 1024,
             run_migrations: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            count_cap: 10_000,
             #[cfg(feature = "http")]
             client_ip_source: axum_client_ip::ClientIpSource::ConnectInfo,
             tokens: Vec::new(),
@@ -185,6 +190,12 @@ impl AuditConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        if !(1..=1_000_000).contains(&self.count_cap) {
+            return Err(Error::invalid(format!(
+                "configuration: `audit.count_cap` must be from 1 to 1000000; not {}",
+                self.count_cap
+            )));
+        }
         if self.queue_maxsize == 0 {
             return Err(Error::invalid(
                 "configuration: `audit.queue_maxsize` must be at least 1",

@@ -108,7 +108,7 @@ pub use crate::config::{AuditConfig, TokenConfig};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use crate::db::{
     migrate, purge, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Imported,
-    Page, Store, StoreBuilder,
+    Page, Store, StoreBuilder, Total,
 };
 pub use crate::delivery::Overflow;
 pub use crate::error::{Error, Result};

@@ -50,6 +50,10 @@ enum Command {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also print how many records match (on stderr), exact up to
+        /// `count_cap`.
+        #[arg(long)]
+        count: bool,
     },
     /// Load JSON-lines files written by the file sink into the database.
     Import {
@@ -268,14 +272,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let deleted = blocking(move || fabric_audit::purge(&url, retention)).await?;
             println!("purged {deleted} records older than {days} days");
         }
-        Command::Query { db, filters, json } => {
+        Command::Query {
+            db,
+            filters,
+            json,
+            count,
+        } => {
             let query = filters.query()?;
-            let (_, url) = db.resolve()?;
-            let store = Store::connect(&url).await?;
+            let (config, url) = db.resolve()?;
+            let store = store(&config, &url).await?;
             let page = store.query(&query).await?;
             print_page(&page.items, json)?;
             if let Some(cursor) = page.next_cursor {
                 eprintln!("next page: --cursor {cursor}");
+            }
+            if count {
+                let total = store.count(&query).await?;
+                let more = if total.is_lower_bound {
+                    "more than "
+                } else {
+                    ""
+                };
+                eprintln!("total: {more}{}", total.count);
             }
         }
         Command::Import { db, files } => {
@@ -288,6 +306,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The store over `url`, with the configuration's count cap.
+async fn store(config: &AuditConfig, url: &str) -> anyhow::Result<Store> {
+    Ok(Store::builder(url)
+        .count_cap(config.count_cap)
+        .connect()
+        .await?)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -456,7 +482,7 @@ async fn serve(
     bind: SocketAddr,
     no_auth: bool,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(url).await?;
+    let store = store(config, url).await?;
     let api = if no_auth {
         http::router(store, NoAuth)
     } else {

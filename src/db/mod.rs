@@ -15,7 +15,7 @@ mod write;
 
 #[cfg(feature = "http")]
 pub(crate) use self::query::{parse_pairs, with_parameters, Given};
-pub use self::query::{AuditQuery, Cursor, Page};
+pub use self::query::{AuditQuery, Cursor, Page, Total};
 pub use self::sink::{migrate, purge, schema_sql};
 pub use self::sink::{DatabaseSink, DatabaseSinkBuilder, Imported};
 pub use self::store::{Store, StoreBuilder};

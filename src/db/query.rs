@@ -388,6 +388,17 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
+/// How many records match a query: exact, or (past the store's count cap)
+/// a lower bound. See [`Store::count`](crate::Store::count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Total {
+    /// The number of matching records, or the cap when
+    /// [`is_lower_bound`](Self::is_lower_bound).
+    pub count: u64,
+    /// Whether more records than `count` match.
+    pub is_lower_bound: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::backend::Backend;
 use super::classify;
-use super::query::{ActionFilter, AuditQuery, Cursor, Page};
+use super::query::{ActionFilter, AuditQuery, Cursor, Page, Total};
 use super::row::EventRow;
 use super::schema::{audit_event_flags, audit_events};
 use super::stored;
@@ -34,6 +34,12 @@ const POOL_SIZE: usize = 4;
 
 /// How long a call may take by default, connection included.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Up to how many matching records [`Store::count`] counts by default.
+pub(crate) const DEFAULT_COUNT_CAP: u32 = 10_000;
+
+/// The largest count cap: the count reads up to this many index entries.
+pub(crate) const MAX_COUNT_CAP: u32 = 1_000_000;
 
 /// Reads the audit log: what the HTTP API and the CLI query through.
 ///
@@ -67,6 +73,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Store {
     pools: Pools,
     timeout: Duration,
+    count_cap: u32,
 }
 
 /// Opens a [`Store`]; made by [`Store::builder`].
@@ -74,10 +81,12 @@ pub struct Store {
 /// | setting | default |
 /// |---|---|
 /// | [`timeout`](Self::timeout) | 5 s |
+/// | [`count_cap`](Self::count_cap) | 10 000 |
 #[must_use]
 pub struct StoreBuilder {
     url: String,
     timeout: Duration,
+    count_cap: u32,
 }
 
 #[derive(Clone)]
@@ -234,10 +243,9 @@ macro_rules! filtered {
     }};
 }
 
-/// Adds the time window, the cursor and the newest-first order on the
-/// given (timestamp, id) columns.
-macro_rules! keyset {
-    ($q:expr, $query:expr, $ts:path, $id:path) => {{
+/// Adds the time window (`from`, `to`) on the given timestamp column.
+macro_rules! window {
+    ($q:expr, $query:expr, $ts:path) => {{
         let mut q = $q;
         let query: &AuditQuery = $query;
         if let Some(from) = query.from_us {
@@ -246,6 +254,16 @@ macro_rules! keyset {
         if let Some(to) = query.to_us {
             q = q.filter($ts.lt(to));
         }
+        q
+    }};
+}
+
+/// Adds the time window, the cursor and the newest-first order on the
+/// given (timestamp, id) columns.
+macro_rules! keyset {
+    ($q:expr, $query:expr, $ts:path, $id:path) => {{
+        let query: &AuditQuery = $query;
+        let mut q = window!($q, query, $ts);
         if let Some(Cursor { timestamp_us, id }) = query.cursor {
             let id = id.hyphenated().to_string();
             // The first bound is implied by the second; it is there so
@@ -277,6 +295,7 @@ impl Store {
         StoreBuilder {
             url: url.into(),
             timeout: DEFAULT_TIMEOUT,
+            count_cap: DEFAULT_COUNT_CAP,
         }
     }
 
@@ -369,6 +388,90 @@ impl Store {
         Ok(Page { items, next_cursor })
     }
 
+    /// How many records match `query`'s filters (its cursor and limit
+    /// aside): exact up to the store's count cap (10 000 unless set with
+    /// [`StoreBuilder::count_cap`]); beyond it the cap, marked as a lower
+    /// bound. No call counts more than the cap: the database first looks
+    /// for a match past the cap (reading at most cap + 1 entries in the
+    /// order the page query reads them), and counts exactly only when
+    /// there is none.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use fabric_audit::{AuditQuery, Store};
+    ///
+    /// # async fn docs() -> fabric_audit::Result<()> {
+    /// let store = Store::builder("sqlite://logs/audit.db").count_cap(1000).connect().await?;
+    /// let total = store.count(&AuditQuery::new().action("invoice.")).await?;
+    /// if total.is_lower_bound {
+    ///     println!("more than {} records", total.count);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn count(&self, query: &AuditQuery) -> Result<Total> {
+        match self.count_stored(query).await {
+            Err(e) if e.is_no_tables() => Ok(Total {
+                count: 0,
+                is_lower_bound: false,
+            }),
+            result => result,
+        }
+    }
+
+    async fn count_stored(&self, query: &AuditQuery) -> Result<Total> {
+        let cap = i64::from(self.count_cap);
+        let query = &AuditQuery {
+            cursor: None,
+            ..query.clone()
+        };
+        let common = self.is_common_prefix(query).await?;
+        let (count, is_lower_bound) = with_pooled!(self, c => async {
+            match &query.has_flag {
+                None => {
+                    let q = audit_events::table.select(audit_events::timestamp_us).into_boxed();
+                    let q = filtered!(q, query, common);
+                    let q = keyset!(q, query, audit_events::timestamp_us, audit_events::id);
+                    if q.offset(cap).limit(1).first::<i64>(c).await.optional()?.is_some() {
+                        return Ok((cap, true));
+                    }
+                    let q = filtered!(audit_events::table.into_boxed(), query, common);
+                    let q = window!(q, query, audit_events::timestamp_us);
+                    q.count().get_result::<i64>(c).await.map(|n| (n, false))
+                }
+                Some(flag) => {
+                    let flag = stored::short(flag).into_owned();
+                    let q = audit_event_flags::table
+                        .inner_join(audit_events::table.on(audit_events::id.eq(audit_event_flags::event_id)))
+                        .select(audit_event_flags::timestamp_us)
+                        .filter(audit_event_flags::flag.eq(flag.clone()))
+                        .into_boxed();
+                    let q = filtered!(q, query, common);
+                    let q = keyset!(q, query, audit_event_flags::timestamp_us, audit_event_flags::event_id);
+                    if q.offset(cap).limit(1).first::<i64>(c).await.optional()?.is_some() {
+                        return Ok((cap, true));
+                    }
+                    let q = audit_event_flags::table
+                        .inner_join(audit_events::table.on(audit_events::id.eq(audit_event_flags::event_id)))
+                        .filter(audit_event_flags::flag.eq(flag))
+                        .into_boxed();
+                    let q = filtered!(q, query, common);
+                    let q = window!(q, query, audit_event_flags::timestamp_us);
+                    q.count().get_result::<i64>(c).await.map(|n| (n, false))
+                }
+            }
+        });
+        Ok(Total {
+            count: u64::try_from(count).unwrap_or(0),
+            is_lower_bound,
+        })
+    }
+
     /// Whether the query's action prefix covers many records.
     ///
     /// Two plans serve a prefix: read the action index's range and sort it
@@ -406,6 +509,13 @@ impl StoreBuilder {
         Self { timeout, ..self }
     }
 
+    /// Up to how many matching records [`Store::count`] counts exactly,
+    /// from 1 to 1 000 000 (default 10 000); beyond it the count is the cap,
+    /// marked as a lower bound.
+    pub fn count_cap(self, count_cap: u32) -> Self {
+        Self { count_cap, ..self }
+    }
+
     /// Opens the pool and checks that a connection can be made in time.
     ///
     /// # Errors
@@ -415,6 +525,12 @@ impl StoreBuilder {
     pub async fn connect(self) -> Result<Store> {
         if self.timeout.is_zero() {
             return Err(Error::invalid("the store's timeout must not be zero"));
+        }
+        if !(1..=MAX_COUNT_CAP).contains(&self.count_cap) {
+            return Err(Error::invalid(format!(
+                "the store's count cap must be from 1 to {MAX_COUNT_CAP}, not {}",
+                self.count_cap
+            )));
         }
         let timeout = self.timeout;
         let pools = match Backend::parse(&self.url)? {
@@ -443,7 +559,11 @@ impl StoreBuilder {
                 Pools::Mysql(build_pool!(manager))
             }
         };
-        let store = Store { pools, timeout };
+        let store = Store {
+            pools,
+            timeout,
+            count_cap: self.count_cap,
+        };
         with_pooled!(&store, c => async {
             let _ = c;
             Ok(())
@@ -458,6 +578,7 @@ impl std::fmt::Debug for StoreBuilder {
         f.debug_struct("StoreBuilder")
             .field("backend", &Backend::parse(&self.url).map(|b| b.kind()).ok())
             .field("timeout", &self.timeout)
+            .field("count_cap", &self.count_cap)
             .finish_non_exhaustive()
     }
 }
@@ -525,6 +646,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("backend", &kind)
             .field("timeout", &self.timeout)
+            .field("count_cap", &self.count_cap)
             .finish()
     }
 }

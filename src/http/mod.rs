@@ -137,18 +137,33 @@ async fn list<A: Authorizer>(
     Extension(Authorized(caller)): Extension<Authorized>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<PageBody>, ApiError> {
-    let (query, given) = params::parse(query.as_deref())?;
+    let params::ListParams {
+        query,
+        given,
+        count,
+    } = params::parse(query.as_deref())?;
     // The filters as given, one `filter.NAME` field per parameter.
     macro_rules! audit_read {
         ($($name:ident),*) => {
-            audit!(action = "audit.read", actor = &caller, $(filter.$name = given.$name.as_deref(),)*)
+            audit!(
+                action = "audit.read",
+                actor = &caller,
+                count = count.then_some(true),
+                $(filter.$name = given.$name.as_deref(),)*
+            )
         };
     }
     crate::db::with_parameters!(audit_read!());
     let page = api.store.query(&query).await?;
+    let total = match count {
+        true => Some(api.store.count(&query).await?),
+        false => None,
+    };
     Ok(Json(PageBody {
         items: page.items,
         next_cursor: page.next_cursor.map(|c| c.to_string()),
+        total: total.map(|t| t.count),
+        total_is_lower_bound: total.map(|t| t.is_lower_bound),
     }))
 }
 
@@ -157,6 +172,12 @@ async fn list<A: Authorizer>(
 struct PageBody {
     items: Vec<crate::AuditRecord>,
     next_cursor: Option<String>,
+    /// With `count=true`: the matching records, up to the store's cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
+    /// With `count=true`: whether more than `total` match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_is_lower_bound: Option<bool>,
 }
 
 async fn get_one<A: Authorizer>(
