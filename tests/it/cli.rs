@@ -193,6 +193,51 @@ fn bad_filters_are_one_line_in_the_apis_words_before_any_database() {
 }
 
 #[test]
+fn query_count_prints_the_total_exact_or_as_a_lower_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let file = audit_file(&dir.path().join("logs"), 5);
+    let out = cli(&["import", "--database-url", &url, file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(&["query", "--database-url", &url, "--count", "--limit", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).ends_with("total: 5\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    let config = dir.path().join("audit.toml");
+    for (cap, want) in [
+        (4, "total: more than 4\n"),
+        (5, "total: 5\n"),
+        (6, "total: 5\n"),
+    ] {
+        std::fs::write(&config, format!("[audit]\ncount_cap = {cap}\n")).unwrap();
+        let args = [
+            "query",
+            "--config",
+            config.to_str().unwrap(),
+            "--database-url",
+            &url,
+            "--count",
+        ];
+        let out = cli(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), want, "cap {cap}");
+    }
+    let out = cli(&["query", "--database-url", &url, "--json"]);
+    assert!(!text(&out.stderr).contains("total"), "only with --count");
+    std::fs::write(&config, "[audit]\ncount_cap = 0\n").unwrap();
+    let out = cli(&["query", "--config", config.to_str().unwrap(), "--count"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`audit.count_cap` must be from 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn purge_refuses_zero_forever_and_too_many_days() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("audit.db").display());

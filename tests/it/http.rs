@@ -324,6 +324,77 @@ async fn hostile_query_strings_are_refused_by_name_or_matched_as_given() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn count_true_adds_a_total_bounded_by_the_stores_cap() {
+    let (app, model, db) = app().await;
+    // Default cap: exact. Only with count=true; the page is unchanged.
+    let (status, body) = call(
+        &app,
+        "/api/v1/audit?action=post.&limit=3&count=true",
+        Some(READER),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let matching = model
+        .iter()
+        .filter(|r| r.action().starts_with("post."))
+        .count();
+    assert_eq!(body["total"], matching);
+    assert_eq!(body["total_is_lower_bound"], false);
+    assert_eq!(body["items"].as_array().unwrap().len(), 3);
+    for uri in ["/api/v1/audit?action=post.", "/api/v1/audit?count=false"] {
+        let (_, body) = call(&app, uri, Some(READER)).await;
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["items", "next_cursor"], "{uri}");
+    }
+    // A store with a small cap: cap - 1, cap, cap + 1 matching.
+    let store = Store::builder(&db.url)
+        .count_cap(10)
+        .connect()
+        .await
+        .unwrap();
+    let tokens = BearerTokens::new().token("dashboard", READER, [AUDIT_READ]);
+    let small: axum::Router = http::router(store, tokens);
+    let cases = [
+        (9, 9, false),
+        (10, 10, false),
+        (11, 10, true),
+        (40, 10, true),
+    ];
+    for (limit_to, total, lower) in cases {
+        // The newest `limit_to` records are those after the next one's time.
+        let mut uri = "/api/v1/audit?count=true".to_owned();
+        if let Some(next) = model.get(limit_to) {
+            let from = next.timestamp() + chrono::Duration::microseconds(1);
+            uri = format!("{uri}&from={}", from.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+        }
+        let (status, body) = call(&small, &uri, Some(READER)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            (
+                body["total"].as_u64(),
+                body["total_is_lower_bound"].as_bool()
+            ),
+            (Some(total), Some(lower)),
+            "{limit_to} matching"
+        );
+    }
+    // Hostile values of `count`.
+    let refused = [
+        ("count=TRUE", "`count` must be true or false"),
+        ("count=1", "`count` must be true or false"),
+        ("count=true%00", "`count` must be true or false"),
+        ("count=%FF", "`count` must be true or false"),
+        ("count=", "`count` is empty"),
+        ("count=true&count=false", "`count` is given twice"),
+    ];
+    for (query, message) in refused {
+        let (status, body) = call(&app, &format!("/api/v1/audit?{query}"), Some(READER)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(body["error"]["message"], message, "{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_read_record_carries_every_parameter_as_given() {
     let (app, _, _dir) = app().await;
     let sink = Collect::default();
