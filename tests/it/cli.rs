@@ -483,8 +483,12 @@ fn serve_audits_its_reads_logs_its_errors_and_flushes_on_sigterm_and_sigint() {
     // A failure inside (a row no sink wrote: its detail is not JSON):
     // answered 500 without detail, logged on stderr.
     {
+        use diesel::connection::SimpleConnection;
         use diesel::{Connection, RunQueryDsl};
         let mut conn = diesel::SqliteConnection::establish(db_path.to_str().unwrap()).unwrap();
+        // The server's database sink writes its audit.read records to this
+        // file meanwhile: wait for its lock as the crate's connections do.
+        conn.batch_execute("PRAGMA busy_timeout = 5000").unwrap();
         diesel::sql_query(
             "INSERT INTO audit_events (id, timestamp_us, action, actor_flags, detail) \
              VALUES ('01a2303c-dca4-7df8-9320-6384d14bba4a', 1, 'forged.row', '[]', 'not json')",
