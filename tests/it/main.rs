@@ -20,3 +20,4 @@ mod http;
 mod layer;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod outcome;
+mod writer;
