@@ -21,6 +21,7 @@ use crate::{Error, Result, Retention};
 /// | `run_migrations` | true | false: the schema is the application's (see `schema_sql`); the sink only checks it |
 /// | `max_record_bytes` | 32768 | the most text one record holds (longer values are cut and marked); at least 1024 |
 /// | `bind` | `127.0.0.1:8080` | where `fabric-audit serve` listens |
+/// | `metrics_bind` | none (off) | where `fabric-audit serve` serves Prometheus metrics (`GET /metrics`) |
 /// | `client_ip_source` | `ConnectInfo` | where the query API reads the client address (feature `http`; see [`RequestContextLayer::client_ip_source`](crate::http::RequestContextLayer::client_ip_source)) |
 /// | `tokens` | none | `[{name, token or sha256, permissions}]` for the query API |
 ///
@@ -70,6 +71,9 @@ pub struct AuditConfig {
     pub run_migrations: bool,
     /// Where the query API listens.
     pub bind: SocketAddr,
+    /// Where `fabric-audit serve` serves Prometheus metrics; `None` (the
+    /// default) serves none.
+    pub metrics_bind: Option<SocketAddr>,
     /// Where the query API reads the client address from: the socket
     /// (`ConnectInfo`, the default) or a header set by the proxy in front
     /// (`RightmostXForwardedFor`, `RightmostForwarded`, `XRealIp`,
@@ -118,7 +122,8 @@ impl std::fmt::Debug for AuditConfig {
             .field("database_url", &redact_url(&self.database_url))
             .field("max_record_bytes", &self.max_record_bytes)
             .field("run_migrations", &self.run_migrations)
-            .field("bind", &self.bind);
+            .field("bind", &self.bind)
+            .field("metrics_bind", &self.metrics_bind);
         #[cfg(feature = "http")]
         d.field("client_ip_source", &self.client_ip_source);
         d.field("tokens", &self.tokens).finish()
@@ -136,6 +141,7 @@ impl Default for AuditConfig {
             max_record_bytes: 32 * 1024,
             run_migrations: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_bind: None,
             #[cfg(feature = "http")]
             client_ip_source: axum_client_ip::ClientIpSource::ConnectInfo,
             tokens: Vec::new(),

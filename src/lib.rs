@@ -92,6 +92,7 @@
 //! | `http` | | [`http`]: the query API router and the request-context layer |
 //! | `config` | | `AuditConfig`: a TOML/YAML file and `FABRIC_AUDIT_*` variables |
 //! | `tracing-appender` | | [`WriterSink::from_make_writer`]: any `MakeWriter`, such as a rolling appender, as a sink |
+//! | `metrics` | | the pipeline's counters through the `metrics` facade |
 //! | `cli` | | the `fabric-audit` binary |
 //!
 //! # Layout

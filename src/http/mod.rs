@@ -16,6 +16,8 @@ mod auth;
 mod context;
 mod denied;
 mod error;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod outcome;
 mod params;
 
@@ -99,9 +101,12 @@ fn guarded<A: Authorizer>(
     api: &Arc<Api<A>>,
     route: MethodRouter<Arc<Api<A>>>,
 ) -> MethodRouter<Arc<Api<A>>> {
-    route
+    let route = route
         .fallback(|| async { ApiError::method_not_allowed() })
-        .layer(from_fn_with_state(api.clone(), authenticate::<A>))
+        .layer(from_fn_with_state(api.clone(), authenticate::<A>));
+    #[cfg(feature = "metrics")]
+    let route = route.layer(axum::middleware::from_fn(metrics::count));
+    route
 }
 
 /// Lets through only callers with `audit:read`, before anything else of
