@@ -123,6 +123,8 @@ pub use crate::report::{Report, SinkReport};
 pub use crate::retention::Retention;
 pub use crate::sink::{Batch, FileSink, FileSinkBuilder, Sink, SinkError, WriterSink};
 
+#[allow(dead_code)] // the sinks start using it with the chained streams
+mod chain;
 #[cfg(feature = "config")]
 mod config;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
