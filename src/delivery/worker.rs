@@ -67,7 +67,8 @@ impl Worker {
                 barrier.reach(self.slot.failed());
                 self.control.progress.notify();
             }
-            self.metrics.publish(&self.slot, &self.control.intake);
+            self.metrics
+                .publish_if_due(&self.slot, &self.control.intake);
             if drained {
                 self.slot.space.notify();
             } else if self.control.is_closing() {

@@ -384,6 +384,10 @@ fn serve_audits_its_reads_logs_its_errors_and_flushes_on_sigterm_and_sigint() {
     {
         use diesel::{Connection, RunQueryDsl};
         let mut conn = diesel::SqliteConnection::establish(db_path.to_str().unwrap()).unwrap();
+        // The server's own audit sink may be writing its reads right now.
+        diesel::sql_query("PRAGMA busy_timeout = 10000")
+            .execute(&mut conn)
+            .unwrap();
         diesel::sql_query(
             "INSERT INTO audit_events (id, timestamp_us, action, actor_flags, detail) \
              VALUES ('01a2303c-dca4-7df8-9320-6384d14bba4a', 1, 'forged.row', '[]', 'not json')",
