@@ -18,6 +18,7 @@ mod denied;
 mod error;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod openapi;
 mod outcome;
 mod params;
 
@@ -90,6 +91,7 @@ where
         denied: DeniedBudget::new(),
     });
     Router::new()
+        .route(openapi::PATH, get(openapi::serve))
         .route("/api/v1/audit", guarded(&api, get(list::<A>)))
         .route("/api/v1/audit/{id}", guarded(&api, get(get_one::<A>)))
         .with_state(api)

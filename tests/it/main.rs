@@ -21,5 +21,7 @@ mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
 #[cfg(all(feature = "http", feature = "sqlite"))]
+mod openapi;
+#[cfg(all(feature = "http", feature = "sqlite"))]
 mod outcome;
 mod writer;
