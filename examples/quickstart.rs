@@ -6,6 +6,7 @@
 //! cargo run --features http --example quickstart              # http://127.0.0.1:3000, Ctrl-C to stop
 //! cargo run --features http --example quickstart -- --port 8000
 //! cargo run --features http --example quickstart -- --smoke   # calls itself a few times, then exits
+//! cargo run --features http,metrics --example quickstart      # also Prometheus metrics at /metrics
 //! ```
 //!
 //! Then, with the token it prints:
@@ -137,6 +138,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 3000,
     };
 
+    // With the feature `metrics`, the pipeline's counters and the query
+    // API's requests go to the `metrics` facade: here a Prometheus recorder,
+    // scraped at /metrics.
+    #[cfg(feature = "metrics")]
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+
     // 1. The audit layer next to an ordinary log that never sees audit events.
     let dir = if smoke {
         tempfile_dir()?
@@ -175,6 +182,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(Db::default())
         .merge(http::router(store, tokens))
         .layer(request_context());
+    #[cfg(feature = "metrics")]
+    let app = {
+        let prometheus = prometheus.clone();
+        app.route(
+            "/metrics",
+            axum::routing::get(move || async move { prometheus.render() }),
+        )
+    };
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     let addr = listener.local_addr()?;
@@ -226,6 +241,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("the refused request is not on record: {denied}").into());
         }
         println!("{}", answer.split("\r\n\r\n").nth(1).unwrap_or_default());
+        #[cfg(feature = "metrics")]
+        print_metrics(addr)?;
         let _ = stop.send(());
     }
     server.await??;
@@ -294,6 +311,24 @@ fn request(addr: SocketAddr, method: &str, path: &str, header: &str) -> Result<S
         .read_to_string(&mut response)
         .map_err(|e| e.to_string())?;
     Ok(response)
+}
+
+/// Scrapes /metrics and prints the pipeline's lines; fails unless the
+/// database sink's written records are among them.
+#[cfg(feature = "metrics")]
+fn print_metrics(addr: SocketAddr) -> Result<(), String> {
+    let scrape = request(addr, "GET", "/metrics", "accept: text/plain")?;
+    let body = scrape.split("\r\n\r\n").nth(1).unwrap_or_default();
+    if !body.contains("fabric_audit_records_written_total{sink=\"database\"}") {
+        return Err(format!("no sink counters at /metrics: {scrape}"));
+    }
+    let counters = body
+        .lines()
+        .filter(|l| l.starts_with("fabric_audit_") && !l.contains("quantile="));
+    for line in counters {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// A fresh directory for a smoke run, so that it leaves nothing behind in

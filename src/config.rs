@@ -22,6 +22,7 @@ use crate::{Error, Result, Retention};
 /// | `max_record_bytes` | 32768 | the most text one record holds (longer values are cut and marked); at least 1024 |
 /// | `bind` | `127.0.0.1:8080` | where `fabric-audit serve` listens |
 /// | `count_cap` | 10000 | up to how many records a total (`count=true`, `--count`) counts exactly: 1 to 1 000 000 |
+/// | `metrics_bind` | none (off) | where `fabric-audit serve` serves Prometheus metrics (`GET /metrics`) |
 /// | `client_ip_source` | `ConnectInfo` | where the query API reads the client address (feature `http`; see [`RequestContextLayer::client_ip_source`](crate::http::RequestContextLayer::client_ip_source)) |
 /// | `tokens` | none | `[{name, token or sha256, permissions}]` for the query API |
 ///
@@ -73,6 +74,9 @@ pub struct AuditConfig {
     pub bind: SocketAddr,
     /// Up to how many records a total counts exactly (1 to 1 000 000).
     pub count_cap: u32,
+    /// Where `fabric-audit serve` serves Prometheus metrics; `None` (the
+    /// default) serves none.
+    pub metrics_bind: Option<SocketAddr>,
     /// Where the query API reads the client address from: the socket
     /// (`ConnectInfo`, the default) or a header set by the proxy in front
     /// (`RightmostXForwardedFor`, `RightmostForwarded`, `XRealIp`,
@@ -122,7 +126,8 @@ impl std::fmt::Debug for AuditConfig {
             .field("max_record_bytes", &self.max_record_bytes)
             .field("run_migrations", &self.run_migrations)
             .field("bind", &self.bind)
-            .field("count_cap", &self.count_cap);
+            .field("count_cap", &self.count_cap)
+            .field("metrics_bind", &self.metrics_bind);
         #[cfg(feature = "http")]
         d.field("client_ip_source", &self.client_ip_source);
         d.field("tokens", &self.tokens).finish()
@@ -141,6 +146,7 @@ impl Default for AuditConfig {
             run_migrations: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             count_cap: 10_000,
+            metrics_bind: None,
             #[cfg(feature = "http")]
             client_ip_source: axum_client_ip::ClientIpSource::ConnectInfo,
             tokens: Vec::new(),

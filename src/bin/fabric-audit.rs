@@ -40,6 +40,10 @@ enum Command {
         /// configured).
         #[arg(long)]
         no_auth: bool,
+        /// Serve Prometheus metrics on this address (default:
+        /// `metrics_bind` from the configuration; none when unset).
+        #[arg(long, value_name = "ADDR")]
+        metrics_bind: Option<SocketAddr>,
     },
     /// Print records, newest first.
     Query {
@@ -300,8 +304,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (_, url) = db.resolve()?;
             import(url, files).await?;
         }
-        Command::Serve { db, bind, no_auth } => {
+        Command::Serve {
+            db,
+            bind,
+            no_auth,
+            metrics_bind,
+        } => {
             let (config, url) = db.resolve()?;
+            if let Some(addr) = metrics_bind.or(config.metrics_bind) {
+                serve_metrics(addr)?;
+            }
             serve(&config, &url, bind.unwrap_or(config.bind), no_auth).await?;
         }
     }
@@ -517,6 +529,17 @@ async fn serve(
         tracing::error!(target: "fabric_audit", %report, "audit records of the query API were lost");
     }
     served
+}
+
+/// Serves the `metrics` facade's values for Prometheus on `addr`, for as
+/// long as the process runs.
+fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| Usage(format!("cannot serve metrics on {addr}: {e}")))?;
+    eprintln!("serving Prometheus metrics on http://{addr}/metrics");
+    Ok(())
 }
 
 /// The configured tokens, or a usage error without any.

@@ -5,7 +5,7 @@ pub(crate) mod backend;
 mod classify;
 mod ddl;
 mod purge;
-mod query;
+pub(crate) mod query;
 mod row;
 mod schema;
 mod sink;

@@ -29,6 +29,7 @@
 //! it counts nothing more.
 
 pub(crate) mod flush;
+mod metrics;
 pub(crate) mod signal;
 pub(crate) mod slot;
 pub(crate) mod worker;
@@ -258,6 +259,7 @@ impl Delivery {
                 sink,
                 control: delivery.control.clone(),
                 config: settings.worker,
+                metrics: self::metrics::SinkMetrics::new(&name),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("fabric-audit-{name}"))

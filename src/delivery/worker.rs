@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::metrics::SinkMetrics;
 use super::slot::{Barrier, Item, SinkSlot};
 use super::Control;
 use crate::sink::{Batch, Sink, SinkError};
@@ -26,6 +27,7 @@ pub(crate) struct Worker {
     pub(crate) sink: Box<dyn Sink + Send>,
     pub(crate) control: Arc<Control>,
     pub(crate) config: WorkerConfig,
+    pub(crate) metrics: SinkMetrics,
 }
 
 impl Worker {
@@ -65,6 +67,8 @@ impl Worker {
                 barrier.reach(self.slot.failed());
                 self.control.progress.notify();
             }
+            self.metrics
+                .publish_if_due(&self.slot, &self.control.intake);
             if drained {
                 self.slot.space.notify();
             } else if self.control.is_closing() {
@@ -82,6 +86,7 @@ impl Worker {
             self.slot.record_error(&e, false);
             warn_failed(&self.slot.name, &e, "closing");
         }
+        self.metrics.publish(&self.slot, &self.control.intake);
     }
 
     /// Pops up to a batch of records, stopping after a flush barrier so
@@ -106,9 +111,11 @@ impl Worker {
             // records are counted as failed and the next batch goes on.
             // Muted: the sink's own I/O never logs record contents into the
             // application's logs.
+            let started = Instant::now();
             let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 crate::quiet::muted(|| self.sink.write(&Batch::new(batch)))
             }));
+            self.metrics.batch(batch.len(), started.elapsed());
             let attempt = attempt.unwrap_or_else(|_| Err(SinkError::rejected("the sink panicked")));
             let error = match attempt {
                 Ok(()) => {
@@ -149,6 +156,7 @@ impl Worker {
             };
             // Shutdown unparks us so that the deadline is noticed at once.
             std::thread::park_timeout(wait);
+            self.metrics.retry();
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
     }

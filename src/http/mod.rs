@@ -16,6 +16,9 @@ mod auth;
 mod context;
 mod denied;
 mod error;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod openapi;
 mod outcome;
 mod params;
 
@@ -88,6 +91,7 @@ where
         denied: DeniedBudget::new(),
     });
     Router::new()
+        .route(openapi::PATH, get(openapi::serve))
         .route("/api/v1/audit", guarded(&api, get(list::<A>)))
         .route("/api/v1/audit/{id}", guarded(&api, get(get_one::<A>)))
         .with_state(api)
@@ -99,9 +103,12 @@ fn guarded<A: Authorizer>(
     api: &Arc<Api<A>>,
     route: MethodRouter<Arc<Api<A>>>,
 ) -> MethodRouter<Arc<Api<A>>> {
-    route
+    let route = route
         .fallback(|| async { ApiError::method_not_allowed() })
-        .layer(from_fn_with_state(api.clone(), authenticate::<A>))
+        .layer(from_fn_with_state(api.clone(), authenticate::<A>));
+    #[cfg(feature = "metrics")]
+    let route = route.layer(axum::middleware::from_fn(metrics::count));
+    route
 }
 
 /// Lets through only callers with `audit:read`, before anything else of

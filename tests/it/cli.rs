@@ -389,19 +389,7 @@ impl Server {
 
     /// One request on its own connection; the status line and the body.
     fn get(&self, target: &str, token: Option<&str>) -> (String, String) {
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        write!(
-            stream,
-            "GET {target} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        (head.lines().next().unwrap().to_owned(), body.to_owned())
+        fetch(&self.addr, target, token)
     }
 
     /// Sends `signal` and waits (bounded) for a clean exit; its stderr.
@@ -433,6 +421,23 @@ impl Server {
         assert!(status.success(), "SIG{signal}: {status}: {stderr}");
         stderr
     }
+}
+
+/// One GET to `addr` on its own connection; the status line and the body.
+fn fetch(addr: &str, target: &str, token: Option<&str>) -> (String, String) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
 
 /// The `audit.read` records in the database at `url`.
@@ -562,4 +567,63 @@ fn migrate_prints_the_schema_for_an_apps_own_migration_tool() {
         "{}",
         text(&pg.stderr)
     );
+}
+
+#[test]
+fn serve_publishes_prometheus_metrics_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let metrics_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let config = dir.path().join("audit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\ndatabase_url = \"{url}\"\nbind = \"127.0.0.1:0\"\nmetrics_bind = \"{metrics_addr}\"\n[[audit.tokens]]\nname = \"ops\"\ntoken = \"t0k\"\npermissions = [\"audit:read\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&config);
+    for _ in 0..3 {
+        let (status, _) = server.get("/api/v1/audit", Some("t0k"));
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    }
+    let (status, _) = server.get("/api/v1/audit", None);
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+
+    let requests = |scrape: &str, status: u16| {
+        crate::metrics::sample(
+            scrape,
+            "fabric_audit_http_requests_total",
+            &format!("route=\"/api/v1/audit\",method=\"GET\",status=\"{status}\""),
+        )
+    };
+    // Requests are counted before they are answered; the audit sink's
+    // counters follow when its worker has written the 4 records (3 reads,
+    // 1 refusal): wait for that, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let scrape = loop {
+        let (status, scrape) = fetch(&metrics_addr, "/metrics", None);
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert_eq!(requests(&scrape, 200), Some(3.0), "{scrape}");
+        assert_eq!(requests(&scrape, 401), Some(1.0), "{scrape}");
+        let written = crate::metrics::sample(
+            &scrape,
+            "fabric_audit_records_written_total",
+            "sink=\"database\"",
+        );
+        if written == Some(4.0) {
+            break scrape;
+        }
+        assert!(std::time::Instant::now() < deadline, "{scrape}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        scrape.contains("fabric_audit_batch_duration_seconds"),
+        "{scrape}"
+    );
+    assert!(!scrape.contains("t0k"), "a secret in the metrics: {scrape}");
+    server.stop("TERM");
 }

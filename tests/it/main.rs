@@ -18,5 +18,10 @@ mod file;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod http;
 mod layer;
+#[cfg(feature = "metrics")]
+mod metrics;
+#[cfg(all(feature = "http", feature = "sqlite"))]
+mod openapi;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod outcome;
+mod writer;

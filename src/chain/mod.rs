@@ -1,0 +1,316 @@
+//! Tamper evidence: hash chains over stored records, and signed
+//! checkpoints of their heads.
+//!
+//! This module is the chain's arithmetic, independent of any sink: what a
+//! record's hash covers ([`record_hash`]), how a chain advances
+//! ([`Chain::link`]), how a sequence of stored records is checked
+//! ([`Verifier`]), and how a head is signed ([`checkpoint`]).
+//!
+//! # The record hash
+//!
+//! ```text
+//! hash_n = SHA-256( "fabric-audit/record/v1\n" || hash_{n-1} || JCS(record_n without "hash") )
+//! ```
+//!
+//! `hash_{n-1}` is the 32 raw bytes of the previous record's hash in the
+//! same chain (32 zero bytes before the first record), and the record
+//! includes its `chain` and `seq`. JCS is RFC 8785 with exact integers
+//! ([`canonical`]). The hash is stored as 64 lower-case hex digits.
+//!
+//! Because each hash covers the one before, changing a stored record
+//! breaks its own hash; deleting records leaves a gap in `seq`; inserting
+//! or reordering records breaks `seq` order. Deleting the newest records
+//! (truncating the tail) leaves a valid shorter chain: only a checkpoint
+//! kept elsewhere, signed with a key the attacker lacks, shows it.
+
+pub(crate) mod canonical;
+pub(crate) mod checkpoint;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 digest.
+pub(crate) type Hash = [u8; 32];
+
+/// The hash "before" a chain's first record.
+pub(crate) const GENESIS: Hash = [0; 32];
+
+const RECORD_DOMAIN: &[u8] = b"fabric-audit/record/v1\n";
+
+/// The hash of `record` (a JSON object; its `hash` key, if any, is left
+/// out) following `prev`.
+pub(crate) fn record_hash(prev: &Hash, record: &Map<String, Value>) -> Hash {
+    let mut body = Vec::with_capacity(512);
+    if record.contains_key("hash") {
+        let mut without = record.clone();
+        without.remove("hash");
+        canonical::write(&Value::Object(without), &mut body);
+    } else {
+        canonical::write_object(record, &mut body);
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(RECORD_DOMAIN);
+    hasher.update(prev);
+    hasher.update(&body);
+    hasher.finalize().into()
+}
+
+/// Lower-case hex of a hash.
+pub(crate) fn to_hex(hash: &Hash) -> String {
+    use std::fmt::Write;
+    hash.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A hash from 64 hex digits.
+pub(crate) fn from_hex(text: &str) -> Option<Hash> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut hash = [0; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(hash)
+}
+
+/// One chain's head, as its writer advances it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Chain {
+    id: String,
+    /// The `seq` of the last linked record; 0 before the first.
+    seq: u64,
+    head: Hash,
+}
+
+impl Chain {
+    /// A chain with no record yet.
+    pub(crate) fn new(id: impl Into<String>) -> Self {
+        Self::resume(id, 0, GENESIS)
+    }
+
+    /// A chain continuing after its record `seq` whose hash is `head`.
+    pub(crate) fn resume(id: impl Into<String>, seq: u64, head: Hash) -> Self {
+        Self {
+            id: id.into(),
+            seq,
+            head,
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub(crate) fn head(&self) -> &Hash {
+        &self.head
+    }
+
+    /// Adds `chain` and the next `seq` to `record`, hashes it and adds
+    /// `hash`; the chain's head moves to it.
+    pub(crate) fn link(&mut self, record: &mut Map<String, Value>) {
+        record.remove("hash");
+        record.insert("chain".into(), Value::from(self.id.as_str()));
+        record.insert("seq".into(), Value::from(self.seq + 1));
+        let hash = record_hash(&self.head, record);
+        record.insert("hash".into(), Value::from(to_hex(&hash)));
+        self.seq += 1;
+        self.head = hash;
+    }
+}
+
+/// What is wrong at one place of a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub(crate) enum Break {
+    /// The record at `seq` is not what was hashed: it was changed after
+    /// writing (or the record before it was changed and given a new hash).
+    Modified { seq: u64 },
+    /// Records `from..=to` are missing.
+    Deleted { from: u64, to: u64 },
+    /// A record at `seq` came after `after`: inserted, or moved.
+    OutOfOrder { seq: u64, after: u64 },
+    /// The record has no readable `chain`, `seq` or `hash`.
+    Unchained { index: usize },
+}
+
+/// Checks one chain's records in stored order.
+#[derive(Debug)]
+pub(crate) struct Verifier {
+    chain: Chain,
+    records: u64,
+    breaks: Vec<Break>,
+    index: usize,
+}
+
+impl Verifier {
+    /// Starts at the chain's beginning.
+    pub(crate) fn new(chain: impl Into<String>) -> Self {
+        Self::anchored(Chain::new(chain))
+    }
+
+    /// Starts after a known head (a checkpoint, or the last record a purge
+    /// removed).
+    pub(crate) fn anchored(chain: Chain) -> Self {
+        Self {
+            chain,
+            records: 0,
+            breaks: Vec::new(),
+            index: 0,
+        }
+    }
+
+    /// Checks the next stored record.
+    pub(crate) fn check(&mut self, record: &Map<String, Value>) {
+        let index = self.index;
+        self.index += 1;
+        let fields = (
+            record.get("seq").and_then(Value::as_u64),
+            record
+                .get("hash")
+                .and_then(Value::as_str)
+                .and_then(from_hex),
+        );
+        let (Some(seq), Some(stored)) = fields else {
+            self.breaks.push(Break::Unchained { index });
+            return;
+        };
+        self.records += 1;
+        let expected = self.chain.seq + 1;
+        if seq < expected {
+            self.breaks.push(Break::OutOfOrder {
+                seq,
+                after: self.chain.seq,
+            });
+            return;
+        }
+        if seq > expected {
+            self.breaks.push(Break::Deleted {
+                from: expected,
+                to: seq - 1,
+            });
+        } else if record_hash(&self.chain.head, record) != stored {
+            self.breaks.push(Break::Modified { seq });
+        }
+        // Go on from what is stored, so that one bad record is named alone.
+        self.chain = Chain::resume(self.chain.id.clone(), seq, stored);
+    }
+
+    /// The chain's head after the records checked so far.
+    pub(crate) fn head(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Records checked, and what was wrong.
+    pub(crate) fn finish(self) -> (u64, Vec<Break>) {
+        (self.records, self.breaks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chained(n: u64) -> Vec<Map<String, Value>> {
+        let mut chain = Chain::new("host-1/file");
+        (0..n)
+            .map(|i| {
+                let mut record = json!({
+                    "id": format!("01a2{i:028}"),
+                    "action": "invoice.sent",
+                    "detail": {"n": i, "big": u64::MAX - i, "f": 0.1 * i as f64, "s": "é\u{0}🦀"},
+                })
+                .as_object()
+                .unwrap()
+                .clone();
+                chain.link(&mut record);
+                record
+            })
+            .collect()
+    }
+
+    fn verify(records: &[Map<String, Value>]) -> (u64, Vec<Break>) {
+        let mut verifier = Verifier::new("host-1/file");
+        records.iter().for_each(|r| verifier.check(r));
+        verifier.finish()
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies_and_survives_a_json_round_trip() {
+        let records = chained(50);
+        assert_eq!(verify(&records), (50, vec![]));
+        let read_back: Vec<Map<String, Value>> = records
+            .iter()
+            .map(|r| serde_json::from_str(&serde_json::to_string_pretty(r).unwrap()).unwrap())
+            .collect();
+        assert_eq!(verify(&read_back), (50, vec![]));
+        assert_eq!(records[49]["seq"], 50);
+        assert_eq!(records[0]["chain"], "host-1/file");
+    }
+
+    #[test]
+    fn every_kind_of_tampering_is_named_where_it_happened() {
+        let records = chained(10);
+
+        let mut modified = records.clone();
+        modified[3]["detail"]["big"] = json!(u64::MAX - 4); // the last digit only
+        assert_eq!(verify(&modified).1, vec![Break::Modified { seq: 4 }]);
+
+        let mut deleted = records.clone();
+        deleted.drain(4..7);
+        assert_eq!(verify(&deleted).1, vec![Break::Deleted { from: 5, to: 7 }]);
+
+        let mut swapped = records.clone();
+        swapped.swap(2, 3);
+        let breaks = verify(&swapped).1;
+        assert!(
+            breaks.contains(&Break::Deleted { from: 3, to: 3 }),
+            "{breaks:?}"
+        );
+        assert!(
+            breaks.contains(&Break::OutOfOrder { seq: 3, after: 4 }),
+            "{breaks:?}"
+        );
+
+        let mut inserted = records.clone();
+        inserted.insert(5, inserted[2].clone());
+        assert_eq!(
+            verify(&inserted).1,
+            vec![Break::OutOfOrder { seq: 3, after: 5 }]
+        );
+
+        let mut rehashed = records.clone();
+        // Changing a record and recomputing its hash breaks the next one.
+        rehashed[6]["action"] = json!("invoice.voided");
+        let prev = from_hex(rehashed[5]["hash"].as_str().unwrap()).unwrap();
+        let forged = record_hash(&prev, &rehashed[6]);
+        rehashed[6]["hash"] = json!(to_hex(&forged));
+        assert_eq!(verify(&rehashed).1, vec![Break::Modified { seq: 8 }]);
+
+        let mut unchained = records;
+        unchained[1].remove("hash");
+        assert_eq!(
+            verify(&unchained).1,
+            vec![
+                Break::Unchained { index: 1 },
+                Break::Deleted { from: 2, to: 2 }
+            ]
+        );
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_garbage() {
+        let hash = record_hash(&GENESIS, &Map::new());
+        assert_eq!(from_hex(&to_hex(&hash)), Some(hash));
+        for bad in ["", "00", &"g".repeat(64), &"é".repeat(32), &"0".repeat(65)] {
+            assert_eq!(from_hex(bad), None, "{bad}");
+        }
+    }
+}
