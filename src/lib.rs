@@ -103,13 +103,21 @@
 //! - `db`: the database sink, migrations, retention and the [`Store`].
 //! - `http`, `config`: the query API and the settings.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// First: `cfg_db!` is used by what follows.
+#[macro_use]
+mod cfg;
+
 #[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub use crate::config::{AuditConfig, TokenConfig};
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use crate::db::{
-    migrate, purge, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Imported,
-    Page, Store, StoreBuilder,
-};
+cfg_db! {
+    pub use crate::db::{
+        migrate, purge, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder,
+        Imported, Page, Store, StoreBuilder,
+    };
+}
 pub use crate::delivery::Overflow;
 pub use crate::error::{Error, Result};
 pub use crate::handle::AuditHandle;
@@ -122,15 +130,20 @@ pub use crate::sink::{Batch, FileSink, FileSinkBuilder, Sink, SinkError};
 
 #[cfg(feature = "config")]
 mod config;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod db;
+cfg_db! {
+    mod db;
+}
 mod delivery;
 mod error;
 mod handle;
-#[cfg(all(
-    feature = "http",
-    any(feature = "sqlite", feature = "postgres", feature = "mysql")
-))]
+#[cfg(all(feature = "http", db))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(
+        feature = "http",
+        any(feature = "sqlite", feature = "postgres", feature = "mysql")
+    )))
+)]
 pub mod http;
 mod layer;
 mod macros;

@@ -4,6 +4,7 @@
 pub(crate) mod backend;
 mod classify;
 mod ddl;
+mod migrate;
 mod purge;
 mod query;
 mod row;
@@ -14,6 +15,7 @@ mod stored;
 mod write;
 
 pub use self::query::{AuditQuery, Cursor, Page};
-pub use self::sink::{migrate, purge, schema_sql};
+pub use self::migrate::{migrate, schema_sql};
+pub use self::purge::purge;
 pub use self::sink::{DatabaseSink, DatabaseSinkBuilder, Imported};
 pub use self::store::{Store, StoreBuilder};

@@ -11,6 +11,7 @@ use fabric_audit::{
 
 use crate::support::{pipeline, Collect, User};
 
+mod errors;
 mod hostile;
 mod integrity;
 mod network;
