@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::slot::{Barrier, Item, SinkSlot};
-use super::Control;
+use super::pool::RecordPool;
+use super::queue::{Barrier, Item, SinkQueue};
+use super::{Lifecycle, RateLimit};
 use crate::sink::{Batch, Sink, SinkError};
 use crate::AuditRecord;
 
@@ -22,9 +23,13 @@ pub(crate) struct WorkerConfig {
 }
 
 pub(crate) struct Worker {
-    pub(crate) slot: Arc<SinkSlot>,
+    pub(crate) queue: Arc<SinkQueue>,
     pub(crate) sink: Box<dyn Sink + Send>,
-    pub(crate) control: Arc<Control>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    /// Where the worker returns the records it is done with.
+    pub(crate) pool: Arc<RecordPool>,
+    /// Shared by every worker: retries are warned about once a second.
+    pub(crate) retry_warnings: Arc<RateLimit>,
     pub(crate) config: WorkerConfig,
 }
 
@@ -33,7 +38,7 @@ impl Worker {
     /// is empty.
     pub(crate) fn run(mut self) {
         // Whatever happens below, shutdown must learn that we are gone.
-        let _finished = Finished(self.slot.clone(), self.control.clone());
+        let _finished = Finished(self.queue.clone(), self.lifecycle.clone());
         let mut batch = Vec::with_capacity(self.config.batch_size);
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::quiet::muted(|| self.sink.open())
@@ -41,17 +46,17 @@ impl Worker {
         match opened {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                self.slot.record_error(&e, false);
-                warn_failed(&self.slot.name, &e, "opening; the first write tries again");
+                self.queue.record_error(&e, false);
+                warn_failed(&self.queue.name, &e, "opening; the first write tries again");
             }
             Err(_) => {
                 let e = SinkError::rejected("the sink panicked while opening");
-                self.slot.record_error(&e, false);
-                warn_failed(&self.slot.name, &e, "opening");
+                self.queue.record_error(&e, false);
+                warn_failed(&self.queue.name, &e, "opening");
             }
         }
         loop {
-            if self.slot.is_abandoned() {
+            if self.queue.is_abandoned() {
                 // Shutdown has counted what we hold; leave quietly.
                 return;
             }
@@ -59,28 +64,28 @@ impl Worker {
             let drained = !batch.is_empty() || barrier.is_some();
             if !batch.is_empty() {
                 self.write(&batch);
-                batch.drain(..).for_each(|r| self.control.recycle(r));
+                batch.drain(..).for_each(|r| self.pool.recycle(r));
             }
             if let Some(barrier) = barrier {
-                barrier.reach(self.slot.failed());
-                self.control.progress.notify();
+                barrier.reach(self.queue.failed());
+                self.lifecycle.progress.notify();
             }
             if drained {
-                self.slot.space.notify();
-            } else if self.control.is_closing() {
-                if self.control.intake.is_settled() {
+                self.queue.space.notify();
+            } else if self.lifecycle.is_closing() {
+                if self.lifecycle.intake.is_settled() {
                     break;
                 }
                 // An emitter admitted before the close is still handing
                 // its record over: look again in a moment.
-                self.slot.sleep(HANDOVER_POLL);
+                self.queue.sleep(HANDOVER_POLL);
             } else {
-                self.slot.sleep(self.config.interval);
+                self.queue.sleep(self.config.interval);
             }
         }
         if let Err(e) = crate::quiet::muted(|| self.sink.close()) {
-            self.slot.record_error(&e, false);
-            warn_failed(&self.slot.name, &e, "closing");
+            self.queue.record_error(&e, false);
+            warn_failed(&self.queue.name, &e, "closing");
         }
     }
 
@@ -89,7 +94,7 @@ impl Worker {
     /// settled.
     fn drain(&self, batch: &mut Vec<Arc<AuditRecord>>) -> Option<Arc<Barrier>> {
         while batch.len() < self.config.batch_size {
-            match self.slot.pop()? {
+            match self.queue.pop()? {
                 Item::Record(record) => batch.push(record),
                 Item::Barrier(barrier) => return Some(barrier),
             }
@@ -112,36 +117,36 @@ impl Worker {
             let attempt = attempt.unwrap_or_else(|_| Err(SinkError::rejected("the sink panicked")));
             let error = match attempt {
                 Ok(()) => {
-                    if self.slot.record_outcome(batch.len(), 0) {
-                        self.control.progress.notify();
+                    if self.queue.record_outcome(batch.len(), 0) {
+                        self.lifecycle.progress.notify();
                     }
                     return;
                 }
                 Err(error) => error,
             };
-            if self.slot.record_error(&error, error.is_transient()) {
-                self.control.progress.notify();
+            if self.queue.record_error(&error, error.is_transient()) {
+                self.lifecycle.progress.notify();
             }
             if let Some(failed) = error.failed_records() {
                 let failed = failed.min(batch.len());
                 warn_failed(
-                    &self.slot.name,
+                    &self.queue.name,
                     &error,
                     "some records of a batch were refused",
                 );
-                if self.slot.record_outcome(batch.len() - failed, failed) {
-                    self.control.progress.notify();
+                if self.queue.record_outcome(batch.len() - failed, failed) {
+                    self.lifecycle.progress.notify();
                 }
                 return;
             }
-            let deadline = self.control.deadline();
+            let deadline = self.lifecycle.deadline();
             if !error.is_transient() || deadline.is_some_and(|d| Instant::now() >= d) {
-                warn_failed(&self.slot.name, &error, "giving up on a batch");
-                self.slot.record_outcome(0, batch.len());
+                warn_failed(&self.queue.name, &error, "giving up on a batch");
+                self.queue.record_outcome(0, batch.len());
                 return;
             }
-            if self.control.warnings.allow() {
-                warn_failed(&self.slot.name, &error, "retrying");
+            if self.retry_warnings.allow() {
+                warn_failed(&self.queue.name, &error, "retrying");
             }
             let wait = match deadline {
                 Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
@@ -155,7 +160,7 @@ impl Worker {
 }
 
 /// Marks the worker finished when it returns or unwinds.
-struct Finished(Arc<SinkSlot>, Arc<Control>);
+struct Finished(Arc<SinkQueue>, Arc<Lifecycle>);
 
 impl Drop for Finished {
     fn drop(&mut self) {

@@ -52,9 +52,9 @@ impl Barrier {
 /// One sink's queue and its counters: what emitters, its worker, flushes
 /// and shutdown share.
 #[derive(Debug)]
-pub(crate) struct SinkSlot {
+pub(crate) struct SinkQueue {
     pub(crate) name: String,
-    queue: ArrayQueue<Item>,
+    items: ArrayQueue<Item>,
     /// Queue length at which an emitter wakes a sleeping worker.
     wake_at: usize,
     sleeping: AtomicBool,
@@ -77,11 +77,11 @@ pub(crate) struct SinkSlot {
     errors: AtomicU64,
 }
 
-impl SinkSlot {
+impl SinkQueue {
     pub(crate) fn new(name: String, capacity: usize, batch_size: usize) -> Self {
         Self {
             name,
-            queue: ArrayQueue::new(capacity.max(1)),
+            items: ArrayQueue::new(capacity.max(1)),
             wake_at: batch_size.min(capacity / 2).max(1),
             sleeping: AtomicBool::new(false),
             worker: OnceLock::new(),
@@ -109,17 +109,17 @@ impl SinkSlot {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        match self.queue.push(Item::Record(record)) {
+        match self.items.push(Item::Record(record)) {
             Ok(()) => {
-                if self.sleeping.load(Ordering::Relaxed) && self.queue.len() >= self.wake_at {
-                    self.wake();
+                if self.sleeping.load(Ordering::Relaxed) && self.items.len() >= self.wake_at {
+                    self.wake_if_sleeping();
                 }
                 true
             }
             Err(item) if overflow == Overflow::Block => self.push_blocking(item),
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.wake();
+                self.wake_if_sleeping();
                 false
             }
         }
@@ -127,7 +127,7 @@ impl SinkSlot {
 
     fn push_blocking(&self, item: Item) -> bool {
         let mut pending = Some(item);
-        self.wake();
+        self.wake_if_sleeping();
         self.space.wait_blocking(|| {
             let Some(item) = pending.take() else {
                 return true;
@@ -137,11 +137,11 @@ impl SinkSlot {
                 pending = Some(item);
                 return true;
             }
-            match self.queue.push(item) {
+            match self.items.push(item) {
                 Ok(()) => true,
                 Err(item) => {
                     pending = Some(item);
-                    self.wake();
+                    self.wake_if_sleeping();
                     false
                 }
             }
@@ -154,7 +154,7 @@ impl SinkSlot {
     }
 
     /// Wakes the worker if it sleeps.
-    pub(crate) fn wake(&self) {
+    pub(crate) fn wake_if_sleeping(&self) {
         // A load first: under a flood of dropped records the worker is
         // awake, and a swap per record would fight over the cache line.
         if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
@@ -165,7 +165,7 @@ impl SinkSlot {
     }
 
     /// Wakes the worker whether or not it sleeps (shutdown, flush, backoff).
-    pub(crate) fn kick(&self) {
+    pub(crate) fn wake_always(&self) {
         self.sleeping.store(false, Ordering::Release);
         if let Some(worker) = self.worker.get() {
             worker.unpark();
@@ -176,7 +176,7 @@ impl SinkSlot {
     /// or until an emitter finds a batch's worth queued.
     pub(crate) fn sleep(&self, interval: Duration) {
         self.sleeping.store(true, Ordering::SeqCst);
-        if self.queue.is_empty() {
+        if self.items.is_empty() {
             std::thread::park_timeout(interval);
         }
         self.sleeping.store(false, Ordering::Release);
@@ -184,7 +184,7 @@ impl SinkSlot {
 
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.kick();
+        self.wake_always();
         self.space.notify();
     }
 
@@ -270,18 +270,18 @@ impl SinkSlot {
 
     /// Takes the next item off the queue: the worker's side.
     pub(crate) fn pop(&self) -> Option<Item> {
-        self.queue.pop()
+        self.items.pop()
     }
 
     /// Queues a flush barrier behind everything already queued; false when
     /// the queue is full.
     pub(crate) fn push_barrier(&self, barrier: &Arc<Barrier>) -> bool {
-        self.queue.push(Item::Barrier(barrier.clone())).is_ok()
+        self.items.push(Item::Barrier(barrier.clone())).is_ok()
     }
 
     /// Counts whatever is still queued as dropped (after the worker is gone).
     pub(crate) fn drop_leftovers(&self) {
-        while let Some(item) = self.queue.pop() {
+        while let Some(item) = self.items.pop() {
             if let Item::Record(_) = item {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -298,7 +298,7 @@ impl SinkSlot {
             dropped: load(&self.dropped) + late,
             failed: load(&self.failed),
             errors: load(&self.errors),
-            queued: self.queue.len() as u64,
+            queued: self.items.len() as u64,
             pending: 0,
             failing: self.is_failing(),
             last_error: self
