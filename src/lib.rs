@@ -98,7 +98,7 @@
 //! - `layer`: [`AuditLayer`], its builder and filters.
 //! - `record`: [`AuditRecord`] and its JSON form.
 //! - `delivery`: queues, workers, flush barriers (private).
-//! - `sink`: the [`Sink`] trait and the [`FileSink`].
+//! - `sink`: the [`Sink`] trait, the [`FileSink`] and [`sinks::from_fn`].
 //! - `handle`, `report`: [`AuditHandle`] and its [`Report`].
 //! - `db`: the database sink, migrations, retention and the [`Store`].
 //! - `http`, `config`: the query API and the settings.
@@ -153,6 +153,11 @@ mod record;
 mod report;
 mod retention;
 mod sink;
+
+/// Sinks made from closures: [`sinks::from_fn`].
+pub mod sinks {
+    pub use crate::sink::{from_fn, FromFn};
+}
 
 /// What `audit!` expands to; not public API.
 #[doc(hidden)]

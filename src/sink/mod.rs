@@ -6,6 +6,7 @@
 //! durably or say why it could not.
 
 mod file;
+mod from_fn;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use crate::AuditRecord;
 
 pub use self::file::{FileSink, FileSinkBuilder};
+pub use self::from_fn::{from_fn, FromFn};
 
 /// A destination for audit records.
 ///
