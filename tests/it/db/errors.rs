@@ -123,7 +123,7 @@ fn a_bad_url_is_invalid_input_wherever_it_is_given() {
 
 #[test]
 fn a_missing_schema_is_a_database_error_that_names_what_is_missing() {
-    let db = super::sqlite();
+    let db = super::support::sqlite();
     let err = DatabaseSink::builder(&db.url)
         .apply_migrations(false)
         .build()
