@@ -105,7 +105,6 @@ mod tests {
         assert!(!err.is_transient());
         assert!(sink.open().is_ok() && sink.close().is_ok());
         assert!(format!("{sink:?}").starts_with("FromFn"));
-        drop(sink);
         assert_eq!(calls, 3);
     }
 }
