@@ -177,15 +177,24 @@ pub(crate) struct Delivery {
     pool: Arc<RecordPool>,
     /// What `AuditHandle::check` probes have found.
     pub(crate) probe: crate::layer::probe::Probes,
+    /// What `submit` does when a queue is full.
     overflow: Overflow,
+    /// Events without an action: refused before they enter, so counted
+    /// here and not in any sink (they are not part of `emitted`).
     invalid: AtomicU64,
+    /// One warning a second about dropped records, however many drop.
     drop_warnings: RateLimit,
+    /// One warning a second about events without an action.
     invalid_warnings: RateLimit,
+    /// From the start of shutdown to the deadline of the workers' retries.
     shutdown_timeout: Duration,
     /// The size budget of each record's text.
     max_record_bytes: usize,
-    /// Each worker with the index of its queue.
+    /// Each worker with the index of its queue; taken by the first
+    /// `finish_shutdown`.
     workers: Mutex<Vec<(usize, JoinHandle<()>)>>,
+    /// Set once shutdown has joined or abandoned the workers: later calls
+    /// only read the counters.
     final_report: OnceLock<()>,
 }
 
@@ -290,6 +299,8 @@ impl Delivery {
         }
     }
 
+    /// Names each sink that dropped records, with its total so far.
+    /// Cold and out of line: the emitting path only pays for the check.
     #[cold]
     fn warn_dropped(&self) {
         let report = self.report();
@@ -338,6 +349,9 @@ impl Drop for Delivery {
 
 /// Allows one event per second: for warnings on paths that can fire a
 /// million times a second.
+///
+/// Lock-free: the caller that moves `next_ms` forward (one compare and
+/// swap) is the one allowed; the others lose the race and stay quiet.
 #[derive(Debug)]
 pub(crate) struct RateLimit {
     origin: Instant,

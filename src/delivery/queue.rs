@@ -4,6 +4,30 @@
 //! only when it sleeps and the queue has reached a batch's worth, so a
 //! steady stream of events costs no wake-up system call per event; the
 //! worker otherwise wakes on its own timer.
+//!
+//! # Who touches what
+//!
+//! | part | emitters | worker | flush | shutdown |
+//! |---|---|---|---|---|
+//! | `items` | push records | pop | push barriers | pops leftovers once the worker is gone |
+//! | `sleeping` | read, clear to wake | set before parking | clear to wake | clear to wake |
+//! | `space` | wait when full (`Block`) | notify after draining | wait when full | notify on close |
+//! | `closed` | read | | read | set |
+//! | counters | `dropped` | `written`, `failed`, `errors` | read | `failed` (abandon) |
+//!
+//! # Counting
+//!
+//! Every record offered to the queue is counted exactly once: `dropped`
+//! when refused (full, or closed), otherwise `written` or `failed` by the
+//! worker, or `dropped` when still queued after the worker is gone, or
+//! `failed` when shutdown abandons a worker stuck at its deadline. The
+//! `abandoned` lock makes the last case and the worker's own counting
+//! mutually exclusive, so a stuck write that returns late counts nothing.
+//!
+//! The counters are plain relaxed atomics: each is only ever added to, and
+//! a [`report`](SinkQueue::report) is a snapshot. Its consistency with the
+//! intake (no sink ahead of the emitted count) comes from the order in
+//! which [`Delivery::report`](super::Delivery::report) reads them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -20,6 +44,7 @@ use crate::AuditRecord;
 /// What travels through a sink's queue.
 #[derive(Debug)]
 pub(crate) enum Item {
+    /// A record, shared by every sink's queue (one allocation per event).
     Record(Arc<AuditRecord>),
     /// A flush barrier: reached once everything queued before it is settled.
     Barrier(Arc<Barrier>),
@@ -53,11 +78,19 @@ impl Barrier {
 /// and shutdown share.
 #[derive(Debug)]
 pub(crate) struct SinkQueue {
+    /// The sink's name, as in the report.
     pub(crate) name: String,
+    /// Records and flush barriers, in the order they were queued: the
+    /// order that makes a barrier mean "everything before me".
     items: ArrayQueue<Item>,
-    /// Queue length at which an emitter wakes a sleeping worker.
+    /// Queue length at which an emitter wakes a sleeping worker: a batch,
+    /// or half the queue if that is smaller (so that a small queue does
+    /// not fill up before its worker is woken).
     wake_at: usize,
+    /// Set by the worker just before it parks, cleared by whoever wakes
+    /// it: lets emitters skip the unpark system call while it is awake.
     sleeping: AtomicBool,
+    /// The worker's thread, to unpark; set once, right after it spawned.
     worker: OnceLock<Thread>,
     /// Notified by the worker when it has made room in the queue.
     pub(crate) space: Signal,
@@ -65,15 +98,22 @@ pub(crate) struct SinkQueue {
     closed: AtomicBool,
     /// Set when the worker has returned.
     finished: AtomicBool,
+    /// Set by a transient error, cleared by the next write that succeeds:
+    /// flushes do not wait for a failing sink.
     failing: AtomicBool,
+    /// The text of the last error, for the report.
     last_error: Mutex<Option<String>>,
     /// Set when shutdown gave up on a worker that did not finish by the
     /// deadline; the lock makes that and the worker's own counting
     /// mutually exclusive, so no record is counted twice.
     abandoned: Mutex<bool>,
+    /// Records stored by the sink.
     written: AtomicU64,
+    /// Records refused by the queue (full or closed), or left in it.
     dropped: AtomicU64,
+    /// Records the sink refused, gave up on, or never finished.
     failed: AtomicU64,
+    /// Failed attempts (a retried batch counts each attempt).
     errors: AtomicU64,
 }
 
@@ -125,6 +165,9 @@ impl SinkQueue {
         }
     }
 
+    /// The [`Overflow::Block`] path: waits on `space` until the item fits
+    /// or the queue closes. Wakes the worker first, and again after every
+    /// failed push: a full queue with a sleeping worker would never drain.
     fn push_blocking(&self, item: Item) -> bool {
         let mut pending = Some(item);
         self.wake_if_sleeping();
@@ -174,6 +217,12 @@ impl SinkQueue {
 
     /// Called by the worker with an empty queue: sleeps up to `interval`,
     /// or until an emitter finds a batch's worth queued.
+    ///
+    /// `sleeping` is set (`SeqCst`) before the queue is looked at: an
+    /// emitter that pushed before that look is seen by it, and one that
+    /// pushes after sees `sleeping` and may wake us. A wake-up that comes
+    /// before `park_timeout` is not lost either: `unpark` leaves a token
+    /// that makes the next park return at once.
     pub(crate) fn sleep(&self, interval: Duration) {
         self.sleeping.store(true, Ordering::SeqCst);
         if self.items.is_empty() {
@@ -182,6 +231,8 @@ impl SinkQueue {
         self.sleeping.store(false, Ordering::Release);
     }
 
+    /// Accepts nothing more, and wakes both the worker (to drain and
+    /// finish) and emitters blocked on a full queue (to give up).
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.wake_always();
@@ -192,6 +243,8 @@ impl SinkQueue {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The worker has returned (or unwound): flushes and shutdown stop
+    /// waiting for it.
     pub(crate) fn set_finished(&self) {
         self.finished.store(true, Ordering::Release);
     }

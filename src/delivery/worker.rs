@@ -1,4 +1,26 @@
 //! A sink's worker thread: drain the queue in batches, write, retry.
+//!
+//! One thread per sink, so that a sink may block (a database round trip,
+//! an `fsync`) without holding back the emitting threads or another sink.
+//! The loop:
+//!
+//! 1. Open the sink (a failure is counted and warned about; the first
+//!    write tries again).
+//! 2. Drain up to a batch of records, stopping early at a flush barrier.
+//! 3. Write the batch: retry transient errors with capped exponential
+//!    backoff (the records stay where they are, so nothing behind them
+//!    overtakes them), count refused records as failed, and after the
+//!    shutdown deadline give up and count the batch as failed.
+//! 4. Reach the barrier, if one stopped the batch, and notify progress.
+//! 5. With nothing queued: sleep until woken or the interval passes, or,
+//!    once closing, finish when every admitted record has been handed over.
+//!
+//! A sink that panics is caught: the batch counts as failed and the
+//! worker goes on. The sink runs muted (see `quiet`), so that its own
+//! tracing (a driver logging its parameters) never copies records into
+//! the application's logs. Whatever happens, the worker marks itself
+//! finished on the way out (`Finished`), or shutdown would wait for it
+//! until its deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,14 +38,22 @@ const HANDOVER_POLL: Duration = Duration::from_millis(1);
 /// How a worker batches and retries.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WorkerConfig {
+    /// The most records per `Sink::write`.
     pub(crate) batch_size: usize,
+    /// How long an idle worker sleeps before it looks at its queue again
+    /// (emitters wake it sooner once a batch's worth is queued).
     pub(crate) interval: Duration,
+    /// The first wait after a transient error; doubled per retry.
     pub(crate) min_backoff: Duration,
+    /// The longest wait between two retries.
     pub(crate) max_backoff: Duration,
 }
 
+/// One sink's worker: what its thread owns.
 pub(crate) struct Worker {
+    /// The queue it drains, shared with the emitters.
     pub(crate) queue: Arc<SinkQueue>,
+    /// The sink, owned: only this thread ever calls it.
     pub(crate) sink: Box<dyn Sink + Send>,
     pub(crate) lifecycle: Arc<Lifecycle>,
     /// Where the worker returns the records it is done with.
