@@ -23,8 +23,10 @@ use crate::{Error, Result};
 pub fn migrate(url: &str) -> Result<()> {
     let backend = Backend::parse(url)?;
     let mut conn = connect(&backend, Role::Migrate)?;
-    write::migrate(&mut conn)
-        .map_err(|e| Error::database(format!("cannot migrate the {} audit tables", backend.kind())).because(e))
+    write::migrate(&mut conn).map_err(|e| {
+        let kind = backend.kind();
+        Error::database(format!("cannot migrate the {kind} audit tables")).because(e)
+    })
 }
 
 /// The audit schema of the backend `url` names, as the SQL script of its

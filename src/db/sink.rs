@@ -286,7 +286,7 @@ impl DatabaseSinkBuilder {
 
     /// Whether the sink applies its migrations at start-up (the default),
     /// or leaves the schema to the application's own migration tool (the
-    /// SQL from [`schema_sql`]) and only checks that the tables, their
+    /// SQL from [`schema_sql`](crate::schema_sql)) and only checks that the tables, their
     /// columns and, where diesel's table records them, these migrations
     /// are there, failing with exactly what is missing.
     pub fn apply_migrations(self, apply: bool) -> Self {
