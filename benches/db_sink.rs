@@ -12,12 +12,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, Criterion, Throughput};
 use diesel::prelude::*;
-use fabric_audit::{AuditLayer, DatabaseSink, Overflow};
-use tracing_subscriber::prelude::*;
+use fabric_audit::{AuditLayer, DatabaseSink};
 
 const EVENTS: u64 = 200_000;
 
@@ -120,23 +119,8 @@ impl Drop for Scratch {
 /// Emits `EVENTS` events into a database sink and waits until committed.
 fn pipeline(url: &str) -> Duration {
     let sink = DatabaseSink::builder(url).keep_forever().build().unwrap();
-    let (layer, audit) = AuditLayer::builder()
-        .sink("database", sink)
-        .overflow(Overflow::Block)
-        .build()
-        .unwrap();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    let start = Instant::now();
-    tracing::dispatcher::with_default(&dispatch, || {
-        support::in_request(|| {
-            for _ in 0..EVENTS {
-                audit_event!();
-            }
-        })
-    });
-    audit.flush_blocking().unwrap();
-    let elapsed = start.elapsed();
-    let report = audit.shutdown_blocking();
+    let builder = AuditLayer::builder().sink("database", sink);
+    let (elapsed, report) = support::emit_and_flush(builder, EVENTS);
     assert_eq!(
         report.sink("database").unwrap().written(),
         EVENTS,
@@ -150,17 +134,17 @@ fn pipeline(url: &str) -> Duration {
 macro_rules! baseline {
     ($conn:expr, $rows:expr) => {{
         let conn = $conn;
-        let start = Instant::now();
-        for chunk in $rows.chunks(1000) {
-            conn.transaction::<_, diesel::result::Error, _>(|c| {
-                diesel::insert_into(audit_events::table)
-                    .values(chunk)
-                    .execute(c)?;
-                Ok(())
-            })
-            .unwrap();
-        }
-        start.elapsed()
+        support::timed(|| {
+            for chunk in $rows.chunks(1000) {
+                conn.transaction::<_, diesel::result::Error, _>(|c| {
+                    diesel::insert_into(audit_events::table)
+                        .values(chunk)
+                        .execute(c)?;
+                    Ok(())
+                })
+                .unwrap();
+            }
+        })
     }};
 }
 
@@ -175,13 +159,12 @@ fn bench_backend(c: &mut Criterion, name: &str, scratch: impl Fn() -> Option<Scr
     group.measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Elements(EVENTS));
     group.bench_function("pipeline", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| pipeline(&scratch().unwrap().url)).sum())
+        b.iter_custom(|iters| support::sum_of_runs(iters, || pipeline(&scratch().unwrap().url)))
     });
     let rows = rows();
     group.bench_function("diesel_sync_inserts", |b| {
         b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
+            support::sum_of_runs(iters, || {
                     let db = scratch().unwrap();
                     fabric_audit::migrate(&db.url).unwrap();
                     if name == "sqlite" {
@@ -200,8 +183,7 @@ fn bench_backend(c: &mut Criterion, name: &str, scratch: impl Fn() -> Option<Scr
                         .unwrap();
                         baseline!(&mut conn, &rows)
                     }
-                })
-                .sum()
+            })
         })
     });
     group.finish();

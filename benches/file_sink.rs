@@ -12,11 +12,10 @@ mod support;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, Criterion, Throughput};
-use fabric_audit::{AuditLayer, AuditRecord, Overflow};
-use tracing_subscriber::prelude::*;
+use fabric_audit::{AuditLayer, AuditRecord};
 
 const EVENTS: u64 = 1_000_000;
 
@@ -44,50 +43,31 @@ fn file_sink(c: &mut Criterion) {
 
     group.bench_function("pipeline", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            support::sum_of_runs(iters, || {
                 let dir = tempfile::tempdir().unwrap();
-                // Block: measure what the file can take, not what we drop.
-                let (layer, audit) = AuditLayer::builder()
-                    .file(dir.path().join("audit.jsonl"))
-                    .overflow(Overflow::Block)
-                    .build()
-                    .unwrap();
-                let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-                let start = Instant::now();
-                tracing::dispatcher::with_default(&dispatch, || {
-                    support::in_request(|| {
-                        for _ in 0..EVENTS {
-                            audit_event!();
-                        }
-                    })
-                });
-                audit.flush_blocking().unwrap();
-                total += start.elapsed();
-                let report = audit.shutdown_blocking();
+                let builder = AuditLayer::builder().file(dir.path().join("audit.jsonl"));
+                let (elapsed, report) = support::emit_and_flush(builder, EVENTS);
                 assert_eq!(report.sink("file").unwrap().written(), EVENTS, "{report}");
-            }
-            total
+                elapsed
+            })
         })
     });
 
     let records: Vec<Arc<AuditRecord>> = (0..EVENTS).map(|_| Arc::new(record())).collect();
     group.bench_function("serde_json_bufwriter", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            support::sum_of_runs(iters, || {
                 let dir = tempfile::tempdir().unwrap();
                 let file = File::create(dir.path().join("audit.jsonl")).unwrap();
-                let start = Instant::now();
-                let mut out = BufWriter::new(file);
-                for record in &records {
-                    serde_json::to_writer(&mut out, &**record).unwrap();
-                    out.write_all(b"\n").unwrap();
-                }
-                out.flush().unwrap();
-                total += start.elapsed();
-            }
-            total
+                support::timed(|| {
+                    let mut out = BufWriter::new(file);
+                    for record in &records {
+                        serde_json::to_writer(&mut out, &**record).unwrap();
+                        out.write_all(b"\n").unwrap();
+                    }
+                    out.flush().unwrap();
+                })
+            })
         })
     });
     group.finish();

@@ -1,4 +1,8 @@
-//! Settings from a file and the environment, with the Python package's keys.
+//! Settings from a file and the environment.
+//!
+//! The keys and defaults are those of `fastapi-fabric-audit`, the Python
+//! package this crate is the Rust counterpart of, so that a service moving
+//! from it keeps its configuration files and environment variables.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -169,7 +173,7 @@ impl AuditConfig {
         let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(Error::invalid(format!(
+                return Err(Error::config(format!(
                     "config file not found: {}",
                     path.display()
                 )));
@@ -203,19 +207,19 @@ impl AuditConfig {
             )));
         }
         if self.queue_maxsize == 0 {
-            return Err(Error::invalid(
+            return Err(Error::config(
                 "configuration: `audit.queue_maxsize` must be at least 1",
             ));
         }
         if self.max_record_bytes < MIN_RECORD_BYTES {
-            return Err(Error::invalid(format!(
+            return Err(Error::config(format!(
                 "configuration: `audit.max_record_bytes` must be at least {MIN_RECORD_BYTES}; not {}",
                 self.max_record_bytes
             )));
         }
         for token in &self.tokens {
             if token.token.is_some() == token.sha256.is_some() {
-                return Err(Error::invalid(format!(
+                return Err(Error::config(format!(
                     "configuration: token `{}` needs exactly one of `token` and `sha256`",
                     token.name
                 )));
@@ -267,9 +271,11 @@ fn is_secret_key(key: &str) -> bool {
         .any(|s| key.contains(s))
 }
 
-/// One line per problem, each naming its key and where the value came from.
+/// One line per problem, each naming its key and where the value came
+/// from; figment's error is chained as the cause.
 fn describe(error: figment::Error) -> Error {
     let lines: Vec<String> = error
+        .clone()
         .into_iter()
         .map(|e| {
             // `extract_inner` leaves the section's name at the end of the
@@ -291,7 +297,7 @@ fn describe(error: figment::Error) -> Error {
             format!("`{key}`: {}{source}", e.kind)
         })
         .collect();
-    Error::invalid(format!("configuration: {}", lines.join("; ")))
+    Error::config(format!("configuration: {}", lines.join("; "))).because(error)
 }
 
 /// No `audit` section at all: the defaults apply.

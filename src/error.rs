@@ -10,28 +10,35 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Emitting never returns an error: failures on that path are counted in
 /// the [`Report`](crate::Report) instead.
+///
+/// The message says what failed, in lower case; the cause (an I/O error,
+/// a database driver's or a configuration parser's error) is not repeated
+/// in it but chained: walk [`source()`](StdError::source) to print it, as
+/// `anyhow`'s `{:#}` and other error reporters do. The same fault is
+/// classified the same way from every entry point: a database that cannot
+/// be reached is [`is_unavailable`](Self::is_unavailable) whether the
+/// [`Store`](crate::Store), the database sink's builder, `purge` or
+/// `migrate` met it.
 pub struct Error {
     kind: ErrorKind,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
 }
 
 #[derive(Debug)]
 enum ErrorKind {
-    Io {
-        context: String,
-        source: io::Error,
-    },
+    /// A file or a thread could not be made.
+    Io(String),
+    /// The pipeline's settings: a builder's or a configuration file's.
     Config(String),
     /// Bad input from a caller: a limit out of range, a forged cursor.
     Invalid(String),
     /// The database failed to answer, or holds a row this crate did not write.
     Database(String),
     /// The audit tables do not exist (yet).
-    #[cfg_attr(
-        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(db), allow(dead_code))]
     NoTables,
-    /// The database did not answer in time (a 503 in an HTTP API).
+    /// The database could not be reached, or did not answer in time (a 503
+    /// in an HTTP API).
     Unavailable(String),
     Unflushed(Vec<Unflushed>),
 }
@@ -49,59 +56,47 @@ pub(crate) struct Unflushed {
 }
 
 impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+    fn new(kind: ErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// Chains `source` as the cause of this error.
+    pub(crate) fn because(self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self {
-            kind: ErrorKind::Io {
-                context: context.into(),
-                source,
-            },
+            source: Some(source.into()),
+            ..self
         }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self::new(ErrorKind::Io(context.into())).because(source)
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Config(message.into()),
-        }
+        Self::new(ErrorKind::Config(message.into()))
     }
 
-    #[cfg_attr(
-        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(db), allow(dead_code))]
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Invalid(message.into()),
-        }
+        Self::new(ErrorKind::Invalid(message.into()))
     }
 
-    #[cfg_attr(
-        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(db), allow(dead_code))]
     pub(crate) fn database(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Database(message.into()),
-        }
+        Self::new(ErrorKind::Database(message.into()))
     }
 
-    #[cfg_attr(
-        not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(db), allow(dead_code))]
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Unavailable(message.into()),
-        }
+        Self::new(ErrorKind::Unavailable(message.into()))
     }
 
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg(db)]
     pub(crate) fn no_tables() -> Self {
-        Self {
-            kind: ErrorKind::NoTables,
-        }
+        Self::new(ErrorKind::NoTables)
     }
 
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg(db)]
     pub(crate) fn is_no_tables(&self) -> bool {
         matches!(self.kind, ErrorKind::NoTables)
     }
@@ -113,15 +108,14 @@ impl Error {
     }
 
     /// Whether the caller's input was at fault (a 400 in an HTTP API),
-    /// rather than the system (a 500).
+    /// rather than the system (a 500): a bad argument, or bad settings (a
+    /// builder's, a configuration file's).
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self.kind, ErrorKind::Invalid(_))
+        matches!(self.kind, ErrorKind::Invalid(_) | ErrorKind::Config(_))
     }
 
     pub(crate) fn unflushed(sinks: Vec<Unflushed>) -> Self {
-        Self {
-            kind: ErrorKind::Unflushed(sinks),
-        }
+        Self::new(ErrorKind::Unflushed(sinks))
     }
 
     /// The sinks a flush could not complete: failing ones (their records
@@ -149,15 +143,20 @@ impl Error {
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.kind, f)
+        let mut f = f.debug_struct("Error");
+        f.field("kind", &self.kind);
+        if let Some(source) = &self.source {
+            f.field("source", source);
+        }
+        f.finish()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ErrorKind::Io { context, source } => write!(f, "{context}: {source}"),
-            ErrorKind::Config(message)
+            ErrorKind::Io(message)
+            | ErrorKind::Config(message)
             | ErrorKind::Invalid(message)
             | ErrorKind::Database(message)
             | ErrorKind::Unavailable(message) => f.write_str(message),
@@ -189,9 +188,7 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match &self.kind {
-            ErrorKind::Io { source, .. } => Some(source),
-            _ => None,
-        }
+        let source: &(dyn StdError + 'static) = self.source.as_deref()?;
+        Some(source)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::delivery::{Alarm, Delivery};
+use crate::delivery::Delivery;
 use crate::{Error, Report, Result};
 
 /// Controls the audit pipeline built with
@@ -65,27 +65,12 @@ impl AuditHandle {
     /// dropped in every sink. Calling it again gives the counters as they
     /// are then (late events included).
     pub async fn shutdown(&self) -> Report {
-        let delivery = &self.delivery;
-        delivery.begin_shutdown();
-        let _alarm = Alarm::at(delivery.give_up_at(), delivery.control.clone());
-        delivery
-            .control
-            .progress
-            .wait(|| delivery.shutdown_waited())
-            .await;
-        delivery.finish_shutdown()
+        self.delivery.shutdown().await
     }
 
     /// Like [`shutdown`](Self::shutdown), blocking the thread.
     pub fn shutdown_blocking(&self) -> Report {
-        let delivery = &self.delivery;
-        delivery.begin_shutdown();
-        let _alarm = Alarm::at(delivery.give_up_at(), delivery.control.clone());
-        delivery
-            .control
-            .progress
-            .wait_blocking(|| delivery.shutdown_waited());
-        delivery.finish_shutdown()
+        self.delivery.shutdown_blocking()
     }
 
     /// Checks that the installed subscriber lets audit events, and the

@@ -101,18 +101,27 @@
 //! - `layer`: [`AuditLayer`], its builder and filters.
 //! - `record`: [`AuditRecord`] and its JSON form.
 //! - `delivery`: queues, workers, flush barriers (private).
-//! - `sink`: the [`Sink`] trait, the [`FileSink`] and the [`WriterSink`].
+//! - `sink`: the [`Sink`] trait, the [`FileSink`], the [`WriterSink`] and
+//!   [`sinks::from_fn`].
 //! - `handle`, `report`: [`AuditHandle`] and its [`Report`].
 //! - `db`: the database sink, migrations, retention and the [`Store`].
 //! - `http`, `config`: the query API and the settings.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// First: `cfg_db!` is used by what follows.
+#[macro_use]
+mod cfg;
+
 #[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub use crate::config::{AuditConfig, TokenConfig};
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use crate::db::{
-    migrate, purge, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder, Imported,
-    Page, Store, StoreBuilder, Total,
-};
+cfg_db! {
+    pub use crate::db::{
+        migrate, purge, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder,
+        Imported, Page, Store, StoreBuilder, Total,
+    };
+}
 pub use crate::delivery::Overflow;
 pub use crate::error::{Error, Result};
 pub use crate::handle::AuditHandle;
@@ -127,15 +136,20 @@ pub use crate::sink::{Batch, FileSink, FileSinkBuilder, Sink, SinkError, WriterS
 mod chain;
 #[cfg(feature = "config")]
 mod config;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod db;
+cfg_db! {
+    mod db;
+}
 mod delivery;
 mod error;
 mod handle;
-#[cfg(all(
-    feature = "http",
-    any(feature = "sqlite", feature = "postgres", feature = "mysql")
-))]
+#[cfg(all(feature = "http", db))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(
+        feature = "http",
+        any(feature = "sqlite", feature = "postgres", feature = "mysql")
+    )))
+)]
 pub mod http;
 mod layer;
 mod macros;
@@ -145,6 +159,11 @@ mod record;
 mod report;
 mod retention;
 mod sink;
+
+/// Sinks made from closures: [`sinks::from_fn`].
+pub mod sinks {
+    pub use crate::sink::{from_fn, FromFn};
+}
 
 /// What `audit!` expands to; not public API.
 #[doc(hidden)]

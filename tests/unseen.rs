@@ -3,25 +3,21 @@
 //! A binary of its own: the count of unseen events is per process, and
 //! this is the only test in it, so the count is exact.
 
-use fabric_audit::{audit, AuditLayer, Batch, Sink, SinkError};
+use fabric_audit::{audit, sinks, AuditLayer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
-
-struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl Sink for Count {
-    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
-        self.0
-            .fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-}
 
 #[test]
 fn events_a_global_filter_disables_are_counted_and_explained() {
     let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (layer, audit) = AuditLayer::builder()
-        .sink("count", Count(written.clone()))
+        .sink("count", {
+            let written = written.clone();
+            sinks::from_fn(move |batch| {
+                written.fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+        })
         .build()
         .unwrap();
     // The axum examples' set-up: a global EnvFilter in front of every layer.
@@ -43,7 +39,13 @@ fn events_a_global_filter_disables_are_counted_and_explained() {
 
     // The fix the warning names: the directive `audit=info`.
     let (layer, audit) = AuditLayer::builder()
-        .sink("count", Count(written.clone()))
+        .sink("count", {
+            let written = written.clone();
+            sinks::from_fn(move |batch| {
+                written.fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+        })
         .build()
         .unwrap();
     let fixed = tracing_subscriber::registry()

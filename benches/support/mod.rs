@@ -3,6 +3,10 @@
 #![allow(dead_code)] // each bench uses part of it
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fabric_audit::{AuditHandle, AuditLayerBuilder, Overflow, Report};
+use tracing_subscriber::prelude::*;
 
 /// Runs `f` inside a request span and an auth span that carry the request
 /// context and the actor, as a handler would.
@@ -52,6 +56,40 @@ macro_rules! plain_event {
             editor = "web",
         )
     };
+}
+
+/// The total of `iters` runs, each timing only its own measured part (its
+/// set-up, a fresh directory or database, stays outside): the body of
+/// criterion's `iter_custom` for benches with per-run set-up.
+pub(crate) fn sum_of_runs(iters: u64, mut run: impl FnMut() -> Duration) -> Duration {
+    (0..iters).map(|_| run()).sum()
+}
+
+/// Times `events` bench events emitted from one thread through the
+/// pipeline `builder` makes (with [`Overflow::Block`]: what the sinks can
+/// take, not what they drop) until a flush returns; the time and the final
+/// report.
+pub(crate) fn emit_and_flush(builder: AuditLayerBuilder, events: u64) -> (Duration, Report) {
+    let (layer, audit): (_, AuditHandle) = builder.overflow(Overflow::Block).build().unwrap();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let start = Instant::now();
+    tracing::dispatcher::with_default(&dispatch, || {
+        in_request(|| {
+            for _ in 0..events {
+                audit_event!();
+            }
+        })
+    });
+    audit.flush_blocking().unwrap();
+    let elapsed = start.elapsed();
+    (elapsed, audit.shutdown_blocking())
+}
+
+/// Times `f` alone.
+pub(crate) fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
 }
 
 /// The median, in nanoseconds, criterion measured for `group/bench` in this

@@ -5,7 +5,6 @@
 //! own connection, and diesel-async's pure-Rust PostgreSQL and MySQL drivers
 //! behind `AsyncConnectionWrapper` (no libpq or libmysqlclient needed).
 
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 use diesel::connection::SimpleConnection;
 #[cfg(feature = "sqlite")]
 use diesel::Connection;

@@ -15,7 +15,34 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Conn, Role};
-use super::write;
+use super::{migrate, write};
+use crate::{Error, Result, Retention};
+
+/// Deletes the records older than `retention` from the database at `url`
+/// (applying the migrations first, where they can run); returns how many.
+/// What the sink's purge thread does at start-up and daily, for a
+/// maintenance job or the CLI. [`Retention::FOREVER`] deletes nothing.
+///
+/// Never deletes a record less than `retention` older than the newest one
+/// stored, whatever the clock says.
+///
+/// Blocks: from async code call it inside `spawn_blocking`.
+///
+/// # Errors
+///
+/// As for [`DatabaseSinkBuilder::build`](crate::DatabaseSinkBuilder::build), or a purge that fails (a role
+/// without `DELETE`).
+pub fn purge(url: &str, retention: Retention) -> Result<usize> {
+    let backend = Backend::parse(url)?;
+    // Migrates (where it can), or names what the schema lacks.
+    crate::DatabaseSink::builder(url).keep_forever().build()?;
+    let Some(days) = retention.as_days() else {
+        return Ok(0);
+    };
+    let mut conn = migrate::connect(&backend, Role::Purge)?;
+    purge_all(&mut conn, days, (Pacing::default().clock)(), || true)
+        .map_err(|e| Error::database("cannot purge expired audit records").because(e))
+}
 
 /// Microseconds in a day.
 const DAY_US: i64 = 86_400_000_000;

@@ -5,8 +5,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::backend::{Backend, Conn, Role};
-use super::ddl;
-use super::purge::{self, Pacing, Purger};
+use super::migrate;
+use super::purge::{Pacing, Purger};
 use super::row::NewRecord;
 use super::write::{self, Check, Outcome};
 use crate::sink::{Batch, Sink, SinkError};
@@ -128,7 +128,7 @@ impl DatabaseSink {
     pub fn import(&mut self, batch: &Batch<'_>) -> Result<Imported> {
         let outcome = self
             .insert(batch, Check::Content)
-            .map_err(|e| Error::database(format!("cannot import audit records: {e}")))?;
+            .map_err(|e| Error::database("cannot import audit records").because(e))?;
         let ids = |ids: Vec<String>| {
             ids.iter()
                 .filter_map(|id| Uuid::parse_str(id).ok())
@@ -143,7 +143,7 @@ impl DatabaseSink {
     }
 
     fn insert(&mut self, batch: &Batch<'_>, check: Check) -> Result<Outcome, SinkError> {
-        self.prepare()?;
+        self.prepare().map_err(SinkError::transient)?;
         let records: Vec<NewRecord<'_>> = batch.iter().map(NewRecord::new).collect();
         let conn = self.connection()?;
         write::insert(conn, &records, check).map_err(|error| {
@@ -166,15 +166,15 @@ impl DatabaseSink {
             .ok_or_else(|| SinkError::transient("no database connection"))
     }
 
-    /// Migrates and starts the purge thread, once. A failed step drops the
-    /// connection: it may be what failed.
-    fn prepare(&mut self) -> Result<(), SinkError> {
+    /// Migrates (or checks the schema) and starts the purge thread, once.
+    /// A failed step drops the connection: it may be what failed.
+    fn prepare(&mut self) -> Result<()> {
         if self.prepared {
             return Ok(());
         }
-        if let Err(error) = self.migrate() {
+        if let Err(error) = self.prepare_schema() {
             self.conn = None;
-            return Err(SinkError::transient(error));
+            return Err(error);
         }
         self.prepared = true;
         if let Some(days) = self.retention.as_days() {
@@ -183,51 +183,26 @@ impl DatabaseSink {
         Ok(())
     }
 
-    /// Applies the migrations, or, where they cannot run but the tables
-    /// answer (a role without DDL privileges, whose owner migrates), warns
-    /// and goes on.
-    fn migrate(&mut self) -> Result<(), String> {
-        let apply = self.apply_migrations;
-        let mut own;
-        let conn = match &self.backend {
+    fn prepare_schema(&mut self) -> Result<()> {
+        let (apply, kind) = (self.apply_migrations, self.backend.kind());
+        match &self.backend {
             // SQLite has no statement timeout to lift, and `:memory:` is a
-            // database per connection.
+            // database per connection: the writer's own connection.
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(_) => self.connection().map_err(|e| e.to_string())?,
+            Backend::Sqlite(_) => {
+                let mut conn = match self.conn.take() {
+                    Some(conn) => conn,
+                    None => migrate::connect(&self.backend, Role::Write)?,
+                };
+                let prepared = migrate::prepare_schema(&mut conn, kind, apply);
+                self.conn = Some(conn);
+                prepared
+            }
             #[allow(unreachable_patterns)] // with only the sqlite feature
             _ => {
-                own = self
-                    .backend
-                    .connect(Role::Migrate)
-                    .map_err(|e| format!("cannot connect: {e}"))?;
-                &mut own
+                let mut conn = migrate::connect(&self.backend, Role::Migrate)?;
+                migrate::prepare_schema(&mut conn, kind, apply)
             }
-        };
-        if !apply {
-            return match ddl::missing(conn).as_slice() {
-                [] => Ok(()),
-                missing => Err(format!(
-                    "the audit schema lacks {} (migrations are left to the application: \
-                     create them from `fabric-audit migrate --print-sql`)",
-                    missing.join(", ")
-                )),
-            };
-        }
-        match write::migrate(conn) {
-            Ok(()) => Ok(()),
-            // Made by another tool or migrated by the owner: "already
-            // exists" or "permission denied" is no reason to stop.
-            Err(error) => match ddl::missing(conn).as_slice() {
-                [] => {
-                    tracing::warn!(
-                        target: "fabric_audit",
-                        %error,
-                        "the audit schema is complete but cannot be migrated from here; writing to it as it is"
-                    );
-                    Ok(())
-                }
-                missing => Err(format!("{error}; the schema lacks {}", missing.join(", "))),
-            },
         }
     }
 
@@ -257,7 +232,7 @@ impl Sink for DatabaseSink {
     /// Connects, migrates (or checks the schema) and starts purging: the
     /// tables exist from start-up, not from the first record.
     fn open(&mut self) -> Result<(), SinkError> {
-        self.prepare()
+        self.prepare().map_err(SinkError::transient)
     }
 
     fn close(&mut self) -> Result<(), SinkError> {
@@ -311,7 +286,7 @@ impl DatabaseSinkBuilder {
 
     /// Whether the sink applies its migrations at start-up (the default),
     /// or leaves the schema to the application's own migration tool (the
-    /// SQL from [`schema_sql`]) and only checks that the tables, their
+    /// SQL from [`schema_sql`](crate::schema_sql)) and only checks that the tables, their
     /// columns and, where diesel's table records them, these migrations
     /// are there, failing with exactly what is missing.
     pub fn apply_migrations(self, apply: bool) -> Self {
@@ -343,12 +318,7 @@ impl DatabaseSinkBuilder {
     /// migrations fail.
     pub fn build(self) -> Result<DatabaseSink> {
         let mut sink = self.build_lazy()?;
-        sink.prepare().map_err(|e| {
-            Error::config(format!(
-                "cannot prepare the {} audit database: {e}",
-                sink.backend.kind()
-            ))
-        })?;
+        sink.prepare()?;
         Ok(sink)
     }
 
@@ -388,56 +358,6 @@ impl std::fmt::Debug for DatabaseSinkBuilder {
             .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
-}
-
-/// Applies the audit tables' migrations to the database at `url`.
-///
-/// The database sink does this itself at start-up; this is for deployments
-/// that migrate before the application starts (as the tables' owner, when
-/// the application's role may only read and append). Blocks: from async
-/// code call it inside `spawn_blocking`.
-///
-/// # Errors
-///
-/// A bad URL, a database that cannot be reached, or a migration that fails.
-pub fn migrate(url: &str) -> Result<()> {
-    let backend = Backend::parse(url)?;
-    let mut conn = backend.connect(Role::Migrate).map_err(|e| {
-        Error::config(format!(
-            "cannot connect to the {} audit database: {e}",
-            backend.kind()
-        ))
-    })?;
-    write::migrate(&mut conn).map_err(Error::config)
-}
-
-/// Deletes the records older than `retention` from the database at `url`
-/// (applying the migrations first, where they can run); returns how many.
-/// What the sink's purge thread does at start-up and daily, for a
-/// maintenance job or the CLI. [`Retention::FOREVER`] deletes nothing.
-///
-/// Never deletes a record less than `retention` older than the newest one
-/// stored, whatever the clock says.
-///
-/// Blocks: from async code call it inside `spawn_blocking`.
-///
-/// # Errors
-///
-/// As for [`DatabaseSinkBuilder::build`], or a purge that fails (a role
-/// without `DELETE`).
-pub fn purge(url: &str, retention: Retention) -> Result<usize> {
-    let sink = DatabaseSink::builder(url).keep_forever().build()?;
-    let Some(days) = retention.as_days() else {
-        return Ok(0);
-    };
-    let mut conn = sink.backend.connect(Role::Purge).map_err(|e| {
-        Error::database(format!(
-            "cannot connect to the {} audit database: {e}",
-            sink.backend.kind()
-        ))
-    })?;
-    purge::purge_all(&mut conn, days, (sink.pacing.clock)(), || true)
-        .map_err(|e| Error::database(format!("cannot purge expired audit records: {e}")))
 }
 
 #[cfg(all(test, feature = "sqlite"))]
@@ -598,25 +518,4 @@ mod tests {
         assert_eq!(ages(&url), [1, 29]);
         sink.close().unwrap();
     }
-}
-
-/// The audit schema of the backend `url` names, as the SQL script of its
-/// embedded migrations in order: for applications whose own migration
-/// tool owns the schema (with
-/// [`DatabaseSinkBuilder::apply_migrations(false)`](DatabaseSinkBuilder::apply_migrations)).
-/// `fabric-audit migrate --print-sql` prints it.
-///
-/// # Errors
-///
-/// A URL of an unknown scheme or of a backend whose feature is off.
-///
-/// # Examples
-///
-/// ```
-/// let sql = fabric_audit::schema_sql("sqlite://audit.db")?;
-/// assert!(sql.contains("CREATE TABLE audit_events"));
-/// # Ok::<(), fabric_audit::Error>(())
-/// ```
-pub fn schema_sql(url: &str) -> Result<String> {
-    Ok(ddl::script(ddl::steps_of(&Backend::parse(url)?)))
 }

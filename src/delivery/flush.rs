@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use super::slot::{Barrier, SinkSlot};
+use super::queue::{Barrier, SinkQueue};
 use super::Delivery;
 use crate::error::Unflushed;
 use crate::report::SinkReport;
@@ -27,7 +27,7 @@ use crate::{Error, Result};
 
 /// One sink's part in a flush.
 struct Part {
-    slot: Arc<SinkSlot>,
+    queue: Arc<SinkQueue>,
     /// `None` when the sink was failing or shut down: nothing to wait for.
     barrier: Option<Arc<Barrier>>,
     /// The sink's dropped count when the flush began: records emitted
@@ -42,28 +42,28 @@ impl Delivery {
     /// Places a barrier in every sink's queue and waits until every sink is
     /// settled for it; see the module docs.
     pub(crate) async fn flush(&self) -> Result<()> {
-        let start = self.control.intake.counts();
-        let mut parts = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
+        let start = self.lifecycle.intake.counts();
+        let mut parts = Vec::with_capacity(self.queues.len());
+        for queue in &self.queues {
             let mut part = None;
-            slot.space.wait(|| place(slot, start, &mut part)).await;
+            queue.space.wait(|| place(queue, start, &mut part)).await;
             parts.extend(part);
         }
-        let progress = &self.control.progress;
+        let progress = &self.lifecycle.progress;
         progress.wait(|| parts.iter().all(Part::is_settled)).await;
         self.outcome(&parts)
     }
 
     /// Like [`flush`](Self::flush), blocking the thread.
     pub(crate) fn flush_blocking(&self) -> Result<()> {
-        let start = self.control.intake.counts();
-        let mut parts = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
+        let start = self.lifecycle.intake.counts();
+        let mut parts = Vec::with_capacity(self.queues.len());
+        for queue in &self.queues {
             let mut part = None;
-            slot.space.wait_blocking(|| place(slot, start, &mut part));
+            queue.space.wait_blocking(|| place(queue, start, &mut part));
             parts.extend(part);
         }
-        let progress = &self.control.progress;
+        let progress = &self.lifecycle.progress;
         progress.wait_blocking(|| parts.iter().all(Part::is_settled));
         self.outcome(&parts)
     }
@@ -75,7 +75,7 @@ impl Delivery {
         let now = self.report();
         let unflushed: Vec<Unflushed> = parts
             .iter()
-            .filter_map(|p| p.unflushed(now.sink(&p.slot.name)?))
+            .filter_map(|p| p.unflushed(now.sink(&p.queue.name)?))
             .collect();
         if unflushed.is_empty() {
             Ok(())
@@ -85,33 +85,33 @@ impl Delivery {
     }
 }
 
-/// Tries to queue a barrier behind everything already in `slot`'s queue.
+/// Tries to queue a barrier behind everything already in `queue`.
 /// Done when placed, or when waiting would be pointless (the sink is
 /// failing or shut down); false while the queue is full.
 /// `start` is the intake's (admitted, late) count when the flush began;
 /// late records count as dropped in every sink, as in the report.
-fn place(slot: &Arc<SinkSlot>, start: (u64, u64), part: &mut Option<Part>) -> bool {
+fn place(queue: &Arc<SinkQueue>, start: (u64, u64), part: &mut Option<Part>) -> bool {
     let (admitted, late) = start;
-    let (_, dropped) = slot.lost();
+    let (_, dropped) = queue.lost();
     let (dropped, emitted) = (dropped + late, admitted + late);
     let mut new_part = |barrier| {
         *part = Some(Part {
-            slot: slot.clone(),
+            queue: queue.clone(),
             barrier,
             dropped,
             emitted,
         });
         true
     };
-    if slot.is_closed() || slot.is_failing() {
+    if queue.is_closed() || queue.is_failing() {
         return new_part(None);
     }
     let barrier = Arc::new(Barrier::default());
-    if slot.push_barrier(&barrier) {
-        slot.kick();
+    if queue.push_barrier(&barrier) {
+        queue.wake_always();
         return new_part(Some(barrier));
     }
-    slot.kick();
+    queue.wake_always();
     false
 }
 
@@ -121,7 +121,7 @@ impl Part {
             .barrier
             .as_ref()
             .is_some_and(|b| b.failed_when_reached().is_some());
-        reached || self.slot.is_failing() || self.slot.is_finished()
+        reached || self.queue.is_failing() || self.queue.is_finished()
     }
 
     /// What this sink did not write of the records emitted before the
@@ -138,7 +138,7 @@ impl Part {
             }
         };
         (failed + self.dropped + waiting > 0).then(|| Unflushed {
-            sink: self.slot.name.clone(),
+            sink: self.queue.name.clone(),
             failed,
             dropped: self.dropped,
             waiting,

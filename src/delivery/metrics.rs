@@ -20,7 +20,7 @@ use std::time::Duration;
 #[cfg(feature = "metrics")]
 use std::time::Instant;
 
-use super::slot::SinkSlot;
+use super::queue::SinkQueue;
 use super::Intake;
 
 /// How often a worker publishes its counters, at most.
@@ -76,23 +76,23 @@ impl SinkMetrics {
     }
 
     /// Publishes the sink's counters if a publication is due.
-    pub(crate) fn publish_if_due(&mut self, slot: &SinkSlot, intake: &Intake) {
+    pub(crate) fn publish_if_due(&mut self, queue: &SinkQueue, intake: &Intake) {
         #[cfg(feature = "metrics")]
         if Instant::now() >= self.due {
-            self.publish(slot, intake);
+            self.publish(queue, intake);
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = (slot, intake);
+        let _ = (queue, intake);
     }
 
     /// Sets the sink's counters to the values they have now. `late`
     /// records (refused after shutdown began) count as emitted and dropped,
     /// as in the report.
-    pub(crate) fn publish(&mut self, slot: &SinkSlot, intake: &Intake) {
+    pub(crate) fn publish(&mut self, queue: &SinkQueue, intake: &Intake) {
         #[cfg(feature = "metrics")]
         {
             let (admitted, late) = intake.counts();
-            let report = slot.report(late);
+            let report = queue.report(late);
             let labels = [("sink", self.sink.clone())];
             let counter = |name: &'static str, value: u64| {
                 metrics::counter!(name, &labels).absolute(value);
@@ -111,7 +111,7 @@ impl SinkMetrics {
             self.due = Instant::now() + PUBLISH_EVERY;
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = (slot, intake);
+        let _ = (queue, intake);
     }
 
     /// One attempt at writing a batch of `records` took `elapsed`.

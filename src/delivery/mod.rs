@@ -19,9 +19,9 @@
 //!
 //! # Shutdown
 //!
-//! [`Delivery::begin_shutdown`] closes the intake (one atomic operation
-//! decides which records made it), closes the queues and sets the
-//! deadline. Workers drain their queues, retrying failing sinks until the
+//! [`Delivery::shutdown`] ([`shutdown`] has the steps) closes the intake
+//! (one atomic operation decides which records made it), closes the queues
+//! and sets the deadline. Workers drain their queues, retrying failing sinks until the
 //! deadline, and finish once their queue is empty and every admitted
 //! record has settled. Shutdown waits for them until the deadline (and a
 //! short grace); a worker still busy then (a sink hung on a dead
@@ -30,30 +30,24 @@
 
 pub(crate) mod flush;
 mod metrics;
+mod pool;
+pub(crate) mod queue;
+mod shutdown;
 pub(crate) mod signal;
-pub(crate) mod slot;
 pub(crate) mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
-
+use self::pool::RecordPool;
+use self::queue::SinkQueue;
 use self::signal::Signal;
-use self::slot::SinkSlot;
 use self::worker::{Worker, WorkerConfig};
 use crate::report::Report;
 use crate::sink::Sink;
 use crate::{AuditRecord, Error, Result};
-
-/// How many spent records are kept for reuse.
-const POOL_CAPACITY: usize = 4096;
-
-/// Records holding more heap than this are freed rather than reused, so a
-/// burst of large records does not stay resident in the pool.
-const POOL_MAX_RECORD_BYTES: usize = 4096;
 
 /// What to do with a record when a sink's queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,49 +75,21 @@ pub(crate) struct Settings {
     pub(crate) max_record_bytes: usize,
 }
 
-/// How long past its deadline shutdown waits for a worker that is giving
-/// up its last batch, before abandoning it.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
-
-/// State shared with the workers.
-#[derive(Debug)]
-pub(crate) struct Control {
-    /// Notified when a barrier is reached, a sink changes health or a
-    /// worker finishes.
+/// Where the pipeline is in its life, shared by the emitting side and
+/// every worker: whether it is closing and by when its workers must be
+/// done, which records entered before the close, and the signal that
+/// every change of progress notifies.
+#[derive(Debug, Default)]
+pub(crate) struct Lifecycle {
+    /// Notified when a flush barrier is reached, a sink changes health or
+    /// a worker finishes: what flushes and shutdown wait on.
     pub(crate) progress: Signal,
     closing: AtomicBool,
     deadline: OnceLock<Instant>,
     pub(crate) intake: Intake,
-    pub(crate) warnings: RateLimit,
-    /// Spent records, returned by the workers for the emitting threads to
-    /// fill again: steady emission then allocates nothing, and memory is
-    /// not freed on one thread for another to allocate (which makes the
-    /// allocator's threads contend).
-    pool: ArrayQueue<Arc<AuditRecord>>,
 }
 
-impl Default for Control {
-    fn default() -> Self {
-        Self {
-            progress: Signal::default(),
-            closing: AtomicBool::new(false),
-            deadline: OnceLock::new(),
-            intake: Intake::default(),
-            warnings: RateLimit::default(),
-            pool: ArrayQueue::new(POOL_CAPACITY),
-        }
-    }
-}
-
-impl Control {
-    /// Keeps a record no sink needs any more for reuse, if it is the last
-    /// reference and not oversized; frees it otherwise.
-    pub(crate) fn recycle(&self, record: Arc<AuditRecord>) {
-        if Arc::strong_count(&record) == 1 && record.retained_bytes() <= POOL_MAX_RECORD_BYTES {
-            let _ = self.pool.push(record);
-        }
-    }
-
+impl Lifecycle {
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
@@ -206,19 +172,30 @@ impl Intake {
 /// The emitting side: held by the layer and by every handle.
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    pub(crate) slots: Vec<Arc<SinkSlot>>,
-    pub(crate) control: Arc<Control>,
+    /// One per sink, in the order the sinks were added.
+    queues: Vec<Arc<SinkQueue>>,
+    lifecycle: Arc<Lifecycle>,
+    pool: Arc<RecordPool>,
     /// What `AuditHandle::check` probes have found.
     pub(crate) probe: crate::layer::probe::Probes,
+    /// What `submit` does when a queue is full.
     overflow: Overflow,
+    /// Events without an action: refused before they enter, so counted
+    /// here and not in any sink (they are not part of `emitted`).
     invalid: AtomicU64,
+    /// One warning a second about dropped records, however many drop.
     drop_warnings: RateLimit,
+    /// One warning a second about events without an action.
     invalid_warnings: RateLimit,
+    /// From the start of shutdown to the deadline of the workers' retries.
     shutdown_timeout: Duration,
     /// The size budget of each record's text.
     max_record_bytes: usize,
-    /// Each worker with the index of its slot.
+    /// Each worker with the index of its queue; taken by the first
+    /// `finish_shutdown`.
     workers: Mutex<Vec<(usize, JoinHandle<()>)>>,
+    /// Set once shutdown has joined or abandoned the workers: later calls
+    /// only read the counters.
     final_report: OnceLock<()>,
 }
 
@@ -233,17 +210,20 @@ impl Delivery {
         sinks: Vec<(String, Box<dyn Sink + Send>)>,
         settings: Settings,
     ) -> Result<Arc<Self>> {
-        let slots: Vec<Arc<SinkSlot>> = sinks
+        let queues: Vec<Arc<SinkQueue>> = sinks
             .iter()
             .map(|(name, _)| {
                 let batch = settings.worker.batch_size;
-                Arc::new(SinkSlot::new(name.clone(), settings.queue_capacity, batch))
+                Arc::new(SinkQueue::new(name.clone(), settings.queue_capacity, batch))
             })
             .collect();
+        // Shared by every worker: one warning a second about retries.
+        let retry_warnings = Arc::new(RateLimit::default());
         let delivery = Arc::new(Self {
             max_record_bytes: settings.max_record_bytes,
-            slots: slots.clone(),
-            control: Arc::new(Control::default()),
+            queues: queues.clone(),
+            lifecycle: Arc::new(Lifecycle::default()),
+            pool: Arc::new(RecordPool::default()),
             probe: Default::default(),
             overflow: settings.overflow,
             invalid: AtomicU64::new(0),
@@ -253,11 +233,13 @@ impl Delivery {
             workers: Mutex::new(Vec::new()),
             final_report: OnceLock::new(),
         });
-        for (index, (slot, (name, sink))) in slots.into_iter().zip(sinks).enumerate() {
+        for (index, (queue, (name, sink))) in queues.into_iter().zip(sinks).enumerate() {
             let worker = Worker {
-                slot: slot.clone(),
+                queue: queue.clone(),
                 sink,
-                control: delivery.control.clone(),
+                lifecycle: delivery.lifecycle.clone(),
+                pool: delivery.pool.clone(),
+                retry_warnings: retry_warnings.clone(),
                 config: settings.worker,
                 metrics: self::metrics::SinkMetrics::new(&name),
             };
@@ -265,7 +247,7 @@ impl Delivery {
                 .name(format!("fabric-audit-{name}"))
                 .spawn(move || worker.run())
                 .map_err(|e| Error::io(format!("cannot start the worker of sink `{name}`"), e))?;
-            slot.set_worker(thread.thread().clone());
+            queue.set_worker(thread.thread().clone());
             delivery
                 .workers
                 .lock()
@@ -279,10 +261,7 @@ impl Delivery {
     /// the pool when there is one. The `Arc` is not shared, so the caller
     /// can fill it in place with [`Arc::make_mut`] (which never clones it).
     pub(crate) fn start_record(&self) -> Arc<AuditRecord> {
-        let mut record = match self.control.pool.pop() {
-            Some(spent) if Arc::strong_count(&spent) == 1 => spent,
-            _ => Arc::new(AuditRecord::empty()),
-        };
+        let mut record = self.pool.take();
         Arc::make_mut(&mut record).reset_now(self.max_record_bytes);
         record
     }
@@ -291,7 +270,7 @@ impl Delivery {
     /// the overflow policy is [`Overflow::Block`].
     pub(crate) fn submit(&self, record: Arc<AuditRecord>) {
         if record.action_is_empty() {
-            self.control.recycle(record);
+            self.pool.recycle(record);
             let n = self.invalid.fetch_add(1, Ordering::Relaxed) + 1;
             if self.invalid_warnings.allow() {
                 tracing::warn!(
@@ -302,26 +281,28 @@ impl Delivery {
             }
             return;
         }
-        let intake = &self.control.intake;
+        let intake = &self.lifecycle.intake;
         if !intake.admit() {
             // After shutdown: counted as dropped in every sink.
-            self.control.recycle(record);
+            self.pool.recycle(record);
             return;
         }
         let mut dropped = false;
-        if let Some((last, others)) = self.slots.split_last() {
-            for slot in others {
-                dropped |= !slot.offer(record.clone(), self.overflow);
+        if let Some((last, others)) = self.queues.split_last() {
+            for queue in others {
+                dropped |= !queue.offer(record.clone(), self.overflow);
             }
             // The last sink takes our reference: one atomic less per record.
             dropped |= !last.offer(record, self.overflow);
         }
         intake.settle();
-        if dropped && !self.control.is_closing() && self.drop_warnings.allow() {
+        if dropped && !self.lifecycle.is_closing() && self.drop_warnings.allow() {
             self.warn_dropped();
         }
     }
 
+    /// Names each sink that dropped records, with its total so far.
+    /// Cold and out of line: the emitting path only pays for the check.
     #[cold]
     fn warn_dropped(&self) {
         let report = self.report();
@@ -339,8 +320,8 @@ impl Delivery {
     /// sink shows a record the intake has not counted: pending is never
     /// negative, and zero once shut down.
     pub(crate) fn report(&self) -> Report {
-        let mut sinks: Vec<_> = self.slots.iter().map(|s| s.report(0)).collect();
-        let (admitted, late) = self.control.intake.counts();
+        let mut sinks: Vec<_> = self.queues.iter().map(|s| s.report(0)).collect();
+        let (admitted, late) = self.lifecycle.intake.counts();
         let emitted = admitted + late;
         for sink in &mut sinks {
             sink.dropped += late;
@@ -354,66 +335,9 @@ impl Delivery {
         }
     }
 
-    /// Stops accepting records, lets every worker drain its queue (retrying
-    /// failing sinks until the shutdown timeout), and wakes them all.
-    pub(crate) fn begin_shutdown(&self) {
-        let _ = self
-            .control
-            .deadline
-            .set(Instant::now() + self.shutdown_timeout);
-        self.control.intake.close();
-        self.control.closing.store(true, Ordering::Release);
-        for slot in &self.slots {
-            slot.close();
-        }
-    }
-
-    pub(crate) fn workers_finished(&self) -> bool {
-        self.slots.iter().all(|s| s.is_finished())
-    }
-
-    /// When shutdown stops waiting for the workers.
-    pub(crate) fn give_up_at(&self) -> Instant {
-        self.control.deadline().unwrap_or_else(Instant::now) + SHUTDOWN_GRACE
-    }
-
-    /// Whether shutdown is done waiting: every worker finished, or the
-    /// deadline and its grace are past.
-    pub(crate) fn shutdown_waited(&self) -> bool {
-        self.workers_finished() || Instant::now() >= self.give_up_at()
-    }
-
-    /// After the wait: joins the finished workers, abandons the others,
-    /// and gives the final report.
-    pub(crate) fn finish_shutdown(&self) -> Report {
-        self.final_report.get_or_init(|| {
-            let intake = &self.control.intake;
-            // Emitters still handing over admitted records finish at once:
-            // the queues are closed and blocked emitters were woken.
-            while !intake.is_settled() {
-                std::thread::yield_now();
-            }
-            let workers =
-                std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
-            for (index, worker) in workers {
-                let slot = &self.slots[index];
-                if slot.is_finished() {
-                    // A panicking sink is reported through its counters; the
-                    // panic itself has already been printed by the hook.
-                    let _ = worker.join();
-                    slot.drop_leftovers();
-                } else {
-                    let (admitted, _) = intake.counts();
-                    slot.abandon(admitted);
-                    tracing::warn!(
-                        target: "fabric_audit",
-                        sink = %slot.name,
-                        "audit sink still busy at the shutdown deadline; its unwritten records are counted as failed"
-                    );
-                }
-            }
-        });
-        self.report()
+    /// How many sinks there are.
+    pub(crate) fn sink_count(&self) -> usize {
+        self.queues.len()
     }
 }
 
@@ -425,59 +349,11 @@ impl Drop for Delivery {
     }
 }
 
-/// Notifies a signal at an instant, unless dropped first: wakes shutdown's
-/// wait at its deadline without a timer of the caller's runtime.
-pub(crate) struct Alarm {
-    state: Arc<(Mutex<bool>, Condvar)>,
-}
-
-impl Alarm {
-    pub(crate) fn at(when: Instant, control: Arc<Control>) -> Self {
-        let state = Arc::new((Mutex::new(false), Condvar::new()));
-        let shared = state.clone();
-        let spawned = std::thread::Builder::new()
-            .name("fabric-audit-alarm".into())
-            .spawn(move || {
-                let (lock, cv) = &*shared;
-                let mut cancelled = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                while !*cancelled {
-                    let left = when.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        drop(cancelled);
-                        control.progress.notify();
-                        return;
-                    }
-                    cancelled = cv
-                        .wait_timeout(cancelled, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-            });
-        if spawned.is_err() {
-            // No thread: the waiters are still woken by every worker that
-            // finishes; only a hung one would hold shutdown up.
-            tracing::warn!(target: "fabric_audit", "cannot start the shutdown alarm thread");
-        }
-        Self { state }
-    }
-}
-
-impl Drop for Alarm {
-    fn drop(&mut self) {
-        let (lock, cv) = &*self.state;
-        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        cv.notify_all();
-    }
-}
-
-impl std::fmt::Debug for Alarm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Alarm").finish_non_exhaustive()
-    }
-}
-
 /// Allows one event per second: for warnings on paths that can fire a
 /// million times a second.
+///
+/// Lock-free: the caller that moves `next_ms` forward (one compare and
+/// swap) is the one allowed; the others lose the race and stay quiet.
 #[derive(Debug)]
 pub(crate) struct RateLimit {
     origin: Instant,

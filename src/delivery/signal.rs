@@ -4,17 +4,36 @@
 //! drained, a flush marker reached, a sink failing). Waiters re-check their
 //! own condition. Notifying costs one atomic load while nobody waits, so the
 //! worker may call it after every batch.
+//!
+//! A signal carries no state of its own: it only says "look again". That
+//! is what makes it safe to share between unrelated conditions (a flush
+//! waiting for its barriers, shutdown waiting for its workers): a waiter
+//! woken for someone else's reason checks its own condition and waits
+//! again. The cost is a spurious wake-up now and then, never a lost one.
+//!
+//! No lost wake-up, without a lock on the notifying side: a waiter counts
+//! itself in `waiters` and then checks its condition; a notifier changes
+//! the state and then reads `waiters`. The two `SeqCst` fences order those
+//! pairs, so at least one of them sees the other. A blocking waiter checks
+//! under `lock`, which the notifier takes (empty) before notifying the
+//! condvar, so the notification cannot fall between its check and its
+//! wait; an async waiter registers with `Notify` before it checks.
 
 use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
+/// Wakes blocking threads and async tasks alike; see the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct Signal {
+    /// Threads and tasks waiting now: zero lets `notify` return at once.
     waiters: AtomicUsize,
+    /// Held by a blocking waiter between its check and its wait.
     lock: Mutex<()>,
+    /// Blocking waiters (flush_blocking, shutdown_blocking, Block emitters).
     condvar: Condvar,
+    /// Async waiters (flush, shutdown, under the caller's runtime).
     notify: Notify,
 }
 

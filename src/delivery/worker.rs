@@ -1,11 +1,34 @@
 //! A sink's worker thread: drain the queue in batches, write, retry.
+//!
+//! One thread per sink, so that a sink may block (a database round trip,
+//! an `fsync`) without holding back the emitting threads or another sink.
+//! The loop:
+//!
+//! 1. Open the sink (a failure is counted and warned about; the first
+//!    write tries again).
+//! 2. Drain up to a batch of records, stopping early at a flush barrier.
+//! 3. Write the batch: retry transient errors with capped exponential
+//!    backoff (the records stay where they are, so nothing behind them
+//!    overtakes them), count refused records as failed, and after the
+//!    shutdown deadline give up and count the batch as failed.
+//! 4. Reach the barrier, if one stopped the batch, and notify progress.
+//! 5. With nothing queued: sleep until woken or the interval passes, or,
+//!    once closing, finish when every admitted record has been handed over.
+//!
+//! A sink that panics is caught: the batch counts as failed and the
+//! worker goes on. The sink runs muted (see `quiet`), so that its own
+//! tracing (a driver logging its parameters) never copies records into
+//! the application's logs. Whatever happens, the worker marks itself
+//! finished on the way out (`Finished`), or shutdown would wait for it
+//! until its deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::metrics::SinkMetrics;
-use super::slot::{Barrier, Item, SinkSlot};
-use super::Control;
+use super::pool::RecordPool;
+use super::queue::{Barrier, Item, SinkQueue};
+use super::{Lifecycle, RateLimit};
 use crate::sink::{Batch, Sink, SinkError};
 use crate::AuditRecord;
 
@@ -16,16 +39,28 @@ const HANDOVER_POLL: Duration = Duration::from_millis(1);
 /// How a worker batches and retries.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WorkerConfig {
+    /// The most records per `Sink::write`.
     pub(crate) batch_size: usize,
+    /// How long an idle worker sleeps before it looks at its queue again
+    /// (emitters wake it sooner once a batch's worth is queued).
     pub(crate) interval: Duration,
+    /// The first wait after a transient error; doubled per retry.
     pub(crate) min_backoff: Duration,
+    /// The longest wait between two retries.
     pub(crate) max_backoff: Duration,
 }
 
+/// One sink's worker: what its thread owns.
 pub(crate) struct Worker {
-    pub(crate) slot: Arc<SinkSlot>,
+    /// The queue it drains, shared with the emitters.
+    pub(crate) queue: Arc<SinkQueue>,
+    /// The sink, owned: only this thread ever calls it.
     pub(crate) sink: Box<dyn Sink + Send>,
-    pub(crate) control: Arc<Control>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    /// Where the worker returns the records it is done with.
+    pub(crate) pool: Arc<RecordPool>,
+    /// Shared by every worker: retries are warned about once a second.
+    pub(crate) retry_warnings: Arc<RateLimit>,
     pub(crate) config: WorkerConfig,
     pub(crate) metrics: SinkMetrics,
 }
@@ -35,7 +70,7 @@ impl Worker {
     /// is empty.
     pub(crate) fn run(mut self) {
         // Whatever happens below, shutdown must learn that we are gone.
-        let _finished = Finished(self.slot.clone(), self.control.clone());
+        let _finished = Finished(self.queue.clone(), self.lifecycle.clone());
         let mut batch = Vec::with_capacity(self.config.batch_size);
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::quiet::muted(|| self.sink.open())
@@ -43,17 +78,17 @@ impl Worker {
         match opened {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                self.slot.record_error(&e, false);
-                warn_failed(&self.slot.name, &e, "opening; the first write tries again");
+                self.queue.record_error(&e, false);
+                warn_failed(&self.queue.name, &e, "opening; the first write tries again");
             }
             Err(_) => {
                 let e = SinkError::rejected("the sink panicked while opening");
-                self.slot.record_error(&e, false);
-                warn_failed(&self.slot.name, &e, "opening");
+                self.queue.record_error(&e, false);
+                warn_failed(&self.queue.name, &e, "opening");
             }
         }
         loop {
-            if self.slot.is_abandoned() {
+            if self.queue.is_abandoned() {
                 // Shutdown has counted what we hold; leave quietly.
                 return;
             }
@@ -61,32 +96,32 @@ impl Worker {
             let drained = !batch.is_empty() || barrier.is_some();
             if !batch.is_empty() {
                 self.write(&batch);
-                batch.drain(..).for_each(|r| self.control.recycle(r));
+                batch.drain(..).for_each(|r| self.pool.recycle(r));
             }
             if let Some(barrier) = barrier {
-                barrier.reach(self.slot.failed());
-                self.control.progress.notify();
+                barrier.reach(self.queue.failed());
+                self.lifecycle.progress.notify();
             }
             self.metrics
-                .publish_if_due(&self.slot, &self.control.intake);
+                .publish_if_due(&self.queue, &self.lifecycle.intake);
             if drained {
-                self.slot.space.notify();
-            } else if self.control.is_closing() {
-                if self.control.intake.is_settled() {
+                self.queue.space.notify();
+            } else if self.lifecycle.is_closing() {
+                if self.lifecycle.intake.is_settled() {
                     break;
                 }
                 // An emitter admitted before the close is still handing
                 // its record over: look again in a moment.
-                self.slot.sleep(HANDOVER_POLL);
+                self.queue.sleep(HANDOVER_POLL);
             } else {
-                self.slot.sleep(self.config.interval);
+                self.queue.sleep(self.config.interval);
             }
         }
         if let Err(e) = crate::quiet::muted(|| self.sink.close()) {
-            self.slot.record_error(&e, false);
-            warn_failed(&self.slot.name, &e, "closing");
+            self.queue.record_error(&e, false);
+            warn_failed(&self.queue.name, &e, "closing");
         }
-        self.metrics.publish(&self.slot, &self.control.intake);
+        self.metrics.publish(&self.queue, &self.lifecycle.intake);
     }
 
     /// Pops up to a batch of records, stopping after a flush barrier so
@@ -94,7 +129,7 @@ impl Worker {
     /// settled.
     fn drain(&self, batch: &mut Vec<Arc<AuditRecord>>) -> Option<Arc<Barrier>> {
         while batch.len() < self.config.batch_size {
-            match self.slot.pop()? {
+            match self.queue.pop()? {
                 Item::Record(record) => batch.push(record),
                 Item::Barrier(barrier) => return Some(barrier),
             }
@@ -119,36 +154,36 @@ impl Worker {
             let attempt = attempt.unwrap_or_else(|_| Err(SinkError::rejected("the sink panicked")));
             let error = match attempt {
                 Ok(()) => {
-                    if self.slot.record_outcome(batch.len(), 0) {
-                        self.control.progress.notify();
+                    if self.queue.record_outcome(batch.len(), 0) {
+                        self.lifecycle.progress.notify();
                     }
                     return;
                 }
                 Err(error) => error,
             };
-            if self.slot.record_error(&error, error.is_transient()) {
-                self.control.progress.notify();
+            if self.queue.record_error(&error, error.is_transient()) {
+                self.lifecycle.progress.notify();
             }
             if let Some(failed) = error.failed_records() {
                 let failed = failed.min(batch.len());
                 warn_failed(
-                    &self.slot.name,
+                    &self.queue.name,
                     &error,
                     "some records of a batch were refused",
                 );
-                if self.slot.record_outcome(batch.len() - failed, failed) {
-                    self.control.progress.notify();
+                if self.queue.record_outcome(batch.len() - failed, failed) {
+                    self.lifecycle.progress.notify();
                 }
                 return;
             }
-            let deadline = self.control.deadline();
+            let deadline = self.lifecycle.deadline();
             if !error.is_transient() || deadline.is_some_and(|d| Instant::now() >= d) {
-                warn_failed(&self.slot.name, &error, "giving up on a batch");
-                self.slot.record_outcome(0, batch.len());
+                warn_failed(&self.queue.name, &error, "giving up on a batch");
+                self.queue.record_outcome(0, batch.len());
                 return;
             }
-            if self.control.warnings.allow() {
-                warn_failed(&self.slot.name, &error, "retrying");
+            if self.retry_warnings.allow() {
+                warn_failed(&self.queue.name, &error, "retrying");
             }
             let wait = match deadline {
                 Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
@@ -163,7 +198,7 @@ impl Worker {
 }
 
 /// Marks the worker finished when it returns or unwinds.
-struct Finished(Arc<SinkSlot>, Arc<Control>);
+struct Finished(Arc<SinkQueue>, Arc<Lifecycle>);
 
 impl Drop for Finished {
     fn drop(&mut self) {

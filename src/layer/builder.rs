@@ -57,11 +57,11 @@ const MIN_MAX_RECORD_BYTES: usize = 1024;
 pub struct AuditLayerBuilder {
     file: Option<PathBuf>,
     file_retention: Retention,
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg(db)]
     database_retention: Retention,
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg(db)]
     database: Option<String>,
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg(db)]
     apply_migrations: bool,
     sinks: Vec<(String, Box<dyn Sink + Send>)>,
     queue_capacity: usize,
@@ -76,11 +76,11 @@ impl AuditLayerBuilder {
         Self {
             file: None,
             file_retention: Retention::days(90).unwrap_or(Retention::FOREVER),
-            #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+            #[cfg(db)]
             database_retention: Retention::days(30).unwrap_or(Retention::FOREVER),
-            #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+            #[cfg(db)]
             database: None,
-            #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+            #[cfg(db)]
             apply_migrations: true,
             sinks: Vec::new(),
             queue_capacity: 10_000,
@@ -114,7 +114,7 @@ impl AuditLayerBuilder {
     /// neither blocks nor fails on it; for a sink that checks the database
     /// at start-up, build a [`DatabaseSink`](crate::DatabaseSink) and add
     /// it with [`sink`](Self::sink).
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg(db)]
     pub fn database(self, url: impl Into<String>) -> Self {
         Self {
             database: Some(url.into()),
@@ -127,7 +127,7 @@ impl AuditLayerBuilder {
     /// of [`schema_sql`](crate::schema_sql)) and checks it, failing with
     /// what is missing (`run_migrations`). See
     /// [`DatabaseSinkBuilder::apply_migrations`](crate::DatabaseSinkBuilder::apply_migrations).
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg(db)]
     pub fn apply_migrations(self, apply: bool) -> Self {
         Self {
             apply_migrations: apply,
@@ -145,7 +145,7 @@ impl AuditLayerBuilder {
             file_retention: config.log_retention_days,
             ..self
         };
-        #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+        #[cfg(db)]
         let builder = Self {
             database_retention: config.db_retention_days,
             apply_migrations: config.run_migrations,
@@ -263,7 +263,7 @@ impl AuditLayerBuilder {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+        #[cfg(db)]
         if let Some(url) = self.database.take() {
             let database = crate::DatabaseSink::builder(url)
                 .retention(self.database_retention)
@@ -323,7 +323,7 @@ impl std::fmt::Debug for AuditLayerBuilder {
         let mut f = f.debug_struct("AuditLayerBuilder");
         f.field("file", &self.file);
         // Whether only: a database URL may carry a password.
-        #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+        #[cfg(db)]
         f.field("database", &self.database.is_some());
         f.field(
             "sinks",

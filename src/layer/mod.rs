@@ -145,7 +145,7 @@ where
 impl fmt::Debug for AuditLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditLayer")
-            .field("sinks", &self.delivery.slots.len())
+            .field("sinks", &self.delivery.sink_count())
             .finish_non_exhaustive()
     }
 }

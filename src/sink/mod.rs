@@ -7,6 +7,7 @@
 
 mod file;
 mod writer;
+mod from_fn;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -16,6 +17,7 @@ use crate::AuditRecord;
 
 pub use self::file::{FileSink, FileSinkBuilder};
 pub use self::writer::WriterSink;
+pub use self::from_fn::{from_fn, FromFn};
 
 /// A destination for audit records.
 ///

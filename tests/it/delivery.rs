@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use fabric_audit::{audit, AuditLayer, Overflow};
 
-use crate::support::{pipeline, Broken, Collect, Flaky, Gate, Panicky, Slow};
+use crate::support::{broken, flaky, panicky, pipeline, slow, Collect, Gate};
 
 /// Emits `per_thread` events from each of `threads` threads.
 fn flood(dispatch: &tracing::Dispatch, threads: usize, per_thread: usize) {
@@ -25,7 +25,7 @@ fn flood(dispatch: &tracing::Dispatch, threads: usize, per_thread: usize) {
 
 #[test]
 fn overflow_is_counted_exactly() {
-    let (slow, written) = Slow::new(Duration::from_millis(2));
+    let (slow, written) = slow(Duration::from_millis(2));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("slow", slow)
@@ -44,7 +44,7 @@ fn overflow_is_counted_exactly() {
 
 #[test]
 fn block_policy_loses_nothing() {
-    let (slow, written) = Slow::new(Duration::from_millis(1));
+    let (slow, written) = slow(Duration::from_millis(1));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("slow", slow)
@@ -60,7 +60,7 @@ fn block_policy_loses_nothing() {
 
 #[test]
 fn flush_returns_once_everything_before_it_is_written() {
-    let (slow, written) = Slow::new(Duration::from_millis(1));
+    let (slow, written) = slow(Duration::from_millis(1));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("slow", slow)
@@ -96,7 +96,7 @@ fn flush_returns_once_everything_before_it_is_written() {
 #[tokio::test]
 async fn async_flush_waits_for_every_sink() {
     let a = Collect::default();
-    let (b, b_written) = Slow::new(Duration::from_millis(5));
+    let (b, b_written) = slow(Duration::from_millis(5));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("a", a.clone())
@@ -115,7 +115,7 @@ async fn async_flush_waits_for_every_sink() {
 
 #[test]
 fn shutdown_drains_everything_queued() {
-    let (slow, written) = Slow::new(Duration::from_micros(200));
+    let (slow, written) = slow(Duration::from_micros(200));
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("slow", slow)
@@ -173,11 +173,8 @@ fn fast_dropped(audit: &fabric_audit::AuditHandle) -> u64 {
 
 #[test]
 fn transient_failures_are_retried_until_written() {
-    let flaky = Flaky {
-        failures: 3,
-        inner: Collect::default(),
-    };
-    let written = flaky.inner.clone();
+    let written = Collect::default();
+    let flaky = flaky(3, written.clone());
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("flaky", flaky)
@@ -201,8 +198,8 @@ fn a_failing_sink_is_reported_by_flush_and_counted_at_shutdown() {
     let healthy = Collect::default();
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
-            .sink("down", Broken { transient: true })
-            .sink("rejecting", Broken { transient: false })
+            .sink("down", broken(true))
+            .sink("rejecting", broken(false))
             .sink("healthy", healthy.clone())
             .max_backoff(Duration::from_millis(10))
             .shutdown_timeout(Duration::from_millis(200)),
@@ -286,7 +283,7 @@ fn a_panicking_sink_fails_its_records_and_holds_up_nothing() {
     let healthy = Collect::default();
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
-            .sink("panicky", Panicky)
+            .sink("panicky", panicky())
             .sink("healthy", healthy.clone())
             .batch_size(10),
     );
@@ -321,7 +318,7 @@ fn assert_balanced(report: &fabric_audit::Report) {
 fn a_rejected_batch_fails_the_flush_with_its_count() {
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
-            .sink("rejecting", Broken { transient: false })
+            .sink("rejecting", broken(false))
             .sink("ok", Collect::default()),
     );
     tracing::dispatcher::with_default(&dispatch, || audit!(action = "one"));
@@ -358,23 +355,19 @@ fn a_flush_after_dropped_records_names_the_sink() {
 
 #[test]
 fn a_partially_refused_batch_counts_only_the_refused_records() {
-    struct RefuseOdd(Collect);
-    impl fabric_audit::Sink for RefuseOdd {
-        fn write(
-            &mut self,
-            batch: &fabric_audit::Batch<'_>,
-        ) -> Result<(), fabric_audit::SinkError> {
-            let odd = batch.iter().filter(|r| r.action() == "odd").count();
-            self.0.write(batch)?;
-            match odd {
-                0 => Ok(()),
-                n => Err(fabric_audit::SinkError::partial(n, "odd records refused")),
-            }
+    let kept = Collect::default();
+    let inner = kept.clone();
+    let refuse_odd = fabric_audit::sinks::from_fn(move |batch| {
+        let odd = batch.iter().filter(|r| r.action() == "odd").count();
+        inner.keep(batch);
+        match odd {
+            0 => Ok(()),
+            n => Err(fabric_audit::SinkError::partial(n, "odd records refused")),
         }
-    }
+    });
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
-            .sink("picky", RefuseOdd(Collect::default()))
+            .sink("picky", refuse_odd)
             .batch_size(7),
     );
     tracing::dispatcher::with_default(&dispatch, || {
@@ -393,6 +386,8 @@ fn a_partially_refused_batch_counts_only_the_refused_records() {
     assert_eq!((sink.written(), sink.failed()), (50, 50), "{report}");
     assert_eq!(sink.last_error(), Some("odd records refused"));
     assert!(!sink.is_failing());
+    // A partial failure is not retried: the sink saw every record once.
+    assert_eq!(kept.len(), 100);
 }
 
 /// The race of shutdown against emitting threads, many times over: every
@@ -401,7 +396,7 @@ fn a_partially_refused_batch_counts_only_the_refused_records() {
 fn shutdown_racing_emitters_always_balances() {
     for round in 0..200 {
         let fast = Collect::default();
-        let (slow, _) = Slow::new(Duration::from_micros(50));
+        let (slow, _) = slow(Duration::from_micros(50));
         let (dispatch, audit) = pipeline(
             AuditLayer::builder()
                 .sink("fast", fast.clone())

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fabric_audit::{audit, AuditLayer, Report};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::support::{pipeline, Flaky, Gate};
+use crate::support::{flaky, pipeline, Gate};
 
 /// One recorder for the whole test binary (the facade's is global); each
 /// test uses sink names of its own.
@@ -55,10 +55,7 @@ fn assert_matches_report(scrape: &str, report: &Report, sink: &str) {
 fn the_published_counters_equal_the_final_report_for_every_sink() {
     let recorder = recorder();
     let gate = Gate::default();
-    let flaky = Flaky {
-        failures: 3,
-        inner: Default::default(),
-    };
+    let flaky = flaky(3, Default::default());
     let (dispatch, audit) = pipeline(
         AuditLayer::builder()
             .sink("metrics-gated", gate.clone())

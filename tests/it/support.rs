@@ -4,7 +4,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use fabric_audit::{
-    AuditHandle, AuditLayerBuilder, AuditRecord, Batch, Principal, Sink, SinkError,
+    sinks, AuditHandle, AuditLayerBuilder, AuditRecord, Batch, Principal, Sink, SinkError,
 };
 use tracing::Dispatch;
 use tracing_subscriber::layer::{Context, Layer};
@@ -52,38 +52,31 @@ impl Collect {
 
 impl Sink for Collect {
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
-        let (lock, cv) = &*self.state;
-        lock.lock().unwrap().extend(batch.iter().cloned());
-        cv.notify_all();
+        self.keep(batch);
         Ok(())
     }
 }
 
-/// A sink that takes `delay` per batch: a slow network or disk.
-pub(crate) struct Slow {
-    pub(crate) delay: Duration,
-    pub(crate) inner: Collect,
-}
-
-impl Slow {
-    /// A slow sink, and a view of what it has written.
-    pub(crate) fn new(delay: Duration) -> (Self, Collect) {
-        let inner = Collect::default();
-        (
-            Self {
-                delay,
-                inner: inner.clone(),
-            },
-            inner,
-        )
+impl Collect {
+    /// Keeps the records of `batch`: what every collecting sink does.
+    pub(crate) fn keep(&self, batch: &Batch<'_>) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap().extend(batch.iter().cloned());
+        cv.notify_all();
     }
 }
 
-impl Sink for Slow {
-    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
-        std::thread::sleep(self.delay);
-        self.inner.write(batch)
-    }
+/// A sink that takes `delay` per batch (a slow network or disk), and a
+/// view of what it has written.
+pub(crate) fn slow(delay: Duration) -> (impl Sink + Send, Collect) {
+    let written = Collect::default();
+    let inner = written.clone();
+    let sink = sinks::from_fn(move |batch| {
+        std::thread::sleep(delay);
+        inner.keep(batch);
+        Ok(())
+    });
+    (sink, written)
 }
 
 /// A sink whose writes wait until the test opens the gate; it tells the
@@ -128,35 +121,33 @@ impl Sink for Gate {
     }
 }
 
-/// Fails its first `failures` writes with a transient error.
-pub(crate) struct Flaky {
-    pub(crate) failures: usize,
-    pub(crate) inner: Collect,
-}
-
-impl Sink for Flaky {
-    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
-        if self.failures > 0 {
-            self.failures -= 1;
+/// Fails its first `failures` writes with a transient error, then keeps
+/// what it is given in `inner`.
+pub(crate) fn flaky(mut failures: usize, inner: Collect) -> impl Sink + Send {
+    sinks::from_fn(move |batch| {
+        if failures > 0 {
+            failures -= 1;
             return Err(SinkError::transient("connection reset"));
         }
-        self.inner.write(batch)
-    }
+        inner.keep(batch);
+        Ok(())
+    })
 }
 
-/// Fails every write, transiently or for good.
-pub(crate) struct Broken {
-    pub(crate) transient: bool,
-}
-
-impl Sink for Broken {
-    fn write(&mut self, _: &Batch<'_>) -> Result<(), SinkError> {
-        if self.transient {
-            Err(SinkError::transient("database is down"))
+/// Fails every write, transiently (the worker retries) or for good.
+pub(crate) fn broken(transient: bool) -> impl Sink + Send {
+    sinks::from_fn(move |_| {
+        Err(if transient {
+            SinkError::transient("database is down")
         } else {
-            Err(SinkError::rejected("value too long"))
-        }
-    }
+            SinkError::rejected("value too long")
+        })
+    })
+}
+
+/// Panics on every write: a buggy sink.
+pub(crate) fn panicky() -> impl Sink + Send {
+    sinks::from_fn(|_| panic!("bug in a user's sink"))
 }
 
 /// A layer that notes the target of every event it sees.
@@ -207,14 +198,5 @@ impl Principal for User {
     }
     fn flags(&self) -> &[String] {
         &self.roles
-    }
-}
-
-/// Panics on every write: a buggy sink.
-pub(crate) struct Panicky;
-
-impl Sink for Panicky {
-    fn write(&mut self, _: &Batch<'_>) -> Result<(), SinkError> {
-        panic!("bug in a user's sink");
     }
 }

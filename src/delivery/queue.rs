@@ -4,6 +4,30 @@
 //! only when it sleeps and the queue has reached a batch's worth, so a
 //! steady stream of events costs no wake-up system call per event; the
 //! worker otherwise wakes on its own timer.
+//!
+//! # Who touches what
+//!
+//! | part | emitters | worker | flush | shutdown |
+//! |---|---|---|---|---|
+//! | `items` | push records | pop | push barriers | pops leftovers once the worker is gone |
+//! | `sleeping` | read, clear to wake | set before parking | clear to wake | clear to wake |
+//! | `space` | wait when full (`Block`) | notify after draining | wait when full | notify on close |
+//! | `closed` | read | | read | set |
+//! | counters | `dropped` | `written`, `failed`, `errors` | read | `failed` (abandon) |
+//!
+//! # Counting
+//!
+//! Every record offered to the queue is counted exactly once: `dropped`
+//! when refused (full, or closed), otherwise `written` or `failed` by the
+//! worker, or `dropped` when still queued after the worker is gone, or
+//! `failed` when shutdown abandons a worker stuck at its deadline. The
+//! `abandoned` lock makes the last case and the worker's own counting
+//! mutually exclusive, so a stuck write that returns late counts nothing.
+//!
+//! The counters are plain relaxed atomics: each is only ever added to, and
+//! a [`report`](SinkQueue::report) is a snapshot. Its consistency with the
+//! intake (no sink ahead of the emitted count) comes from the order in
+//! which [`Delivery::report`](super::Delivery::report) reads them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -20,6 +44,7 @@ use crate::AuditRecord;
 /// What travels through a sink's queue.
 #[derive(Debug)]
 pub(crate) enum Item {
+    /// A record, shared by every sink's queue (one allocation per event).
     Record(Arc<AuditRecord>),
     /// A flush barrier: reached once everything queued before it is settled.
     Barrier(Arc<Barrier>),
@@ -52,12 +77,20 @@ impl Barrier {
 /// One sink's queue and its counters: what emitters, its worker, flushes
 /// and shutdown share.
 #[derive(Debug)]
-pub(crate) struct SinkSlot {
+pub(crate) struct SinkQueue {
+    /// The sink's name, as in the report.
     pub(crate) name: String,
-    queue: ArrayQueue<Item>,
-    /// Queue length at which an emitter wakes a sleeping worker.
+    /// Records and flush barriers, in the order they were queued: the
+    /// order that makes a barrier mean "everything before me".
+    items: ArrayQueue<Item>,
+    /// Queue length at which an emitter wakes a sleeping worker: a batch,
+    /// or half the queue if that is smaller (so that a small queue does
+    /// not fill up before its worker is woken).
     wake_at: usize,
+    /// Set by the worker just before it parks, cleared by whoever wakes
+    /// it: lets emitters skip the unpark system call while it is awake.
     sleeping: AtomicBool,
+    /// The worker's thread, to unpark; set once, right after it spawned.
     worker: OnceLock<Thread>,
     /// Notified by the worker when it has made room in the queue.
     pub(crate) space: Signal,
@@ -65,23 +98,30 @@ pub(crate) struct SinkSlot {
     closed: AtomicBool,
     /// Set when the worker has returned.
     finished: AtomicBool,
+    /// Set by a transient error, cleared by the next write that succeeds:
+    /// flushes do not wait for a failing sink.
     failing: AtomicBool,
+    /// The text of the last error, for the report.
     last_error: Mutex<Option<String>>,
     /// Set when shutdown gave up on a worker that did not finish by the
     /// deadline; the lock makes that and the worker's own counting
     /// mutually exclusive, so no record is counted twice.
     abandoned: Mutex<bool>,
+    /// Records stored by the sink.
     written: AtomicU64,
+    /// Records refused by the queue (full or closed), or left in it.
     dropped: AtomicU64,
+    /// Records the sink refused, gave up on, or never finished.
     failed: AtomicU64,
+    /// Failed attempts (a retried batch counts each attempt).
     errors: AtomicU64,
 }
 
-impl SinkSlot {
+impl SinkQueue {
     pub(crate) fn new(name: String, capacity: usize, batch_size: usize) -> Self {
         Self {
             name,
-            queue: ArrayQueue::new(capacity.max(1)),
+            items: ArrayQueue::new(capacity.max(1)),
             wake_at: batch_size.min(capacity / 2).max(1),
             sleeping: AtomicBool::new(false),
             worker: OnceLock::new(),
@@ -109,25 +149,28 @@ impl SinkSlot {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        match self.queue.push(Item::Record(record)) {
+        match self.items.push(Item::Record(record)) {
             Ok(()) => {
-                if self.sleeping.load(Ordering::Relaxed) && self.queue.len() >= self.wake_at {
-                    self.wake();
+                if self.sleeping.load(Ordering::Relaxed) && self.items.len() >= self.wake_at {
+                    self.wake_if_sleeping();
                 }
                 true
             }
             Err(item) if overflow == Overflow::Block => self.push_blocking(item),
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.wake();
+                self.wake_if_sleeping();
                 false
             }
         }
     }
 
+    /// The [`Overflow::Block`] path: waits on `space` until the item fits
+    /// or the queue closes. Wakes the worker first, and again after every
+    /// failed push: a full queue with a sleeping worker would never drain.
     fn push_blocking(&self, item: Item) -> bool {
         let mut pending = Some(item);
-        self.wake();
+        self.wake_if_sleeping();
         self.space.wait_blocking(|| {
             let Some(item) = pending.take() else {
                 return true;
@@ -137,11 +180,11 @@ impl SinkSlot {
                 pending = Some(item);
                 return true;
             }
-            match self.queue.push(item) {
+            match self.items.push(item) {
                 Ok(()) => true,
                 Err(item) => {
                     pending = Some(item);
-                    self.wake();
+                    self.wake_if_sleeping();
                     false
                 }
             }
@@ -154,7 +197,7 @@ impl SinkSlot {
     }
 
     /// Wakes the worker if it sleeps.
-    pub(crate) fn wake(&self) {
+    pub(crate) fn wake_if_sleeping(&self) {
         // A load first: under a flood of dropped records the worker is
         // awake, and a swap per record would fight over the cache line.
         if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
@@ -165,7 +208,7 @@ impl SinkSlot {
     }
 
     /// Wakes the worker whether or not it sleeps (shutdown, flush, backoff).
-    pub(crate) fn kick(&self) {
+    pub(crate) fn wake_always(&self) {
         self.sleeping.store(false, Ordering::Release);
         if let Some(worker) = self.worker.get() {
             worker.unpark();
@@ -174,17 +217,25 @@ impl SinkSlot {
 
     /// Called by the worker with an empty queue: sleeps up to `interval`,
     /// or until an emitter finds a batch's worth queued.
+    ///
+    /// `sleeping` is set (`SeqCst`) before the queue is looked at: an
+    /// emitter that pushed before that look is seen by it, and one that
+    /// pushes after sees `sleeping` and may wake us. A wake-up that comes
+    /// before `park_timeout` is not lost either: `unpark` leaves a token
+    /// that makes the next park return at once.
     pub(crate) fn sleep(&self, interval: Duration) {
         self.sleeping.store(true, Ordering::SeqCst);
-        if self.queue.is_empty() {
+        if self.items.is_empty() {
             std::thread::park_timeout(interval);
         }
         self.sleeping.store(false, Ordering::Release);
     }
 
+    /// Accepts nothing more, and wakes both the worker (to drain and
+    /// finish) and emitters blocked on a full queue (to give up).
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.kick();
+        self.wake_always();
         self.space.notify();
     }
 
@@ -192,6 +243,8 @@ impl SinkSlot {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The worker has returned (or unwound): flushes and shutdown stop
+    /// waiting for it.
     pub(crate) fn set_finished(&self) {
         self.finished.store(true, Ordering::Release);
     }
@@ -270,18 +323,18 @@ impl SinkSlot {
 
     /// Takes the next item off the queue: the worker's side.
     pub(crate) fn pop(&self) -> Option<Item> {
-        self.queue.pop()
+        self.items.pop()
     }
 
     /// Queues a flush barrier behind everything already queued; false when
     /// the queue is full.
     pub(crate) fn push_barrier(&self, barrier: &Arc<Barrier>) -> bool {
-        self.queue.push(Item::Barrier(barrier.clone())).is_ok()
+        self.items.push(Item::Barrier(barrier.clone())).is_ok()
     }
 
     /// Counts whatever is still queued as dropped (after the worker is gone).
     pub(crate) fn drop_leftovers(&self) {
-        while let Some(item) = self.queue.pop() {
+        while let Some(item) = self.items.pop() {
             if let Item::Record(_) = item {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -298,7 +351,7 @@ impl SinkSlot {
             dropped: load(&self.dropped) + late,
             failed: load(&self.failed),
             errors: load(&self.errors),
-            queued: self.queue.len() as u64,
+            queued: self.items.len() as u64,
             pending: 0,
             failing: self.is_failing(),
             last_error: self
