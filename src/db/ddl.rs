@@ -5,6 +5,7 @@
 use diesel::prelude::*;
 
 use super::backend::{with_conn, Backend, Conn};
+use super::schema::EVENT_COLUMNS;
 
 /// One migration: its diesel version (the directory's date and number,
 /// digits only) and its `up.sql`.
@@ -43,25 +44,7 @@ pub(crate) const MYSQL: &[Step] = steps!("mysql": "2026-11-27-000001_create_audi
 
 /// The columns the sink writes and the store reads, per table.
 const COLUMNS: &[(&str, &[&str])] = &[
-    (
-        "audit_events",
-        &[
-            "id",
-            "timestamp_us",
-            "action",
-            "actor_id",
-            "actor_type",
-            "actor_email",
-            "actor_name",
-            "actor_flags",
-            "resource_type",
-            "resource_id",
-            "detail",
-            "request_id",
-            "client_ip",
-            "user_agent",
-        ],
-    ),
+    ("audit_events", EVENT_COLUMNS),
     ("audit_event_flags", &["flag", "timestamp_us", "event_id"]),
 ];
 

@@ -71,13 +71,6 @@ impl RecordBuilder {
         Self { record }
     }
 
-    pub(crate) fn with_id(id: Uuid, micros: i64) -> Self {
-        let mut record = AuditRecord::empty();
-        record.id = id;
-        record.micros = micros;
-        Self { record }
-    }
-
     /// Sets the id (for records read back from storage).
     pub fn id(mut self, id: Uuid) -> Self {
         self.record.id = id;
@@ -88,26 +81,6 @@ impl RecordBuilder {
     pub fn timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
         self.record.micros = timestamp.timestamp_micros();
         self
-    }
-
-    /// Sets the actor's id.
-    pub fn actor_id(self, id: impl AsRef<str>) -> Self {
-        self.with(Field::ActorId, id.as_ref())
-    }
-
-    /// Sets the actor's type.
-    pub fn actor_type(self, kind: impl AsRef<str>) -> Self {
-        self.with(Field::ActorType, kind.as_ref())
-    }
-
-    /// Sets the actor's email address.
-    pub fn actor_email(self, email: impl AsRef<str>) -> Self {
-        self.with(Field::ActorEmail, email.as_ref())
-    }
-
-    /// Sets the actor's display name.
-    pub fn actor_name(self, name: impl AsRef<str>) -> Self {
-        self.with(Field::ActorName, name.as_ref())
     }
 
     /// Sets the actor's flags.
@@ -140,33 +113,55 @@ impl RecordBuilder {
         self
     }
 
-    /// Sets the request id.
-    pub fn request_id(self, id: impl AsRef<str>) -> Self {
-        self.with(Field::RequestId, id.as_ref())
-    }
-
-    /// Sets the client's IP address.
-    pub fn client_ip(self, ip: impl AsRef<str>) -> Self {
-        self.with(Field::ClientIp, ip.as_ref())
-    }
-
-    /// Sets the client's user agent.
-    pub fn user_agent(self, agent: impl AsRef<str>) -> Self {
-        self.with(Field::UserAgent, agent.as_ref())
-    }
-
     /// Finishes the record.
     pub fn build(self) -> AuditRecord {
         self.record
     }
 
-    fn with(mut self, field: Field, value: &str) -> Self {
+    pub(super) fn with(mut self, field: Field, value: &str) -> Self {
         self.record.set(field, value);
         self
     }
 
+    #[cfg(test)]
     pub(crate) fn record_mut(&mut self) -> &mut AuditRecord {
         &mut self.record
+    }
+
+}
+
+/// A record's values as a reader found them (a JSON object, a row), before
+/// they are put into the record's buffer.
+#[derive(Debug)]
+pub(crate) struct Parts<S> {
+    pub(crate) id: Uuid,
+    /// Microseconds since the Unix epoch, UTC.
+    pub(crate) micros: i64,
+    /// The text fields, by [`Field`] position.
+    pub(crate) texts: [Option<S>; Field::COUNT],
+    pub(crate) flags: Vec<String>,
+    pub(crate) detail: Vec<(String, serde_json::Value)>,
+}
+
+impl<S: AsRef<str>> Parts<S> {
+    /// The record these values make: the one way a record read back from
+    /// JSON or from a row is built.
+    pub(crate) fn into_record(self) -> AuditRecord {
+        let mut record = AuditRecord::empty();
+        record.id = self.id;
+        record.micros = self.micros;
+        for (field, value) in Field::ALL.into_iter().zip(&self.texts) {
+            if let Some(value) = value {
+                record.set(field, value.as_ref());
+            }
+        }
+        for flag in &self.flags {
+            record.push_flag(flag);
+        }
+        for (key, value) in self.detail {
+            record.push_json(&key, value);
+        }
+        record
     }
 }
 

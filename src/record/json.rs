@@ -4,29 +4,32 @@ use serde::de::{self, Deserialize, Deserializer};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use uuid::Uuid;
 
-use super::builder::RecordBuilder;
+use super::builder::Parts;
+use super::fields::{Role, KEYS, NAMES};
 use super::{time, AuditRecord, Field, Value};
 
 impl Serialize for AuditRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let timestamp = time::format_rfc3339_micros(self.micros);
-        // The formatter writes ASCII digits only.
-        let timestamp = std::str::from_utf8(&timestamp).unwrap_or_default();
-        let mut map = serializer.serialize_map(Some(14))?;
-        map.serialize_entry("id", &self.id)?;
-        map.serialize_entry("timestamp", timestamp)?;
-        map.serialize_entry("action", self.action())?;
-        map.serialize_entry("actor_id", &self.actor_id())?;
-        map.serialize_entry("actor_type", &self.actor_type())?;
-        map.serialize_entry("actor_email", &self.actor_email())?;
-        map.serialize_entry("actor_name", &self.actor_name())?;
-        map.serialize_entry("actor_flags", &Flags(self))?;
-        map.serialize_entry("resource_type", &self.resource_type())?;
-        map.serialize_entry("resource_id", &self.resource_id())?;
-        map.serialize_entry("detail", &Detail(self))?;
-        map.serialize_entry("request_id", &self.request_id())?;
-        map.serialize_entry("client_ip", &self.client_ip())?;
-        map.serialize_entry("user_agent", &self.user_agent())?;
+        let mut map = serializer.serialize_map(Some(KEYS.len()))?;
+        for key in &KEYS {
+            match key.role {
+                Role::Id => map.serialize_entry(key.name, &self.id)?,
+                Role::Timestamp => {
+                    let timestamp = time::format_rfc3339_micros(self.micros);
+                    // The formatter writes ASCII digits only.
+                    let timestamp = std::str::from_utf8(&timestamp).unwrap_or_default();
+                    map.serialize_entry(key.name, timestamp)?;
+                }
+                // A required field is never null, even in a record made
+                // without it (the layer counts and drops those).
+                Role::Text(field) if field.is_required() => {
+                    map.serialize_entry(key.name, self.get(field).unwrap_or_default())?;
+                }
+                Role::Text(field) => map.serialize_entry(key.name, &self.get(field))?,
+                Role::Flags => map.serialize_entry(key.name, &Flags(self))?,
+                Role::Detail => map.serialize_entry(key.name, &Detail(self))?,
+            }
+        }
         map.end()
     }
 }
@@ -64,37 +67,6 @@ impl Serialize for Detail<'_> {
     }
 }
 
-/// The record as it arrives: every field of the format, nothing else.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
-    id: Uuid,
-    timestamp: String,
-    action: String,
-    #[serde(default)]
-    actor_id: Option<String>,
-    #[serde(default)]
-    actor_type: Option<String>,
-    #[serde(default)]
-    actor_email: Option<String>,
-    #[serde(default)]
-    actor_name: Option<String>,
-    #[serde(default)]
-    actor_flags: Option<Vec<String>>,
-    #[serde(default)]
-    resource_type: Option<String>,
-    #[serde(default)]
-    resource_id: Option<String>,
-    #[serde(default)]
-    detail: Option<OrderedMap>,
-    #[serde(default)]
-    request_id: Option<String>,
-    #[serde(default)]
-    client_ip: Option<String>,
-    #[serde(default)]
-    user_agent: Option<String>,
-}
-
 /// Reads a JSON object's entries in their order (a detail column).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) fn parse_object(text: &str) -> serde_json::Result<Vec<(String, serde_json::Value)>> {
@@ -128,42 +100,72 @@ impl<'de> Deserialize<'de> for OrderedMap {
 
 impl<'de> Deserialize<'de> for AuditRecord {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let wire = Wire::deserialize(deserializer)?;
-        if wire.action.is_empty() {
-            return Err(de::Error::custom("`action` is empty"));
-        }
-        let timestamp = time::parse_rfc3339(&wire.timestamp).ok_or_else(|| {
-            de::Error::custom(format_args!(
-                "`timestamp` is not an RFC 3339 timestamp: {:?}",
-                wire.timestamp
-            ))
-        })?;
-        let mut builder = RecordBuilder::with_id(wire.id, timestamp);
-        let b = builder.record_mut();
-        let strings = [
-            (Field::Action, Some(wire.action)),
-            (Field::ActorId, wire.actor_id),
-            (Field::ActorType, wire.actor_type),
-            (Field::ActorEmail, wire.actor_email),
-            (Field::ActorName, wire.actor_name),
-            (Field::ResourceType, wire.resource_type),
-            (Field::ResourceId, wire.resource_id),
-            (Field::RequestId, wire.request_id),
-            (Field::ClientIp, wire.client_ip),
-            (Field::UserAgent, wire.user_agent),
-        ];
-        for (field, value) in strings {
-            if let Some(value) = value {
-                b.set(field, &value);
+        deserializer.deserialize_struct("AuditRecord", NAMES, RecordVisitor)
+    }
+}
+
+/// Reads the record's object key by key, each key once, no other key (what
+/// `#[serde(deny_unknown_fields)]` on a derived struct would do), into
+/// [`Parts`]: the same construction path as a row read back.
+struct RecordVisitor;
+
+impl<'de> de::Visitor<'de> for RecordVisitor {
+    type Value = AuditRecord;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an audit record object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<AuditRecord, A::Error> {
+        let mut id: Option<Uuid> = None;
+        let mut timestamp: Option<String> = None;
+        let mut texts: [Option<String>; Field::COUNT] = Default::default();
+        // A text key given as `null` is "seen" too: a second one is a
+        // duplicate all the same.
+        let mut seen = [false; KEYS.len()];
+        let mut flags: Option<Vec<String>> = None;
+        let mut detail: Option<OrderedMap> = None;
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let Some(at) = KEYS.iter().position(|k| k.name == name) else {
+                return Err(de::Error::unknown_field(&name, NAMES));
+            };
+            if std::mem::replace(&mut seen[at], true) {
+                return Err(de::Error::duplicate_field(KEYS[at].name));
+            }
+            match KEYS[at].role {
+                Role::Id => id = Some(map.next_value()?),
+                Role::Timestamp => timestamp = Some(map.next_value()?),
+                Role::Text(field) if field.is_required() => {
+                    texts[field as usize] = Some(map.next_value::<String>()?);
+                }
+                Role::Text(field) => texts[field as usize] = map.next_value()?,
+                Role::Flags => flags = map.next_value()?,
+                Role::Detail => detail = map.next_value()?,
             }
         }
-        for flag in wire.actor_flags.unwrap_or_default() {
-            b.push_flag(&flag);
+        let id = id.ok_or_else(|| de::Error::missing_field("id"))?;
+        let timestamp = timestamp.ok_or_else(|| de::Error::missing_field("timestamp"))?;
+        for field in Field::ALL.into_iter().filter(|f| f.is_required()) {
+            if !seen[KEYS.iter().position(|k| k.role == Role::Text(field)).unwrap_or(0)] {
+                return Err(de::Error::missing_field(field.name()));
+            }
         }
-        for (key, value) in wire.detail.map(|d| d.0).unwrap_or_default() {
-            b.push_json(&key, value);
+        if texts[Field::Action as usize].as_deref().is_none_or(str::is_empty) {
+            return Err(de::Error::custom("`action` is empty"));
         }
-        Ok(builder.build())
+        let micros = time::parse_rfc3339(&timestamp).ok_or_else(|| {
+            de::Error::custom(format_args!(
+                "`timestamp` is not an RFC 3339 timestamp: {timestamp:?}"
+            ))
+        })?;
+        let parts = Parts {
+            id,
+            micros,
+            texts,
+            flags: flags.unwrap_or_default(),
+            detail: detail.map(|d| d.0).unwrap_or_default(),
+        };
+        Ok(parts.into_record())
     }
 }
 

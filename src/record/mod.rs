@@ -5,10 +5,11 @@
 //! it, which costs one allocation instead of one per field. Readers see plain
 //! accessors; sinks see the same JSON object everywhere (file, database, API).
 
-mod builder;
+pub(crate) mod builder;
+pub(crate) mod fields;
 pub(crate) mod json;
+mod json_line;
 mod time;
-mod write;
 
 use std::fmt;
 
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use self::builder::RecordBuilder;
+pub(crate) use self::fields::Field;
 
 /// One audit record, as written to every sink.
 ///
@@ -58,75 +60,6 @@ pub struct AuditRecord {
     /// Bytes of text the record may hold before values are cut (see
     /// `AuditLayerBuilder::max_record_bytes`).
     limit: u32,
-}
-
-/// A string field of the record, by position in [`AuditRecord::slots`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Field {
-    Action,
-    ActorId,
-    ActorType,
-    ActorEmail,
-    ActorName,
-    ResourceType,
-    ResourceId,
-    RequestId,
-    ClientIp,
-    UserAgent,
-}
-
-impl Field {
-    pub(crate) const COUNT: usize = 10;
-
-    /// The field an event or span field of this name fills, if any.
-    ///
-    /// Both spellings are accepted: `actor.id` (what `audit!` emits, and the
-    /// OpenTelemetry-like style of span fields) and `actor_id` (the record's
-    /// column name).
-    pub(crate) fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "action" => Self::Action,
-            "actor.id" | "actor_id" => Self::ActorId,
-            "actor.type" | "actor_type" => Self::ActorType,
-            "actor.email" | "actor_email" => Self::ActorEmail,
-            "actor.name" | "actor_name" => Self::ActorName,
-            "resource.type" | "resource_type" => Self::ResourceType,
-            "resource.id" | "resource_id" => Self::ResourceId,
-            "request_id" | "request.id" => Self::RequestId,
-            "client_ip" | "client.ip" => Self::ClientIp,
-            "user_agent" | "user_agent.original" => Self::UserAgent,
-            _ => return None,
-        })
-    }
-
-    /// The record's name for this field: its JSON key and column.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Action => "action",
-            Self::ActorId => "actor_id",
-            Self::ActorType => "actor_type",
-            Self::ActorEmail => "actor_email",
-            Self::ActorName => "actor_name",
-            Self::ResourceType => "resource_type",
-            Self::ResourceId => "resource_id",
-            Self::RequestId => "request_id",
-            Self::ClientIp => "client_ip",
-            Self::UserAgent => "user_agent",
-        }
-    }
-
-    /// Whether this field is request context (inherited field by field).
-    pub(crate) fn is_request(self) -> bool {
-        matches!(self, Self::RequestId | Self::ClientIp | Self::UserAgent)
-    }
-
-    /// Whether this field belongs to the actor group (inherited as a whole).
-    pub(crate) fn is_actor(self) -> bool {
-        matches!(
-            self,
-            Self::ActorId | Self::ActorType | Self::ActorEmail | Self::ActorName
-        )
-    }
 }
 
 /// The names of event and span fields that hold the actor's flags.
@@ -227,39 +160,9 @@ impl AuditRecord {
         self.micros
     }
 
-    /// The actor's id.
-    pub fn actor_id(&self) -> Option<&str> {
-        self.get(Field::ActorId)
-    }
-
-    /// The actor's type: `user`, `service`, `api_key`, …
-    pub fn actor_type(&self) -> Option<&str> {
-        self.get(Field::ActorType)
-    }
-
-    /// The actor's email address.
-    pub fn actor_email(&self) -> Option<&str> {
-        self.get(Field::ActorEmail)
-    }
-
-    /// The actor's display name.
-    pub fn actor_name(&self) -> Option<&str> {
-        self.get(Field::ActorName)
-    }
-
     /// The actor's flags (roles, markers such as `impersonated`).
     pub fn actor_flags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.flags.iter().map(|&slot| self.str(slot))
-    }
-
-    /// The type of the resource acted on: `post`.
-    pub fn resource_type(&self) -> Option<&str> {
-        self.get(Field::ResourceType)
-    }
-
-    /// The id of the resource acted on.
-    pub fn resource_id(&self) -> Option<&str> {
-        self.get(Field::ResourceId)
     }
 
     /// Every other field of the event, in the order it was given.
@@ -272,21 +175,6 @@ impl AuditRecord {
     /// The detail field named `key`.
     pub fn detail_value(&self, key: &str) -> Option<DetailValue<'_>> {
         self.detail().find(|(k, _)| *k == key).map(|(_, v)| v)
-    }
-
-    /// The id of the request during which the event was emitted.
-    pub fn request_id(&self) -> Option<&str> {
-        self.get(Field::RequestId)
-    }
-
-    /// The client's IP address.
-    pub fn client_ip(&self) -> Option<&str> {
-        self.get(Field::ClientIp)
-    }
-
-    /// The client's user agent.
-    pub fn user_agent(&self) -> Option<&str> {
-        self.get(Field::UserAgent)
     }
 
     /// Heap bytes the record holds on to: what keeping it for reuse costs.
