@@ -17,6 +17,11 @@ macro_rules! define_events_table {
 
         /// The columns of `audit_events`, in the record's order.
         pub(crate) const EVENT_COLUMNS: &[&str] = &[$(stringify!($column)),*];
+
+        /// Whether each of [`EVENT_COLUMNS`] is `NOT NULL`.
+        #[cfg(test)]
+        pub(crate) const EVENT_COLUMNS_REQUIRED: &[bool] =
+            &[$($crate::record::fields::__required!($($sql)*)),*];
     };
 }
 

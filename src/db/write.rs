@@ -440,4 +440,24 @@ mod postgres {
         sort_present!(c, &present, check, outcome);
         Ok(outcome)
     }
+
+    #[cfg(test)]
+    mod tests {
+        /// The statement is the one written by hand before the list of
+        /// fields existed: the same columns, order and casts.
+        #[test]
+        fn the_unnest_statement_lists_every_column() {
+            assert_eq!(
+                super::events_statement(),
+                "INSERT INTO audit_events (id, timestamp_us, action, actor_id, \
+                 actor_type, actor_email, actor_name, actor_flags, resource_type, resource_id, \
+                 detail, request_id, client_ip, user_agent) \
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], \
+                 $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                 $11::text[], $12::text[], $13::text[], $14::text[]) \
+                 ON CONFLICT DO NOTHING RETURNING id"
+            );
+        }
+    }
+
 }

@@ -168,7 +168,7 @@ pub(crate) enum Group {
 macro_rules! define_field {
     (; $({ $column:ident $variant:ident $width:ident $group:ident ($($required:tt)*)
             [$($alias:literal),*] $($accessor:tt)* })*) => {
-        /// A text field of the record, by position in `AuditRecord::slots`.
+        /// A text field of the record, by position in `AuditRecord::text_fields`.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub(crate) enum Field {
             $(

@@ -1,4 +1,24 @@
 //! The record's JSON object: the same in the file, the database and the API.
+//!
+//! Both directions walk the list of keys made from the one list of fields
+//! (`record::fields::KEYS`), so that a field added there is written and read
+//! without a change here:
+//!
+//! - `Serialize` writes every key, in the list's order, absent text fields
+//!   as `null`, `actor_flags` as an array (`[]` when none) and `detail` as
+//!   an object in the order its entries were given. The file sink does not
+//!   use it (see `json_line`, which writes the same bytes faster); the API
+//!   and anything a user serializes do.
+//! - `Deserialize` accepts what `Serialize` writes, and more leniently:
+//!   optional keys may be missing or `null`, keys may come in any order. It
+//!   refuses unknown keys, repeated keys, a missing or empty `action`, a
+//!   missing `id` or `timestamp`, and a timestamp that is not RFC 3339 (any
+//!   offset: it is converted to UTC). It reads into `builder::Parts`, the
+//!   one construction path it shares with a database row read back.
+//!
+//! `detail` is read through [`OrderedMap`] rather than `serde_json::Map`:
+//! the latter sorts keys, and a record read back must equal the one
+//! written, order included.
 
 use serde::de::{self, Deserialize, Deserializer};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
@@ -34,6 +54,7 @@ impl Serialize for AuditRecord {
     }
 }
 
+/// The record's flags, serialized as a JSON array.
 struct Flags<'a>(&'a AuditRecord);
 
 impl Serialize for Flags<'_> {
@@ -46,6 +67,8 @@ impl Serialize for Flags<'_> {
     }
 }
 
+/// The record's detail, serialized as a JSON object in the order given;
+/// each value keeps its type.
 struct Detail<'a>(&'a AuditRecord);
 
 impl Serialize for Detail<'_> {
@@ -55,7 +78,7 @@ impl Serialize for Detail<'_> {
         for (key, value) in &record.detail {
             let key = record.str(*key);
             match value {
-                Value::Str(slot) => map.serialize_entry(key, record.str(*slot))?,
+                Value::Str(range) => map.serialize_entry(key, record.str(*range))?,
                 Value::I64(n) => map.serialize_entry(key, n)?,
                 Value::U64(n) => map.serialize_entry(key, n)?,
                 Value::F64(n) => map.serialize_entry(key, n)?,

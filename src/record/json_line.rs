@@ -77,8 +77,8 @@ impl AuditRecord {
         // Numbers go through serde_json, so they are spelled as it spells
         // them; they are a small share of the work.
         let _ = match value {
-            Value::Str(slot) => {
-                write_str(out, self.str(*slot));
+            Value::Str(range) => {
+                write_str(out, self.str(*range));
                 Ok(())
             }
             Value::I64(n) => serde_json::to_writer(&mut *out, n),

@@ -54,9 +54,9 @@ pub struct AuditRecord {
     /// Microseconds since the Unix epoch, UTC.
     micros: i64,
     text: String,
-    slots: [Slot; Field::COUNT],
-    flags: Vec<Slot>,
-    detail: Vec<(Slot, Value)>,
+    text_fields: [TextRange; Field::COUNT],
+    flags: Vec<TextRange>,
+    detail: Vec<(TextRange, Value)>,
     /// Bytes of text the record may hold before values are cut (see
     /// `AuditLayerBuilder::max_record_bytes`).
     limit: u32,
@@ -69,13 +69,13 @@ pub(crate) fn is_flags_name(name: &str) -> bool {
 
 /// A range of [`AuditRecord::text`]; `NONE` marks an absent value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Slot {
+pub(crate) struct TextRange {
     start: u32,
     end: u32,
 }
 
-impl Slot {
-    pub(crate) const NONE: Slot = Slot {
+impl TextRange {
+    pub(crate) const NONE: TextRange = TextRange {
         start: u32::MAX,
         end: u32::MAX,
     };
@@ -88,7 +88,7 @@ impl Slot {
 /// A typed detail value, stored compactly.
 #[derive(Clone, Debug)]
 pub(crate) enum Value {
-    Str(Slot),
+    Str(TextRange),
     I64(i64),
     U64(u64),
     F64(f64),
@@ -162,7 +162,7 @@ impl AuditRecord {
 
     /// The actor's flags (roles, markers such as `impersonated`).
     pub fn actor_flags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.flags.iter().map(|&slot| self.str(slot))
+        self.flags.iter().map(|&range| self.str(range))
     }
 
     /// Every other field of the event, in the order it was given.
@@ -180,22 +180,22 @@ impl AuditRecord {
     /// Heap bytes the record holds on to: what keeping it for reuse costs.
     pub(crate) fn retained_bytes(&self) -> usize {
         self.text.capacity()
-            + self.flags.capacity() * std::mem::size_of::<Slot>()
-            + self.detail.capacity() * std::mem::size_of::<(Slot, Value)>()
+            + self.flags.capacity() * std::mem::size_of::<TextRange>()
+            + self.detail.capacity() * std::mem::size_of::<(TextRange, Value)>()
     }
 
     pub(crate) fn get(&self, field: Field) -> Option<&str> {
-        let slot = self.slots[field as usize];
-        (!slot.is_none()).then(|| self.str(slot))
+        let range = self.text_fields[field as usize];
+        (!range.is_none()).then(|| self.str(range))
     }
 
-    fn str(&self, slot: Slot) -> &str {
-        &self.text[slot.start as usize..slot.end as usize]
+    fn str(&self, range: TextRange) -> &str {
+        &self.text[range.start as usize..range.end as usize]
     }
 
     fn value<'a>(&'a self, value: &'a Value) -> DetailValue<'a> {
         match value {
-            Value::Str(slot) => DetailValue::Str(self.str(*slot)),
+            Value::Str(range) => DetailValue::Str(self.str(*range)),
             Value::I64(n) => DetailValue::I64(*n),
             Value::U64(n) => DetailValue::U64(*n),
             Value::F64(n) => DetailValue::F64(*n),
@@ -210,7 +210,7 @@ impl PartialEq for AuditRecord {
         self.id == other.id
             && self.micros == other.micros
             && (0..Field::COUNT).all(|i| {
-                let (a, b) = (self.slots[i], other.slots[i]);
+                let (a, b) = (self.text_fields[i], other.text_fields[i]);
                 a.is_none() == b.is_none() && (a.is_none() || self.str(a) == other.str(b))
             })
             && self.actor_flags().eq(other.actor_flags())
