@@ -6,8 +6,8 @@ use diesel::prelude::*;
 
 use super::schema::{audit_event_flags, audit_events};
 use super::stored::{self, Changes};
-use crate::record::json::parse_object;
 use crate::record::builder::Parts;
+use crate::record::json::parse_object;
 use crate::record::Field;
 use crate::AuditRecord;
 

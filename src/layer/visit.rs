@@ -71,7 +71,10 @@ impl Visit for EventVisitor<'_> {
     fn record_i64(&mut self, field: &TracingField, value: i64) {
         let name = field.name();
         match Field::from_name(name) {
-            Some(record_field) => self.record.set_int(record_field, value.unsigned_abs(), value < 0),
+            Some(record_field) => {
+                self.record
+                    .set_int(record_field, value.unsigned_abs(), value < 0)
+            }
             None if is_flags_name(name) => push_flags(self.record, &value.to_string()),
             None => self.record.push_detail(name, Value::I64(value)),
         }

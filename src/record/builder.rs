@@ -127,7 +127,6 @@ impl RecordBuilder {
     pub(crate) fn record_mut(&mut self) -> &mut AuditRecord {
         &mut self.record
     }
-
 }
 
 /// A record's values as a reader found them (a JSON object, a row), before

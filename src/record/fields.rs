@@ -340,7 +340,11 @@ mod tests {
             assert_eq!(Field::from_name(field.name()), Some(*field));
         }
         for role in [Role::Id, Role::Timestamp, Role::Flags, Role::Detail] {
-            assert_eq!(KEYS.iter().filter(|k| k.role == role).count(), 1, "{role:?}");
+            assert_eq!(
+                KEYS.iter().filter(|k| k.role == role).count(),
+                1,
+                "{role:?}"
+            );
         }
         let names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(names, NAMES);
@@ -351,10 +355,7 @@ mod tests {
 
     #[test]
     fn only_action_is_required() {
-        let required: Vec<Field> = Field::ALL
-            .into_iter()
-            .filter(|f| f.is_required())
-            .collect();
+        let required: Vec<Field> = Field::ALL.into_iter().filter(|f| f.is_required()).collect();
         assert_eq!(required, [Field::Action]);
     }
 

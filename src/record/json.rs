@@ -169,11 +169,18 @@ impl<'de> de::Visitor<'de> for RecordVisitor {
         let id = id.ok_or_else(|| de::Error::missing_field("id"))?;
         let timestamp = timestamp.ok_or_else(|| de::Error::missing_field("timestamp"))?;
         for field in Field::ALL.into_iter().filter(|f| f.is_required()) {
-            if !seen[KEYS.iter().position(|k| k.role == Role::Text(field)).unwrap_or(0)] {
+            if !seen[KEYS
+                .iter()
+                .position(|k| k.role == Role::Text(field))
+                .unwrap_or(0)]
+            {
                 return Err(de::Error::missing_field(field.name()));
             }
         }
-        if texts[Field::Action as usize].as_deref().is_none_or(str::is_empty) {
+        if texts[Field::Action as usize]
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
             return Err(de::Error::custom("`action` is empty"));
         }
         let micros = time::parse_rfc3339(&timestamp).ok_or_else(|| {
@@ -206,13 +213,15 @@ mod tests {
             .detail("n", 1.5)
             .build();
         let text = serde_json::to_string(&r).unwrap();
-        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<_, _>>(&text)
+        let keys: Vec<String> = serde_json::from_str::<OrderedMap>(&text)
             .unwrap()
-            .keys()
-            .cloned()
+            .0
+            .into_iter()
+            .map(|(k, _)| k)
             .collect();
         assert!(text.starts_with(&format!("{{\"id\":\"{}\",\"timestamp\":", r.id())));
-        assert_eq!(keys.len(), 14);
+        assert_eq!(keys, super::NAMES);
+        assert_eq!(keys[..3], ["id", "timestamp", "action"]);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["actor_flags"], json!([]));
         assert_eq!(v["actor_email"], json!(null));
