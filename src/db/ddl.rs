@@ -5,6 +5,7 @@
 use diesel::prelude::*;
 
 use super::backend::{with_conn, Backend, Conn};
+use super::schema::EVENT_COLUMNS;
 
 /// One migration: its diesel version (the directory's date and number,
 /// digits only) and its `up.sql`.
@@ -43,25 +44,7 @@ pub(crate) const MYSQL: &[Step] = steps!("mysql": "2026-11-27-000001_create_audi
 
 /// The columns the sink writes and the store reads, per table.
 const COLUMNS: &[(&str, &[&str])] = &[
-    (
-        "audit_events",
-        &[
-            "id",
-            "timestamp_us",
-            "action",
-            "actor_id",
-            "actor_type",
-            "actor_email",
-            "actor_name",
-            "actor_flags",
-            "resource_type",
-            "resource_id",
-            "detail",
-            "request_id",
-            "client_ip",
-            "user_agent",
-        ],
-    ),
+    ("audit_events", EVENT_COLUMNS),
     ("audit_event_flags", &["flag", "timestamp_us", "event_id"]),
 ];
 
@@ -181,6 +164,92 @@ mod tests {
             let listed: Vec<&str> = steps.iter().map(|s| s.dir).collect();
             assert_eq!(listed, on_disk, "{backend}");
         }
+    }
+
+    /// `audit_events` as the migrations of a backend make it: each column
+    /// with its definition, from `CREATE TABLE` and later `ADD COLUMN`s.
+    fn migrated_columns(steps: &[Step]) -> Vec<(String, String)> {
+        let mut columns = Vec::new();
+        for step in steps {
+            let mut lines = step.up.lines();
+            if lines.any(|l| l.trim_start().starts_with("CREATE TABLE audit_events (")) {
+                for line in lines.by_ref() {
+                    let line = line.trim();
+                    if line.starts_with(')') {
+                        break;
+                    }
+                    let name = line.split_whitespace().next().unwrap_or_default();
+                    if !["INDEX", "PRIMARY", "UNIQUE", "--", ""].contains(&name) {
+                        columns.push((name.to_owned(), line.to_uppercase()));
+                    }
+                }
+            }
+            for line in step.up.lines() {
+                let upper = line.to_uppercase();
+                if let Some(at) = upper.find("ADD COLUMN ") {
+                    let rest = &line[at + "ADD COLUMN ".len()..];
+                    let name = rest.split_whitespace().next().unwrap_or_default();
+                    columns.push((name.to_owned(), upper.clone()));
+                }
+            }
+        }
+        columns
+    }
+
+    /// The migrations make the columns of the list of fields, `NOT NULL`
+    /// where the field is required, and on MySQL as wide as its width.
+    #[test]
+    fn migrations_make_the_columns_of_the_list() {
+        use super::super::schema::EVENT_COLUMNS_REQUIRED;
+        use crate::record::fields::Width;
+        use crate::record::Field;
+
+        let lists: &[(&str, &[Step])] = &[
+            #[cfg(feature = "sqlite")]
+            ("sqlite", SQLITE),
+            #[cfg(feature = "postgres")]
+            ("postgres", POSTGRES),
+            #[cfg(feature = "mysql")]
+            ("mysql", MYSQL),
+        ];
+        for (backend, steps) in lists {
+            let columns = migrated_columns(steps);
+            let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, EVENT_COLUMNS, "{backend}");
+            for ((name, definition), required) in columns.iter().zip(EVENT_COLUMNS_REQUIRED) {
+                assert_eq!(
+                    definition.contains("NOT NULL"),
+                    *required,
+                    "{backend}: {name}: {definition}"
+                );
+            }
+            if *backend == "mysql" {
+                for field in Field::ALL {
+                    let (_, definition) = columns.iter().find(|(n, _)| n == field.name()).unwrap();
+                    let want = match field.width() {
+                        Width::Short => "VARCHAR(255)",
+                        Width::Long => " TEXT",
+                    };
+                    assert!(definition.contains(want), "mysql: {definition}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_column_parser_sees_added_columns_and_skips_indexes() {
+        let steps = [
+            Step {
+                dir: "1_a",
+                up: "CREATE TABLE audit_events (\n    id TEXT NOT NULL,\n    INDEX x (id)\n);",
+            },
+            Step {
+                dir: "2_b",
+                up: "ALTER TABLE audit_events ADD COLUMN session_id TEXT;",
+            },
+        ];
+        let names: Vec<String> = migrated_columns(&steps).into_iter().map(|c| c.0).collect();
+        assert_eq!(names, ["id", "session_id"]);
     }
 
     #[test]

@@ -181,6 +181,7 @@ macro_rules! with_parameters {
         }
     };
 }
+#[cfg(feature = "http")]
 pub(crate) use with_parameters;
 
 macro_rules! given {

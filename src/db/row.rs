@@ -5,30 +5,150 @@ use std::borrow::Cow;
 use diesel::prelude::*;
 
 use super::schema::{audit_event_flags, audit_events};
-use super::stored::{self, Changes, Limit};
+use super::stored::{self, Changes};
+use crate::record::builder::Parts;
 use crate::record::json::parse_object;
-use crate::record::{Field, RecordBuilder};
+use crate::record::Field;
 use crate::AuditRecord;
 
-/// A record to insert, in its stored form (see [`super::stored`]): text
-/// borrowed from the record unless it had to change.
-#[derive(Insertable, Debug, Clone, PartialEq, Eq)]
-#[diesel(table_name = audit_events, treat_none_as_default_value = false)]
-pub(crate) struct NewEvent<'a> {
-    pub(crate) id: String,
-    pub(crate) timestamp_us: i64,
-    pub(crate) action: Cow<'a, str>,
-    pub(crate) actor_id: Option<Cow<'a, str>>,
-    pub(crate) actor_type: Option<Cow<'a, str>>,
-    pub(crate) actor_email: Option<Cow<'a, str>>,
-    pub(crate) actor_name: Option<Cow<'a, str>>,
-    pub(crate) actor_flags: String,
-    pub(crate) resource_type: Option<Cow<'a, str>>,
-    pub(crate) resource_id: Option<Cow<'a, str>>,
-    pub(crate) detail: String,
-    pub(crate) request_id: Option<Cow<'a, str>>,
-    pub(crate) client_ip: Option<Cow<'a, str>>,
-    pub(crate) user_agent: Option<Cow<'a, str>>,
+/// Defines [`NewEvent`] and [`EventRow`], a column per field of the list
+/// (`record::fields`), and [`EventRow::stores`], which compares them.
+macro_rules! define_rows {
+    (; $({ $key:ident, $column:ident, ($($sql:tt)*), ($($read:tt)*), ($($write:tt)*),
+            $role:ident ( $($arg:tt)* ) })*) => {
+        /// A record to insert, in its stored form (see [`super::stored`]):
+        /// text borrowed from the record unless it had to change.
+        #[derive(Insertable, Debug, Clone, PartialEq, Eq)]
+        #[diesel(table_name = audit_events, treat_none_as_default_value = false)]
+        pub(crate) struct NewEvent<'a> {
+            $(pub(crate) $column: $($write)*,)*
+        }
+
+        /// A row as read back.
+        #[derive(Queryable, Selectable, Debug)]
+        #[diesel(table_name = audit_events)]
+        pub(crate) struct EventRow {
+            $($column: $($read)*,)*
+        }
+
+        impl EventRow {
+            /// Whether this row is what `event` would store: the same record.
+            pub(crate) fn stores(&self, event: &NewEvent<'_>) -> bool {
+                true $(&& Cell::cell(&self.$column) == Cell::cell(&event.$column))*
+            }
+        }
+    };
+}
+
+crate::record::fields::with_record_fields!(define_rows!());
+
+/// Moves the text fields of a row into an array by [`Field`] position,
+/// and makes a [`NewEvent`] of an array of stored texts.
+macro_rules! define_text_columns {
+    (; $({ $column:ident $variant:ident $($rest:tt)* })*) => {
+        impl EventRow {
+            fn take_texts(&mut self) -> [Option<String>; Field::COUNT] {
+                let mut texts: [Option<String>; Field::COUNT] = Default::default();
+                $(texts[Field::$variant as usize] = Cell::into_text(std::mem::take(&mut self.$column));)*
+                texts
+            }
+        }
+
+        impl<'a> NewEvent<'a> {
+            fn new(
+                id: String,
+                timestamp_us: i64,
+                actor_flags: String,
+                detail: String,
+                mut texts: [Option<Cow<'a, str>>; Field::COUNT],
+            ) -> Self {
+                Self {
+                    id,
+                    timestamp_us,
+                    actor_flags,
+                    detail,
+                    $($column: FromText::from_text(texts[Field::$variant as usize].take()),)*
+                }
+            }
+        }
+    };
+}
+
+crate::record::fields::with_text_fields!(define_text_columns!());
+
+/// The value of a column, whatever its Rust type in a row: for the
+/// generated code above, which handles every column alike.
+trait Cell {
+    /// The value, to compare a row read with a row written.
+    fn cell(&self) -> Option<CellRef<'_>>;
+
+    /// The text of a text column, moved out.
+    fn into_text(self) -> Option<String>
+    where
+        Self: Sized,
+    {
+        None
+    }
+}
+
+/// A text column of a row to insert, from a stored text (`None`: absent).
+trait FromText<'a> {
+    fn from_text(text: Option<Cow<'a, str>>) -> Self;
+}
+
+impl<'a> FromText<'a> for Cow<'a, str> {
+    /// A required column: the record always has it (an empty text if not).
+    fn from_text(text: Option<Cow<'a, str>>) -> Self {
+        text.unwrap_or_default()
+    }
+}
+
+impl<'a> FromText<'a> for Option<Cow<'a, str>> {
+    fn from_text(text: Option<Cow<'a, str>>) -> Self {
+        text
+    }
+}
+
+#[derive(PartialEq)]
+enum CellRef<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+impl Cell for String {
+    fn cell(&self) -> Option<CellRef<'_>> {
+        Some(CellRef::Text(self))
+    }
+    fn into_text(self) -> Option<String> {
+        Some(self)
+    }
+}
+
+impl Cell for Option<String> {
+    fn cell(&self) -> Option<CellRef<'_>> {
+        self.as_deref().map(CellRef::Text)
+    }
+    fn into_text(self) -> Option<String> {
+        self
+    }
+}
+
+impl Cell for i64 {
+    fn cell(&self) -> Option<CellRef<'_>> {
+        Some(CellRef::Int(*self))
+    }
+}
+
+impl Cell for Cow<'_, str> {
+    fn cell(&self) -> Option<CellRef<'_>> {
+        Some(CellRef::Text(self))
+    }
+}
+
+impl Cell for Option<Cow<'_, str>> {
+    fn cell(&self) -> Option<CellRef<'_>> {
+        self.as_deref().map(CellRef::Text)
+    }
 }
 
 /// A record's row and its flag rows, ready to insert.
@@ -43,15 +163,13 @@ impl<'a> NewRecord<'a> {
     /// The stored form of `record`.
     pub(crate) fn new(record: &'a AuditRecord) -> Self {
         let mut changes = Changes::default();
-        let mut text = |(name, field, limit): (&'static str, Field, Limit)| {
+        let texts = Field::ALL.map(|field| {
             record.get(field).map(|value| {
-                let stored = stored::store(value, limit);
-                changes.note(name, &stored);
+                let stored = stored::store(value, stored::limit(field));
+                changes.note(field.name(), &stored);
                 stored.text
             })
-        };
-        let [action, actor_id, actor_type, actor_email, actor_name, resource_type, resource_id, request_id, client_ip, user_agent] =
-            stored::COLUMNS.map(&mut text);
+        });
         let (actor_flags, kept, dropped_from) = stored::flags_json(record);
         if let Some(of) = dropped_from {
             changes.note_dropped_flags(of);
@@ -65,22 +183,13 @@ impl<'a> NewRecord<'a> {
                 flags.push(flag);
             }
         }
-        let event = NewEvent {
-            id: record.id().hyphenated().to_string(),
-            timestamp_us: record.timestamp_micros(),
-            action: action.unwrap_or_default(),
-            actor_id,
-            actor_type,
-            actor_email,
-            actor_name,
+        let event = NewEvent::new(
+            record.id().hyphenated().to_string(),
+            record.timestamp_micros(),
             actor_flags,
-            resource_type,
-            resource_id,
             detail,
-            request_id,
-            client_ip,
-            user_agent,
-        };
+            texts,
+        );
         Self { event, flags }
     }
 
@@ -103,26 +212,6 @@ pub(crate) struct NewFlag<'a> {
     pub(crate) event_id: &'a str,
 }
 
-/// A row as read back.
-#[derive(Queryable, Selectable, Debug)]
-#[diesel(table_name = audit_events)]
-pub(crate) struct EventRow {
-    id: String,
-    timestamp_us: i64,
-    action: String,
-    actor_id: Option<String>,
-    actor_type: Option<String>,
-    actor_email: Option<String>,
-    actor_name: Option<String>,
-    actor_flags: String,
-    resource_type: Option<String>,
-    resource_id: Option<String>,
-    detail: String,
-    request_id: Option<String>,
-    client_ip: Option<String>,
-    user_agent: Option<String>,
-}
-
 impl EventRow {
     /// The record this row stores.
     ///
@@ -130,63 +219,35 @@ impl EventRow {
     ///
     /// A row that no sink of this crate wrote: a bad id, or flags or detail
     /// that are not the JSON they should be.
-    pub(crate) fn into_record(self) -> Result<AuditRecord, String> {
+    pub(crate) fn into_record(mut self) -> Result<AuditRecord, String> {
         let id = uuid::Uuid::parse_str(&self.id)
             .map_err(|e| format!("row {:?}: bad id: {e}", self.id))?;
         let flags: Vec<String> = serde_json::from_str(&self.actor_flags)
             .map_err(|e| format!("row {}: bad actor_flags: {e}", self.id))?;
         let mut detail =
             parse_object(&self.detail).map_err(|e| format!("row {}: bad detail: {e}", self.id))?;
-        let mut builder = RecordBuilder::with_id(id, self.timestamp_us);
-        let r = builder.record_mut();
-        let mut strings = [
-            ("action", Some(self.action)),
-            ("actor_id", self.actor_id),
-            ("actor_type", self.actor_type),
-            ("actor_email", self.actor_email),
-            ("actor_name", self.actor_name),
-            ("resource_type", self.resource_type),
-            ("resource_id", self.resource_id),
-            ("request_id", self.request_id),
-            ("client_ip", self.client_ip),
-            ("user_agent", self.user_agent),
-        ];
-        stored::restore(&mut strings, &mut detail);
-        for ((_, field, _), (_, value)) in stored::COLUMNS.iter().zip(strings) {
-            if let Some(value) = value {
-                r.set(*field, &value);
-            }
+        let mut texts = self.take_texts();
+        let mut named: Vec<(&'static str, Option<String>)> = Field::ALL
+            .into_iter()
+            .zip(&mut texts)
+            .map(|(field, text)| (field.name(), text.take()))
+            .collect();
+        stored::restore(&mut named, &mut detail);
+        for (text, (_, restored)) in texts.iter_mut().zip(named) {
+            *text = restored;
         }
-        for flag in &flags {
-            r.push_flag(flag);
-        }
-        for (key, value) in detail {
-            r.push_json(&key, value);
-        }
-        Ok(builder.build())
+        let parts = Parts {
+            id,
+            micros: self.timestamp_us,
+            texts,
+            flags,
+            detail,
+        };
+        Ok(parts.into_record())
     }
 
     /// The row's id.
     pub(crate) fn id(&self) -> &str {
         &self.id
-    }
-
-    /// Whether this row is what `event` would store: the same record.
-    pub(crate) fn stores(&self, event: &NewEvent<'_>) -> bool {
-        let same = |a: &Option<String>, b: &Option<Cow<'_, str>>| a.as_deref() == b.as_deref();
-        self.id == event.id
-            && self.timestamp_us == event.timestamp_us
-            && self.action == event.action
-            && same(&self.actor_id, &event.actor_id)
-            && same(&self.actor_type, &event.actor_type)
-            && same(&self.actor_email, &event.actor_email)
-            && same(&self.actor_name, &event.actor_name)
-            && self.actor_flags == event.actor_flags
-            && same(&self.resource_type, &event.resource_type)
-            && same(&self.resource_id, &event.resource_id)
-            && self.detail == event.detail
-            && same(&self.request_id, &event.request_id)
-            && same(&self.client_ip, &event.client_ip)
-            && same(&self.user_agent, &event.user_agent)
     }
 }

@@ -1,24 +1,31 @@
 //! The tables, as Diesel sees them: one definition for every backend.
+//!
+//! `audit_events` is expanded from the list of the record's fields
+//! (`record::fields`); the migrations that create it are SQL and are held
+//! to the same list by the tests of `db::ddl`.
 
-diesel::table! {
-    /// One row per audit record.
-    audit_events (id) {
-        id -> Text,
-        timestamp_us -> BigInt,
-        action -> Text,
-        actor_id -> Nullable<Text>,
-        actor_type -> Nullable<Text>,
-        actor_email -> Nullable<Text>,
-        actor_name -> Nullable<Text>,
-        actor_flags -> Text,
-        resource_type -> Nullable<Text>,
-        resource_id -> Nullable<Text>,
-        detail -> Text,
-        request_id -> Nullable<Text>,
-        client_ip -> Nullable<Text>,
-        user_agent -> Nullable<Text>,
-    }
+/// Defines `audit_events` and [`EVENT_COLUMNS`] from the list of fields.
+macro_rules! define_events_table {
+    (; $({ $key:ident, $column:ident, ($($sql:tt)*), ($($read:tt)*), ($($write:tt)*),
+            $role:ident ( $($arg:tt)* ) })*) => {
+        diesel::table! {
+            /// One row per audit record.
+            audit_events (id) {
+                $($column -> $($sql)*,)*
+            }
+        }
+
+        /// The columns of `audit_events`, in the record's order.
+        pub(crate) const EVENT_COLUMNS: &[&str] = &[$(stringify!($column)),*];
+
+        /// Whether each of [`EVENT_COLUMNS`] is `NOT NULL`.
+        #[cfg(test)]
+        pub(crate) const EVENT_COLUMNS_REQUIRED: &[bool] =
+            &[$($crate::record::fields::__required!($($sql)*)),*];
+    };
 }
+
+crate::record::fields::with_record_fields!(define_events_table!());
 
 diesel::table! {
     /// One row per flag of a record: "has flag X" is an index range.

@@ -29,6 +29,7 @@
 
 use std::borrow::Cow;
 
+use crate::record::fields::Width;
 use crate::record::Field;
 use crate::AuditRecord;
 
@@ -50,23 +51,14 @@ pub(crate) enum Limit {
     Bytes(usize),
 }
 
-/// The record's text columns: name, field, limit.
-pub(crate) const COLUMNS: [(&str, Field, Limit); 10] = [
-    ("action", Field::Action, Limit::Chars(SHORT_CHARS)),
-    ("actor_id", Field::ActorId, Limit::Chars(SHORT_CHARS)),
-    ("actor_type", Field::ActorType, Limit::Chars(SHORT_CHARS)),
-    ("actor_email", Field::ActorEmail, Limit::Bytes(LONG_BYTES)),
-    ("actor_name", Field::ActorName, Limit::Bytes(LONG_BYTES)),
-    (
-        "resource_type",
-        Field::ResourceType,
-        Limit::Chars(SHORT_CHARS),
-    ),
-    ("resource_id", Field::ResourceId, Limit::Chars(SHORT_CHARS)),
-    ("request_id", Field::RequestId, Limit::Chars(SHORT_CHARS)),
-    ("client_ip", Field::ClientIp, Limit::Chars(SHORT_CHARS)),
-    ("user_agent", Field::UserAgent, Limit::Bytes(LONG_BYTES)),
-];
+/// How long a text field's column lets it be (its width in the list of
+/// fields, `record::fields`).
+pub(crate) fn limit(field: Field) -> Limit {
+    match field.width() {
+        Width::Short => Limit::Chars(SHORT_CHARS),
+        Width::Long => Limit::Bytes(LONG_BYTES),
+    }
+}
 
 /// One text made storable, and what that took.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,4 +1,26 @@
 //! Turning an event's fields, and its spans' fields, into a record.
+//!
+//! Two visitors, both run on the emitting thread (so neither does I/O nor
+//! holds a lock):
+//!
+//! - [`EventVisitor`] fills the record from the `audit!` event itself. A
+//!   field whose name is one of the record's text fields (either spelling:
+//!   `actor.id` or `actor_id`, see [`Field::from_name`]) becomes that
+//!   field; `actor.flags` becomes the flags; every other field goes to
+//!   `detail` with its type (numbers stay numbers).
+//! - [`SpanContext`] keeps, per span, the *context* fields a span may carry
+//!   for the events inside it: the actor's fields and flags, and the
+//!   request's. It is filled when the span is created and updated when a
+//!   field is recorded later (auth middleware sets `actor.id` after the
+//!   request span exists), and copied into a record when an event is
+//!   emitted inside the span ([`AuditLayer`](crate::AuditLayer) walks the
+//!   scope from the innermost span out).
+//!
+//! The two context groups are inherited differently (see
+//! `record::fields::Group`): the actor as a whole, from the nearest span
+//! that names one, so that an email of one actor is never paired with
+//! another's id; the request field by field, as each is usually recorded by
+//! a different layer of middleware.
 
 use std::fmt;
 
@@ -7,17 +29,20 @@ use tracing_core::field::{Field as TracingField, Visit};
 use crate::record::{is_flags_name, Field, Value};
 use crate::AuditRecord;
 
-/// Visits an audit event's fields into a record: the record's own fields
-/// into their slots, everything else into `detail` with its type.
+/// Visits an audit event's fields into a record: the record's own text
+/// fields into their place, flags into the flags, everything else into
+/// `detail` with its type.
 pub(crate) struct EventVisitor<'a> {
     pub(crate) record: &'a mut AuditRecord,
 }
 
 impl EventVisitor<'_> {
+    /// A number or boolean: as text in a field of the record (an id given
+    /// as a number is still an id), typed in `detail`.
     fn scalar(&mut self, field: &TracingField, value: Value, text: &dyn fmt::Display) {
         let name = field.name();
         match Field::from_name(name) {
-            Some(slot) => self.record.set_display(slot, text),
+            Some(record_field) => self.record.set_display(record_field, text),
             None if is_flags_name(name) => push_flags(self.record, &text.to_string()),
             None => self.record.push_detail(name, value),
         }
@@ -28,7 +53,7 @@ impl Visit for EventVisitor<'_> {
     fn record_str(&mut self, field: &TracingField, value: &str) {
         let name = field.name();
         match Field::from_name(name) {
-            Some(slot) => self.record.set(slot, value),
+            Some(record_field) => self.record.set(record_field, value),
             None if is_flags_name(name) => push_flags(self.record, value),
             None => self.record.push_detail_str(name, value),
         }
@@ -37,7 +62,7 @@ impl Visit for EventVisitor<'_> {
     fn record_debug(&mut self, field: &TracingField, value: &dyn fmt::Debug) {
         let name = field.name();
         match Field::from_name(name) {
-            Some(slot) => self.record.set_debug(slot, value),
+            Some(record_field) => self.record.set_debug(record_field, value),
             None if is_flags_name(name) => push_flags(self.record, &format!("{value:?}")),
             None => self.record.push_detail_debug(name, value),
         }
@@ -46,7 +71,10 @@ impl Visit for EventVisitor<'_> {
     fn record_i64(&mut self, field: &TracingField, value: i64) {
         let name = field.name();
         match Field::from_name(name) {
-            Some(slot) => self.record.set_int(slot, value.unsigned_abs(), value < 0),
+            Some(record_field) => {
+                self.record
+                    .set_int(record_field, value.unsigned_abs(), value < 0)
+            }
             None if is_flags_name(name) => push_flags(self.record, &value.to_string()),
             None => self.record.push_detail(name, Value::I64(value)),
         }
@@ -55,7 +83,7 @@ impl Visit for EventVisitor<'_> {
     fn record_u64(&mut self, field: &TracingField, value: u64) {
         let name = field.name();
         match Field::from_name(name) {
-            Some(slot) => self.record.set_int(slot, value, false),
+            Some(record_field) => self.record.set_int(record_field, value, false),
             None if is_flags_name(name) => push_flags(self.record, &value.to_string()),
             // As JSON reads it back: a number that fits is signed.
             None => match i64::try_from(value) {
@@ -87,12 +115,15 @@ impl Visit for EventVisitor<'_> {
         self.scalar(field, Value::Bool(value), &value);
     }
 
+    // A 128-bit integer that fits 64 bits is that integer; a bigger one is
+    // kept as its decimal text (JSON numbers past 64 bits do not read back).
+
     fn record_error(&mut self, field: &TracingField, value: &(dyn std::error::Error + 'static)) {
         // Display, not Debug: an error's Debug is for developers.
         let name = field.name();
         let text = value.to_string();
         match Field::from_name(name) {
-            Some(slot) => self.record.set(slot, &text),
+            Some(record_field) => self.record.set(record_field, &text),
             None => self.record.push_detail_str(name, &text),
         }
     }
@@ -121,12 +152,15 @@ pub(crate) fn push_flags(record: &mut AuditRecord, text: &str) {
 /// span was created (auth middleware filling `actor.id`) is seen.
 #[derive(Debug, Default)]
 pub(crate) struct SpanContext {
-    values: Vec<(Key, String)>,
+    values: Vec<(ContextKey, String)>,
 }
 
+/// Which context value a [`SpanContext`] entry holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Key {
+enum ContextKey {
+    /// An actor or request field of the record.
     Field(Field),
+    /// The actor's flags, as recorded (a JSON array or a comma list).
     Flags,
 }
 
@@ -134,7 +168,7 @@ impl SpanContext {
     /// Sets a value; an empty one clears the field (tracing cannot unset a
     /// span field, so recording `""` is how a new actor without an email
     /// replaces one with).
-    fn set(&mut self, key: Key, value: String) {
+    fn set(&mut self, key: ContextKey, value: String) {
         let at = self.values.iter().position(|(k, _)| *k == key);
         match (at, value.is_empty()) {
             (Some(i), true) => {
@@ -156,7 +190,7 @@ impl SpanContext {
     pub(crate) fn request_id(&self) -> Option<&str> {
         self.values
             .iter()
-            .find(|(k, v)| *k == Key::Field(Field::RequestId) && !v.is_empty())
+            .find(|(k, v)| *k == ContextKey::Field(Field::RequestId) && !v.is_empty())
             .map(|(_, v)| v.as_str())
     }
 
@@ -168,7 +202,7 @@ impl SpanContext {
     /// Fills the record's missing request context from this span.
     pub(crate) fn fill_request(&self, record: &mut AuditRecord) {
         for (key, value) in &self.values {
-            if let Key::Field(field) = *key {
+            if let ContextKey::Field(field) = *key {
                 if field.is_request() && !value.is_empty() && !record.has(field) {
                     record.set(field, value);
                 }
@@ -182,18 +216,18 @@ impl SpanContext {
         if !self
             .values
             .iter()
-            .any(|(k, v)| *k == Key::Field(Field::ActorId) && !v.is_empty())
+            .any(|(k, v)| *k == ContextKey::Field(Field::ActorId) && !v.is_empty())
         {
             return false;
         }
         let flags_given = record.has_flags();
         for (key, value) in &self.values {
             match *key {
-                Key::Field(_) if value.is_empty() => {}
-                Key::Field(field) if field.is_actor() => record.set(field, value),
-                Key::Flags if !flags_given => push_flags(record, value),
-                Key::Flags => {}
-                Key::Field(_) => {}
+                ContextKey::Field(_) if value.is_empty() => {}
+                ContextKey::Field(field) if field.is_actor() => record.set(field, value),
+                ContextKey::Flags if !flags_given => push_flags(record, value),
+                ContextKey::Flags => {}
+                ContextKey::Field(_) => {}
             }
         }
         true
@@ -201,11 +235,13 @@ impl SpanContext {
 }
 
 impl SpanContext {
+    /// Keeps a context field's value; any other field of the span is not
+    /// the audit's business and is not even formatted (`value` is lazy).
     fn record(&mut self, field: &TracingField, value: impl FnOnce() -> String) {
         let name = field.name();
         let key = match Field::from_name(name) {
-            Some(f) if f.is_actor() || f.is_request() => Key::Field(f),
-            None if is_flags_name(name) => Key::Flags,
+            Some(f) if f.is_actor() || f.is_request() => ContextKey::Field(f),
+            None if is_flags_name(name) => ContextKey::Flags,
             _ => return,
         };
         self.set(key, value());

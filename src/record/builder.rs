@@ -6,7 +6,7 @@ use std::fmt::{self, Write as _};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{time, AuditRecord, Field, Slot, Value};
+use super::{time, AuditRecord, Field, TextRange, Value};
 
 /// Room for a typical record's strings, so that most records are built
 /// without growing the buffer.
@@ -33,8 +33,8 @@ enum Part {
     Field(Field),
     Flag,
     DetailKey,
-    /// A detail value; its key is at this slot.
-    Detail(Slot),
+    /// A detail value; its key is at this range.
+    Detail(TextRange),
 }
 
 /// Builds an [`AuditRecord`] by hand: for tests of your own sinks, imports
@@ -71,13 +71,6 @@ impl RecordBuilder {
         Self { record }
     }
 
-    pub(crate) fn with_id(id: Uuid, micros: i64) -> Self {
-        let mut record = AuditRecord::empty();
-        record.id = id;
-        record.micros = micros;
-        Self { record }
-    }
-
     /// Sets the id (for records read back from storage).
     pub fn id(mut self, id: Uuid) -> Self {
         self.record.id = id;
@@ -88,26 +81,6 @@ impl RecordBuilder {
     pub fn timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
         self.record.micros = timestamp.timestamp_micros();
         self
-    }
-
-    /// Sets the actor's id.
-    pub fn actor_id(self, id: impl AsRef<str>) -> Self {
-        self.with(Field::ActorId, id.as_ref())
-    }
-
-    /// Sets the actor's type.
-    pub fn actor_type(self, kind: impl AsRef<str>) -> Self {
-        self.with(Field::ActorType, kind.as_ref())
-    }
-
-    /// Sets the actor's email address.
-    pub fn actor_email(self, email: impl AsRef<str>) -> Self {
-        self.with(Field::ActorEmail, email.as_ref())
-    }
-
-    /// Sets the actor's display name.
-    pub fn actor_name(self, name: impl AsRef<str>) -> Self {
-        self.with(Field::ActorName, name.as_ref())
     }
 
     /// Sets the actor's flags.
@@ -140,33 +113,54 @@ impl RecordBuilder {
         self
     }
 
-    /// Sets the request id.
-    pub fn request_id(self, id: impl AsRef<str>) -> Self {
-        self.with(Field::RequestId, id.as_ref())
-    }
-
-    /// Sets the client's IP address.
-    pub fn client_ip(self, ip: impl AsRef<str>) -> Self {
-        self.with(Field::ClientIp, ip.as_ref())
-    }
-
-    /// Sets the client's user agent.
-    pub fn user_agent(self, agent: impl AsRef<str>) -> Self {
-        self.with(Field::UserAgent, agent.as_ref())
-    }
-
     /// Finishes the record.
     pub fn build(self) -> AuditRecord {
         self.record
     }
 
-    fn with(mut self, field: Field, value: &str) -> Self {
+    pub(super) fn with(mut self, field: Field, value: &str) -> Self {
         self.record.set(field, value);
         self
     }
 
+    #[cfg(test)]
     pub(crate) fn record_mut(&mut self) -> &mut AuditRecord {
         &mut self.record
+    }
+}
+
+/// A record's values as a reader found them (a JSON object, a row), before
+/// they are put into the record's buffer.
+#[derive(Debug)]
+pub(crate) struct Parts<S> {
+    pub(crate) id: Uuid,
+    /// Microseconds since the Unix epoch, UTC.
+    pub(crate) micros: i64,
+    /// The text fields, by [`Field`] position.
+    pub(crate) texts: [Option<S>; Field::COUNT],
+    pub(crate) flags: Vec<String>,
+    pub(crate) detail: Vec<(String, serde_json::Value)>,
+}
+
+impl<S: AsRef<str>> Parts<S> {
+    /// The record these values make: the one way a record read back from
+    /// JSON or from a row is built.
+    pub(crate) fn into_record(self) -> AuditRecord {
+        let mut record = AuditRecord::empty();
+        record.id = self.id;
+        record.micros = self.micros;
+        for (field, value) in Field::ALL.into_iter().zip(&self.texts) {
+            if let Some(value) = value {
+                record.set(field, value.as_ref());
+            }
+        }
+        for flag in &self.flags {
+            record.push_flag(flag);
+        }
+        for (key, value) in self.detail {
+            record.push_json(&key, value);
+        }
+        record
     }
 }
 
@@ -177,7 +171,7 @@ impl AuditRecord {
             id: Uuid::nil(),
             micros: 0,
             text: String::with_capacity(TEXT_CAPACITY),
-            slots: [Slot::NONE; Field::COUNT],
+            text_fields: [TextRange::NONE; Field::COUNT],
             flags: Vec::new(),
             detail: Vec::with_capacity(DETAIL_CAPACITY),
             limit: MAX_TEXT as u32,
@@ -189,7 +183,7 @@ impl AuditRecord {
     /// `max_text_bytes` of text, values are cut (see [`MIN_KEPT_BYTES`]).
     pub(crate) fn reset_now(&mut self, max_text_bytes: usize) {
         self.text.clear();
-        self.slots = [Slot::NONE; Field::COUNT];
+        self.text_fields = [TextRange::NONE; Field::COUNT];
         self.flags.clear();
         self.detail.clear();
         self.limit = max_text_bytes.min(MAX_TEXT) as u32;
@@ -201,7 +195,7 @@ impl AuditRecord {
     }
 
     pub(crate) fn has(&self, field: Field) -> bool {
-        !self.slots[field as usize].is_none()
+        !self.text_fields[field as usize].is_none()
     }
 
     pub(crate) fn has_flags(&self) -> bool {
@@ -213,17 +207,17 @@ impl AuditRecord {
     }
 
     pub(crate) fn set(&mut self, field: Field, value: &str) {
-        self.slots[field as usize] = self.push_str(value, Part::Field(field));
+        self.text_fields[field as usize] = self.push_str(value, Part::Field(field));
     }
 
     pub(crate) fn set_debug(&mut self, field: Field, value: &dyn fmt::Debug) {
-        self.slots[field as usize] = self.push_debug(value, Part::Field(field));
+        self.text_fields[field as usize] = self.push_debug(value, Part::Field(field));
     }
 
     pub(crate) fn set_display(&mut self, field: Field, value: &dyn fmt::Display) {
         let start = self.text.len();
         let _ = write!(self.text, "{value}");
-        self.slots[field as usize] = self.finish(start, Part::Field(field));
+        self.text_fields[field as usize] = self.finish(start, Part::Field(field));
     }
 
     /// Sets a field to an integer's decimal text (ids are often integers):
@@ -250,8 +244,8 @@ impl AuditRecord {
     }
 
     pub(crate) fn push_flag(&mut self, flag: &str) {
-        let slot = self.push_str(flag, Part::Flag);
-        self.flags.push(slot);
+        let range = self.push_str(flag, Part::Flag);
+        self.flags.push(range);
     }
 
     pub(crate) fn push_detail_str(&mut self, key: &str, value: &str) {
@@ -291,22 +285,22 @@ impl AuditRecord {
         self.push_detail(key, value);
     }
 
-    fn push_str(&mut self, value: &str, part: Part) -> Slot {
+    fn push_str(&mut self, value: &str, part: Part) -> TextRange {
         let start = self.text.len();
         self.text.push_str(value);
         self.finish(start, part)
     }
 
-    fn push_debug(&mut self, value: &dyn fmt::Debug, part: Part) -> Slot {
+    fn push_debug(&mut self, value: &dyn fmt::Debug, part: Part) -> TextRange {
         let start = self.text.len();
         let _ = write!(self.text, "{value:?}");
         self.finish(start, part)
     }
 
-    /// The slot written since `start`, cut to the record's budget: a value
+    /// The range written since `start`, cut to the record's budget: a value
     /// may take what is left of it, and at least [`MIN_KEPT_BYTES`]. A cut
     /// value leaves a marker in `detail` with its original length.
-    fn finish(&mut self, start: usize, part: Part) -> Slot {
+    fn finish(&mut self, start: usize, part: Part) -> TextRange {
         let allowed = (self.limit as usize)
             .saturating_sub(start)
             .max(MIN_KEPT_BYTES)
@@ -315,20 +309,20 @@ impl AuditRecord {
         if len > allowed {
             return self.cut(start, allowed, len, part);
         }
-        Slot {
+        TextRange {
             start: start as u32,
             end: self.text.len() as u32,
         }
     }
 
     #[cold]
-    fn cut(&mut self, start: usize, allowed: usize, len: usize, part: Part) -> Slot {
+    fn cut(&mut self, start: usize, allowed: usize, len: usize, part: Part) -> TextRange {
         let mut end = start + allowed;
         while !self.text.is_char_boundary(end) {
             end -= 1;
         }
         self.text.truncate(end);
-        let slot = Slot {
+        let range = TextRange {
             start: start as u32,
             end: end as u32,
         };
@@ -343,12 +337,12 @@ impl AuditRecord {
         let key_start = self.text.len();
         self.text.push_str(TRUNCATED_PREFIX);
         self.text.push_str(&name);
-        let key = Slot {
+        let key = TextRange {
             start: key_start as u32,
             end: self.text.len() as u32,
         };
         // As JSON reads it back: a number that fits is signed.
         self.detail.push((key, Value::I64(len as i64)));
-        slot
+        range
     }
 }

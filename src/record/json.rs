@@ -1,36 +1,60 @@
 //! The record's JSON object: the same in the file, the database and the API.
+//!
+//! Both directions walk the list of keys made from the one list of fields
+//! (`record::fields::KEYS`), so that a field added there is written and read
+//! without a change here:
+//!
+//! - `Serialize` writes every key, in the list's order, absent text fields
+//!   as `null`, `actor_flags` as an array (`[]` when none) and `detail` as
+//!   an object in the order its entries were given. The file sink does not
+//!   use it (see `json_line`, which writes the same bytes faster); the API
+//!   and anything a user serializes do.
+//! - `Deserialize` accepts what `Serialize` writes, and more leniently:
+//!   optional keys may be missing or `null`, keys may come in any order. It
+//!   refuses unknown keys, repeated keys, a missing or empty `action`, a
+//!   missing `id` or `timestamp`, and a timestamp that is not RFC 3339 (any
+//!   offset: it is converted to UTC). It reads into `builder::Parts`, the
+//!   one construction path it shares with a database row read back.
+//!
+//! `detail` is read through [`OrderedMap`] rather than `serde_json::Map`:
+//! the latter sorts keys, and a record read back must equal the one
+//! written, order included.
 
 use serde::de::{self, Deserialize, Deserializer};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use uuid::Uuid;
 
-use super::builder::RecordBuilder;
+use super::builder::Parts;
+use super::fields::{Role, KEYS, NAMES};
 use super::{time, AuditRecord, Field, Value};
 
 impl Serialize for AuditRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let timestamp = time::format_rfc3339_micros(self.micros);
-        // The formatter writes ASCII digits only.
-        let timestamp = std::str::from_utf8(&timestamp).unwrap_or_default();
-        let mut map = serializer.serialize_map(Some(14))?;
-        map.serialize_entry("id", &self.id)?;
-        map.serialize_entry("timestamp", timestamp)?;
-        map.serialize_entry("action", self.action())?;
-        map.serialize_entry("actor_id", &self.actor_id())?;
-        map.serialize_entry("actor_type", &self.actor_type())?;
-        map.serialize_entry("actor_email", &self.actor_email())?;
-        map.serialize_entry("actor_name", &self.actor_name())?;
-        map.serialize_entry("actor_flags", &Flags(self))?;
-        map.serialize_entry("resource_type", &self.resource_type())?;
-        map.serialize_entry("resource_id", &self.resource_id())?;
-        map.serialize_entry("detail", &Detail(self))?;
-        map.serialize_entry("request_id", &self.request_id())?;
-        map.serialize_entry("client_ip", &self.client_ip())?;
-        map.serialize_entry("user_agent", &self.user_agent())?;
+        let mut map = serializer.serialize_map(Some(KEYS.len()))?;
+        for key in &KEYS {
+            match key.role {
+                Role::Id => map.serialize_entry(key.name, &self.id)?,
+                Role::Timestamp => {
+                    let timestamp = time::format_rfc3339_micros(self.micros);
+                    // The formatter writes ASCII digits only.
+                    let timestamp = std::str::from_utf8(&timestamp).unwrap_or_default();
+                    map.serialize_entry(key.name, timestamp)?;
+                }
+                // A required field is never null, even in a record made
+                // without it (the layer counts and drops those).
+                Role::Text(field) if field.is_required() => {
+                    map.serialize_entry(key.name, self.get(field).unwrap_or_default())?;
+                }
+                Role::Text(field) => map.serialize_entry(key.name, &self.get(field))?,
+                Role::Flags => map.serialize_entry(key.name, &Flags(self))?,
+                Role::Detail => map.serialize_entry(key.name, &Detail(self))?,
+            }
+        }
         map.end()
     }
 }
 
+/// The record's flags, serialized as a JSON array.
 struct Flags<'a>(&'a AuditRecord);
 
 impl Serialize for Flags<'_> {
@@ -43,6 +67,8 @@ impl Serialize for Flags<'_> {
     }
 }
 
+/// The record's detail, serialized as a JSON object in the order given;
+/// each value keeps its type.
 struct Detail<'a>(&'a AuditRecord);
 
 impl Serialize for Detail<'_> {
@@ -52,7 +78,7 @@ impl Serialize for Detail<'_> {
         for (key, value) in &record.detail {
             let key = record.str(*key);
             match value {
-                Value::Str(slot) => map.serialize_entry(key, record.str(*slot))?,
+                Value::Str(range) => map.serialize_entry(key, record.str(*range))?,
                 Value::I64(n) => map.serialize_entry(key, n)?,
                 Value::U64(n) => map.serialize_entry(key, n)?,
                 Value::F64(n) => map.serialize_entry(key, n)?,
@@ -62,37 +88,6 @@ impl Serialize for Detail<'_> {
         }
         map.end()
     }
-}
-
-/// The record as it arrives: every field of the format, nothing else.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
-    id: Uuid,
-    timestamp: String,
-    action: String,
-    #[serde(default)]
-    actor_id: Option<String>,
-    #[serde(default)]
-    actor_type: Option<String>,
-    #[serde(default)]
-    actor_email: Option<String>,
-    #[serde(default)]
-    actor_name: Option<String>,
-    #[serde(default)]
-    actor_flags: Option<Vec<String>>,
-    #[serde(default)]
-    resource_type: Option<String>,
-    #[serde(default)]
-    resource_id: Option<String>,
-    #[serde(default)]
-    detail: Option<OrderedMap>,
-    #[serde(default)]
-    request_id: Option<String>,
-    #[serde(default)]
-    client_ip: Option<String>,
-    #[serde(default)]
-    user_agent: Option<String>,
 }
 
 /// Reads a JSON object's entries in their order (a detail column).
@@ -128,42 +123,79 @@ impl<'de> Deserialize<'de> for OrderedMap {
 
 impl<'de> Deserialize<'de> for AuditRecord {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let wire = Wire::deserialize(deserializer)?;
-        if wire.action.is_empty() {
-            return Err(de::Error::custom("`action` is empty"));
-        }
-        let timestamp = time::parse_rfc3339(&wire.timestamp).ok_or_else(|| {
-            de::Error::custom(format_args!(
-                "`timestamp` is not an RFC 3339 timestamp: {:?}",
-                wire.timestamp
-            ))
-        })?;
-        let mut builder = RecordBuilder::with_id(wire.id, timestamp);
-        let b = builder.record_mut();
-        let strings = [
-            (Field::Action, Some(wire.action)),
-            (Field::ActorId, wire.actor_id),
-            (Field::ActorType, wire.actor_type),
-            (Field::ActorEmail, wire.actor_email),
-            (Field::ActorName, wire.actor_name),
-            (Field::ResourceType, wire.resource_type),
-            (Field::ResourceId, wire.resource_id),
-            (Field::RequestId, wire.request_id),
-            (Field::ClientIp, wire.client_ip),
-            (Field::UserAgent, wire.user_agent),
-        ];
-        for (field, value) in strings {
-            if let Some(value) = value {
-                b.set(field, &value);
+        deserializer.deserialize_struct("AuditRecord", NAMES, RecordVisitor)
+    }
+}
+
+/// Reads the record's object key by key, each key once, no other key (what
+/// `#[serde(deny_unknown_fields)]` on a derived struct would do), into
+/// [`Parts`]: the same construction path as a row read back.
+struct RecordVisitor;
+
+impl<'de> de::Visitor<'de> for RecordVisitor {
+    type Value = AuditRecord;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an audit record object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<AuditRecord, A::Error> {
+        let mut id: Option<Uuid> = None;
+        let mut timestamp: Option<String> = None;
+        let mut texts: [Option<String>; Field::COUNT] = Default::default();
+        // A text key given as `null` is "seen" too: a second one is a
+        // duplicate all the same.
+        let mut seen = [false; KEYS.len()];
+        let mut flags: Option<Vec<String>> = None;
+        let mut detail: Option<OrderedMap> = None;
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let Some(at) = KEYS.iter().position(|k| k.name == name) else {
+                return Err(de::Error::unknown_field(&name, NAMES));
+            };
+            if std::mem::replace(&mut seen[at], true) {
+                return Err(de::Error::duplicate_field(KEYS[at].name));
+            }
+            match KEYS[at].role {
+                Role::Id => id = Some(map.next_value()?),
+                Role::Timestamp => timestamp = Some(map.next_value()?),
+                Role::Text(field) if field.is_required() => {
+                    texts[field as usize] = Some(map.next_value::<String>()?);
+                }
+                Role::Text(field) => texts[field as usize] = map.next_value()?,
+                Role::Flags => flags = map.next_value()?,
+                Role::Detail => detail = map.next_value()?,
             }
         }
-        for flag in wire.actor_flags.unwrap_or_default() {
-            b.push_flag(&flag);
+        let id = id.ok_or_else(|| de::Error::missing_field("id"))?;
+        let timestamp = timestamp.ok_or_else(|| de::Error::missing_field("timestamp"))?;
+        for field in Field::ALL.into_iter().filter(|f| f.is_required()) {
+            if !seen[KEYS
+                .iter()
+                .position(|k| k.role == Role::Text(field))
+                .unwrap_or(0)]
+            {
+                return Err(de::Error::missing_field(field.name()));
+            }
         }
-        for (key, value) in wire.detail.map(|d| d.0).unwrap_or_default() {
-            b.push_json(&key, value);
+        if texts[Field::Action as usize]
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
+            return Err(de::Error::custom("`action` is empty"));
         }
-        Ok(builder.build())
+        let micros = time::parse_rfc3339(&timestamp).ok_or_else(|| {
+            de::Error::custom(format_args!(
+                "`timestamp` is not an RFC 3339 timestamp: {timestamp:?}"
+            ))
+        })?;
+        let parts = Parts {
+            id,
+            micros,
+            texts,
+            flags: flags.unwrap_or_default(),
+            detail: detail.map(|d| d.0).unwrap_or_default(),
+        };
+        Ok(parts.into_record())
     }
 }
 
@@ -181,13 +213,15 @@ mod tests {
             .detail("n", 1.5)
             .build();
         let text = serde_json::to_string(&r).unwrap();
-        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<_, _>>(&text)
+        let keys: Vec<String> = serde_json::from_str::<OrderedMap>(&text)
             .unwrap()
-            .keys()
-            .cloned()
+            .0
+            .into_iter()
+            .map(|(k, _)| k)
             .collect();
         assert!(text.starts_with(&format!("{{\"id\":\"{}\",\"timestamp\":", r.id())));
-        assert_eq!(keys.len(), 14);
+        assert_eq!(keys, super::NAMES);
+        assert_eq!(keys[..3], ["id", "timestamp", "action"]);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["actor_flags"], json!([]));
         assert_eq!(v["actor_email"], json!(null));

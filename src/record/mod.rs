@@ -5,10 +5,11 @@
 //! it, which costs one allocation instead of one per field. Readers see plain
 //! accessors; sinks see the same JSON object everywhere (file, database, API).
 
-mod builder;
+pub(crate) mod builder;
+pub(crate) mod fields;
 pub(crate) mod json;
+mod json_line;
 pub(crate) mod time;
-mod write;
 
 use std::fmt;
 
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use self::builder::RecordBuilder;
+pub(crate) use self::fields::Field;
 
 /// One audit record, as written to every sink.
 ///
@@ -52,81 +54,12 @@ pub struct AuditRecord {
     /// Microseconds since the Unix epoch, UTC.
     micros: i64,
     text: String,
-    slots: [Slot; Field::COUNT],
-    flags: Vec<Slot>,
-    detail: Vec<(Slot, Value)>,
+    text_fields: [TextRange; Field::COUNT],
+    flags: Vec<TextRange>,
+    detail: Vec<(TextRange, Value)>,
     /// Bytes of text the record may hold before values are cut (see
     /// `AuditLayerBuilder::max_record_bytes`).
     limit: u32,
-}
-
-/// A string field of the record, by position in [`AuditRecord::slots`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Field {
-    Action,
-    ActorId,
-    ActorType,
-    ActorEmail,
-    ActorName,
-    ResourceType,
-    ResourceId,
-    RequestId,
-    ClientIp,
-    UserAgent,
-}
-
-impl Field {
-    pub(crate) const COUNT: usize = 10;
-
-    /// The field an event or span field of this name fills, if any.
-    ///
-    /// Both spellings are accepted: `actor.id` (what `audit!` emits, and the
-    /// OpenTelemetry-like style of span fields) and `actor_id` (the record's
-    /// column name).
-    pub(crate) fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "action" => Self::Action,
-            "actor.id" | "actor_id" => Self::ActorId,
-            "actor.type" | "actor_type" => Self::ActorType,
-            "actor.email" | "actor_email" => Self::ActorEmail,
-            "actor.name" | "actor_name" => Self::ActorName,
-            "resource.type" | "resource_type" => Self::ResourceType,
-            "resource.id" | "resource_id" => Self::ResourceId,
-            "request_id" | "request.id" => Self::RequestId,
-            "client_ip" | "client.ip" => Self::ClientIp,
-            "user_agent" | "user_agent.original" => Self::UserAgent,
-            _ => return None,
-        })
-    }
-
-    /// The record's name for this field: its JSON key and column.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Action => "action",
-            Self::ActorId => "actor_id",
-            Self::ActorType => "actor_type",
-            Self::ActorEmail => "actor_email",
-            Self::ActorName => "actor_name",
-            Self::ResourceType => "resource_type",
-            Self::ResourceId => "resource_id",
-            Self::RequestId => "request_id",
-            Self::ClientIp => "client_ip",
-            Self::UserAgent => "user_agent",
-        }
-    }
-
-    /// Whether this field is request context (inherited field by field).
-    pub(crate) fn is_request(self) -> bool {
-        matches!(self, Self::RequestId | Self::ClientIp | Self::UserAgent)
-    }
-
-    /// Whether this field belongs to the actor group (inherited as a whole).
-    pub(crate) fn is_actor(self) -> bool {
-        matches!(
-            self,
-            Self::ActorId | Self::ActorType | Self::ActorEmail | Self::ActorName
-        )
-    }
 }
 
 /// The names of event and span fields that hold the actor's flags.
@@ -136,13 +69,13 @@ pub(crate) fn is_flags_name(name: &str) -> bool {
 
 /// A range of [`AuditRecord::text`]; `NONE` marks an absent value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Slot {
+pub(crate) struct TextRange {
     start: u32,
     end: u32,
 }
 
-impl Slot {
-    pub(crate) const NONE: Slot = Slot {
+impl TextRange {
+    pub(crate) const NONE: TextRange = TextRange {
         start: u32::MAX,
         end: u32::MAX,
     };
@@ -155,7 +88,7 @@ impl Slot {
 /// A typed detail value, stored compactly.
 #[derive(Clone, Debug)]
 pub(crate) enum Value {
-    Str(Slot),
+    Str(TextRange),
     I64(i64),
     U64(u64),
     F64(f64),
@@ -227,39 +160,9 @@ impl AuditRecord {
         self.micros
     }
 
-    /// The actor's id.
-    pub fn actor_id(&self) -> Option<&str> {
-        self.get(Field::ActorId)
-    }
-
-    /// The actor's type: `user`, `service`, `api_key`, …
-    pub fn actor_type(&self) -> Option<&str> {
-        self.get(Field::ActorType)
-    }
-
-    /// The actor's email address.
-    pub fn actor_email(&self) -> Option<&str> {
-        self.get(Field::ActorEmail)
-    }
-
-    /// The actor's display name.
-    pub fn actor_name(&self) -> Option<&str> {
-        self.get(Field::ActorName)
-    }
-
     /// The actor's flags (roles, markers such as `impersonated`).
     pub fn actor_flags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.flags.iter().map(|&slot| self.str(slot))
-    }
-
-    /// The type of the resource acted on: `post`.
-    pub fn resource_type(&self) -> Option<&str> {
-        self.get(Field::ResourceType)
-    }
-
-    /// The id of the resource acted on.
-    pub fn resource_id(&self) -> Option<&str> {
-        self.get(Field::ResourceId)
+        self.flags.iter().map(|&range| self.str(range))
     }
 
     /// Every other field of the event, in the order it was given.
@@ -274,40 +177,25 @@ impl AuditRecord {
         self.detail().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
-    /// The id of the request during which the event was emitted.
-    pub fn request_id(&self) -> Option<&str> {
-        self.get(Field::RequestId)
-    }
-
-    /// The client's IP address.
-    pub fn client_ip(&self) -> Option<&str> {
-        self.get(Field::ClientIp)
-    }
-
-    /// The client's user agent.
-    pub fn user_agent(&self) -> Option<&str> {
-        self.get(Field::UserAgent)
-    }
-
     /// Heap bytes the record holds on to: what keeping it for reuse costs.
     pub(crate) fn retained_bytes(&self) -> usize {
         self.text.capacity()
-            + self.flags.capacity() * std::mem::size_of::<Slot>()
-            + self.detail.capacity() * std::mem::size_of::<(Slot, Value)>()
+            + self.flags.capacity() * std::mem::size_of::<TextRange>()
+            + self.detail.capacity() * std::mem::size_of::<(TextRange, Value)>()
     }
 
     pub(crate) fn get(&self, field: Field) -> Option<&str> {
-        let slot = self.slots[field as usize];
-        (!slot.is_none()).then(|| self.str(slot))
+        let range = self.text_fields[field as usize];
+        (!range.is_none()).then(|| self.str(range))
     }
 
-    fn str(&self, slot: Slot) -> &str {
-        &self.text[slot.start as usize..slot.end as usize]
+    fn str(&self, range: TextRange) -> &str {
+        &self.text[range.start as usize..range.end as usize]
     }
 
     fn value<'a>(&'a self, value: &'a Value) -> DetailValue<'a> {
         match value {
-            Value::Str(slot) => DetailValue::Str(self.str(*slot)),
+            Value::Str(range) => DetailValue::Str(self.str(*range)),
             Value::I64(n) => DetailValue::I64(*n),
             Value::U64(n) => DetailValue::U64(*n),
             Value::F64(n) => DetailValue::F64(*n),
@@ -322,7 +210,7 @@ impl PartialEq for AuditRecord {
         self.id == other.id
             && self.micros == other.micros
             && (0..Field::COUNT).all(|i| {
-                let (a, b) = (self.slots[i], other.slots[i]);
+                let (a, b) = (self.text_fields[i], other.text_fields[i]);
                 a.is_none() == b.is_none() && (a.is_none() || self.str(a) == other.str(b))
             })
             && self.actor_flags().eq(other.actor_flags())

@@ -5,52 +5,50 @@
 //! because the keys are constants and strings are scanned for characters
 //! to escape eight bytes at a time; serde_json looks at every byte.
 
-use super::{time, AuditRecord, Field, Value};
+use super::fields::{Role, KEYS};
+use super::{time, AuditRecord, Value};
 
 impl AuditRecord {
     /// Appends the record's JSON object (no newline) to `out`.
+    ///
+    /// Walks the record's keys in order, as `Serialize` does; each key's
+    /// text (`,"name":`) is a constant of the list, so only values are
+    /// scanned. The first key skips that leading comma.
     pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"id\":\"");
-        let mut id = uuid::Uuid::encode_buffer();
-        out.extend_from_slice(self.id.hyphenated().encode_lower(&mut id).as_bytes());
-        out.extend_from_slice(b"\",\"timestamp\":\"");
-        out.extend_from_slice(&time::format_rfc3339_micros(self.micros));
-        out.extend_from_slice(b"\",\"action\":");
-        write_str(out, self.action());
-        self.write_fields(
-            out,
-            &[
-                (b",\"actor_id\":", Field::ActorId),
-                (b",\"actor_type\":", Field::ActorType),
-                (b",\"actor_email\":", Field::ActorEmail),
-                (b",\"actor_name\":", Field::ActorName),
-            ],
-        );
-        out.extend_from_slice(b",\"actor_flags\":[");
-        for (i, flag) in self.actor_flags().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        out.push(b'{');
+        for (i, key) in KEYS.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { &key.json[1..] } else { key.json });
+            match key.role {
+                Role::Id => {
+                    let mut id = uuid::Uuid::encode_buffer();
+                    out.push(b'"');
+                    out.extend_from_slice(self.id.hyphenated().encode_lower(&mut id).as_bytes());
+                    out.push(b'"');
+                }
+                Role::Timestamp => {
+                    out.push(b'"');
+                    out.extend_from_slice(&time::format_rfc3339_micros(self.micros));
+                    out.push(b'"');
+                }
+                Role::Text(field) => match self.get(field) {
+                    Some(value) => write_str(out, value),
+                    // As `Serialize` writes it: a required field is never null.
+                    None if field.is_required() => out.extend_from_slice(b"\"\""),
+                    None => out.extend_from_slice(b"null"),
+                },
+                Role::Flags => {
+                    out.push(b'[');
+                    for (i, flag) in self.actor_flags().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        write_str(out, flag);
+                    }
+                    out.push(b']');
+                }
+                Role::Detail => self.write_detail(out),
             }
-            write_str(out, flag);
         }
-        out.push(b']');
-        self.write_fields(
-            out,
-            &[
-                (b",\"resource_type\":", Field::ResourceType),
-                (b",\"resource_id\":", Field::ResourceId),
-            ],
-        );
-        out.extend_from_slice(b",\"detail\":");
-        self.write_detail(out);
-        self.write_fields(
-            out,
-            &[
-                (b",\"request_id\":", Field::RequestId),
-                (b",\"client_ip\":", Field::ClientIp),
-                (b",\"user_agent\":", Field::UserAgent),
-            ],
-        );
         out.push(b'}');
     }
 
@@ -75,22 +73,12 @@ impl AuditRecord {
         out.push(b'}');
     }
 
-    fn write_fields(&self, out: &mut Vec<u8>, fields: &[(&[u8], Field)]) {
-        for (key, field) in fields {
-            out.extend_from_slice(key);
-            match self.get(*field) {
-                Some(value) => write_str(out, value),
-                None => out.extend_from_slice(b"null"),
-            }
-        }
-    }
-
     fn write_value(&self, out: &mut Vec<u8>, value: &Value) {
         // Numbers go through serde_json, so they are spelled as it spells
         // them; they are a small share of the work.
         let _ = match value {
-            Value::Str(slot) => {
-                write_str(out, self.str(*slot));
+            Value::Str(range) => {
+                write_str(out, self.str(*range));
                 Ok(())
             }
             Value::I64(n) => serde_json::to_writer(&mut *out, n),
