@@ -90,6 +90,7 @@
 //! | `postgres`, `mysql` | | the same on PostgreSQL, MySQL/MariaDB (pure-Rust drivers) |
 //! | `http` | | [`http`]: the query API router and the request-context layer |
 //! | `config` | | `AuditConfig`: a TOML/YAML file and `FABRIC_AUDIT_*` variables |
+//! | `nats` | | [`NatsSink`] to NATS JetStream and, with a database, [`NatsCollector`] (`fabric-audit collect`) |
 //! | `cli` | | the `fabric-audit` binary |
 //!
 //! # Layout
@@ -114,6 +115,13 @@ pub use crate::delivery::Overflow;
 pub use crate::error::{Error, Result};
 pub use crate::handle::AuditHandle;
 pub use crate::layer::{exclude_audit, AuditFilter, AuditLayer, AuditLayerBuilder, ExcludeAudit};
+#[cfg(all(
+    feature = "nats",
+    any(feature = "sqlite", feature = "postgres", feature = "mysql")
+))]
+pub use crate::nats::{NatsCollector, NatsCollectorBuilder, Progress};
+#[cfg(feature = "nats")]
+pub use crate::nats::{NatsSink, NatsSinkBuilder, NatsStream};
 pub use crate::principal::Principal;
 pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
 pub use crate::report::{Report, SinkReport};
@@ -134,6 +142,8 @@ mod handle;
 pub mod http;
 mod layer;
 mod macros;
+#[cfg(feature = "nats")]
+mod nats;
 mod principal;
 mod quiet;
 mod record;
