@@ -20,3 +20,5 @@ mod http;
 mod layer;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod outcome;
+#[cfg(feature = "nats")]
+mod nats;
