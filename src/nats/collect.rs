@@ -144,7 +144,32 @@ impl NatsCollector {
             .messages()
             .await
             .map_err(|e| Error::unavailable(format!("cannot read nats consumer: {e}")))?;
-        let mut sink = Some(DatabaseSink::builder(&self.database).build()?);
+        // Building connects, on a runtime of the sink's own: not on ours.
+        let database = self.database.clone();
+        let sink = tokio::task::spawn_blocking(move || DatabaseSink::builder(database).build())
+            .await
+            .map_err(|e| Error::database(format!("database sink failed to start: {e}")))??;
+        let mut sink = Some(sink);
+        let result = self
+            .collect(&client, &consumer, &mut messages, &mut sink, shutdown, &mut progress)
+            .await;
+        // The sink owns a runtime, which may not be dropped on ours.
+        if let Some(sink) = sink.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(sink)).await;
+        }
+        result
+    }
+
+    /// The collecting loop of [`run`](Self::run).
+    async fn collect(
+        &self,
+        client: &async_nats::Client,
+        consumer: &jetstream::consumer::Consumer<pull::Config>,
+        messages: &mut pull::Stream,
+        sink: &mut Option<DatabaseSink>,
+        shutdown: impl Future<Output = ()>,
+        progress: &mut impl FnMut(&Progress),
+    ) -> Result<Progress> {
         let mut total = Progress::default();
         let mut held: Vec<(Message, Arc<AuditRecord>)> = Vec::with_capacity(self.batch);
         let mut tick = tokio::time::interval(self.every);
@@ -193,13 +218,13 @@ impl NatsCollector {
                 },
             }
             deadline = None;
-            if !commit(&mut sink, &mut held, &mut total, &mut shutdown).await? {
+            if !commit(sink, &mut held, &mut total, &mut shutdown).await? {
                 break;
             }
         }
         // Ctrl-C: commit what is held, unless the database is down (the
         // records are then delivered again to the next collector).
-        commit(&mut sink, &mut held, &mut total, &mut std::future::ready(())).await?;
+        commit(sink, &mut held, &mut total, &mut std::future::ready(())).await?;
         client
             .flush()
             .await

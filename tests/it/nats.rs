@@ -239,3 +239,189 @@ fn a_server_stopped_and_restarted_mid_stream_loses_nothing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(rt.block_on(messages_in(&server.url(), &name)), 6000);
 }
+
+/// `SELECT count(*), count(DISTINCT id)` of the table at `url` (PostgreSQL).
+fn rows(url: &str) -> (u64, u64) {
+    let out = Command::new("psql")
+        .args([url, "-tAc", "SELECT count(*), count(DISTINCT id) FROM audit_events"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.trim().split('|').map(|n| n.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs nats-server on 127.0.0.1:4222 and PostgreSQL"]
+async fn a_late_collector_catches_up_and_keeps_every_field() {
+    let t = target(SHARED);
+    let name = name_of(&t);
+    let (dispatch, audit) = pipeline(AuditLayer::builder().nats(t.clone()));
+    tracing::dispatcher::with_default(&dispatch, || {
+        audit!(action = "user.login", actor_id = "u\0ser", resource_type = "post", resource_id = 7,
+               n = u64::MAX, neg = i64::MIN, text = "ctl\u{1}\u{7f}é", nested = true);
+        for i in 0..1999 {
+            audit!(action = "post.created", i = i);
+        }
+    });
+    let report = tokio::task::spawn_blocking(move || audit.shutdown_blocking())
+        .await
+        .unwrap();
+    assert!(report.is_lossless(), "{report}");
+    let db = crate::db::postgres();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let collector = NatsCollector::builder(t, &db.url)
+        .batch_size(300)
+        .progress_every(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut reports = Vec::new();
+    let run = tokio::spawn(async move {
+        let total = collector
+            .run(async { stopped.await.unwrap_or(()) }, |p| reports.push(p.clone()))
+            .await;
+        (total, reports)
+    });
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("2000 rows", Duration::from_secs(60), || rows(&url).0 == 2000)
+    })
+    .await
+    .unwrap();
+    stop.send(()).unwrap();
+    let (total, reports) = run.await.unwrap();
+    let total = total.unwrap();
+    assert_eq!(total.stored, 2000, "{total:?}");
+    assert_eq!(rows(&db.url), (2000, 2000));
+    assert!(!reports.is_empty(), "no progress reported");
+    // The producer's record, field for field.
+    let store = fabric_audit::Store::connect(&db.url).await.unwrap();
+    let page = store
+        .query(&fabric_audit::AuditQuery::new().action("user.login"))
+        .await
+        .unwrap();
+    let stored = &page.items[0];
+    assert_eq!(stored.actor_id(), Some("u\0ser"));
+    assert_eq!(stored.resource_id(), Some("7"));
+    let detail = serde_json::to_value(stored).unwrap()["detail"].clone();
+    assert_eq!(detail["n"], serde_json::json!(u64::MAX));
+    assert_eq!(detail["neg"], serde_json::json!(i64::MIN));
+    assert_eq!(detail["text"], serde_json::json!("ctl\u{1}\u{7f}é"));
+    delete_stream(SHARED, &name).await;
+}
+
+/// The producer process of the tests below: the test binary run again with
+/// `FABRIC_AUDIT_TEST_PRODUCER=url|stream|prefix|count`. It emits `count`
+/// records through the NATS sink and prints its accounting. Run on its own
+/// (no variable), it has nothing to do.
+#[test]
+#[ignore = "a child process of the nats collector tests"]
+fn child_producer() {
+    let Ok(spec) = std::env::var("FABRIC_AUDIT_TEST_PRODUCER") else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let t = NatsStream::new(parts[0])
+        .stream(parts[1])
+        .subject_prefix(parts[2])
+        .duplicate_window(Duration::from_secs(120));
+    let count: u64 = parts[3].parse().unwrap();
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .nats(t)
+            .overflow(fabric_audit::Overflow::Block),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0..count {
+            audit!(action = "order.paid", i = i);
+        }
+    });
+    let report = audit.shutdown_blocking();
+    let nats = report.sink("nats").unwrap();
+    println!(
+        "ACCOUNTING emitted={} written={} dropped={} failed={}",
+        report.emitted(),
+        nats.written(),
+        nats.dropped(),
+        nats.failed()
+    );
+}
+
+fn spawn_producer(t: &NatsStream, count: u64) -> Child {
+    let name = name_of(t);
+    let spec = format!("{SHARED}|{name}|t{}|{count}", &name[1..]);
+    Command::new(std::env::current_exe().unwrap())
+        .args(["nats::child_producer", "--exact", "--ignored", "--nocapture"])
+        .env("FABRIC_AUDIT_TEST_PRODUCER", spec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[cfg(feature = "cli")]
+fn spawn_collector(t: &NatsStream, db_url: &str) -> Child {
+    let name = name_of(t);
+    Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+        .args(["collect", "--database-url", db_url, "--nats-url", SHARED])
+        .args(["--batch", "500", "--ack-wait", "2", "--progress", "1"])
+        .env("FABRIC_AUDIT_NATS_STREAM", &name)
+        .env("FABRIC_AUDIT_NATS_SUBJECT", format!("t{}", &name[1..]))
+        .env("FABRIC_AUDIT_NATS_DUPLICATE_WINDOW_SECS", "120")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[cfg(feature = "cli")]
+#[test]
+#[ignore = "needs nats-server on 127.0.0.1:4222 and PostgreSQL"]
+fn three_producers_two_collectors_one_killed_store_every_record_once() {
+    let t = target(SHARED);
+    let name = name_of(&t);
+    let db = crate::db::postgres();
+    // The stream and the durable consumer exist before anyone races to
+    // make them.
+    let mut first = spawn_collector(&t, &db.url);
+    let producers: Vec<Child> = (0..3).map(|_| spawn_producer(&t, 10_000)).collect();
+    let mut second = spawn_collector(&t, &db.url);
+    wait_for("a third of the rows", Duration::from_secs(120), || {
+        rows(&db.url).0 >= 10_000
+    });
+    // SIGKILL: no chance to commit or acknowledge what it holds.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut restarted = spawn_collector(&t, &db.url);
+    for producer in producers {
+        let out = producer.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("ACCOUNTING emitted=10000 written=10000 dropped=0 failed=0"),
+            "{text}"
+        );
+    }
+    wait_for("30 000 rows", Duration::from_secs(120), || {
+        rows(&db.url).0 >= 30_000
+    });
+    // Redeliveries of what the killed collector held arrive after the ack
+    // wait: give them time to show up as duplicates, if they could.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_for("the consumer to settle", Duration::from_secs(60), || {
+        rt.block_on(async {
+            let s = js(SHARED).await.get_stream(&name).await.unwrap();
+            let mut c: jetstream::consumer::PullConsumer =
+                s.get_consumer("fabric-audit-collect").await.unwrap();
+            let info = c.info().await.unwrap();
+            info.num_pending == 0 && info.num_ack_pending == 0
+        })
+    });
+    assert_eq!(rows(&db.url), (30_000, 30_000));
+    for c in [&mut second, &mut restarted] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    assert_eq!(rt.block_on(messages_in(SHARED, &name)), 30_000);
+    rt.block_on(delete_stream(SHARED, &name));
+}
