@@ -153,7 +153,10 @@ impl std::fmt::Debug for AuditConfig {
             .field("nats_stream", &self.nats_stream)
             .field("nats_max_age_secs", &self.nats_max_age_secs)
             .field("nats_max_bytes", &self.nats_max_bytes)
-            .field("nats_duplicate_window_secs", &self.nats_duplicate_window_secs)
+            .field(
+                "nats_duplicate_window_secs",
+                &self.nats_duplicate_window_secs,
+            )
             .field("nats_user", &self.nats_user)
             .field("nats_password", &secret(&self.nats_password))
             .field("nats_token", &secret(&self.nats_token))

@@ -151,7 +151,14 @@ impl NatsCollector {
             .map_err(|e| Error::database(format!("database sink failed to start: {e}")))??;
         let mut sink = Some(sink);
         let result = self
-            .collect(&client, &consumer, &mut messages, &mut sink, shutdown, &mut progress)
+            .collect(
+                &client,
+                &consumer,
+                &mut messages,
+                &mut sink,
+                shutdown,
+                &mut progress,
+            )
             .await;
         // The sink owns a runtime, which may not be dropped on ours.
         if let Some(sink) = sink.take() {
@@ -265,7 +272,9 @@ async fn commit(
     let records = Arc::new(records);
     let mut backoff = Duration::from_millis(100);
     let imported = loop {
-        let mut db = sink.take().ok_or_else(|| Error::database("no database sink"))?;
+        let mut db = sink
+            .take()
+            .ok_or_else(|| Error::database("no database sink"))?;
         let batch = Arc::clone(&records);
         let (db, result) = tokio::task::spawn_blocking(move || {
             let result = db.import(&Batch::new(&batch));

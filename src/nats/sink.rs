@@ -182,13 +182,17 @@ async fn publish(conn: &Conn, target: &NatsStream, window: usize, batch: &Batch<
         {
             Ok(ack) => pending.push_back(ack.into_future()),
             Err(e) => {
-                outcome.transient.get_or_insert(format!("nats publish failed: {e}"));
+                outcome
+                    .transient
+                    .get_or_insert(format!("nats publish failed: {e}"));
                 break;
             }
         }
         if pending.len() >= window {
             if let Some(Err(e)) = pending.next().await {
-                outcome.transient.get_or_insert(format!("nats publish not acknowledged: {e}"));
+                outcome
+                    .transient
+                    .get_or_insert(format!("nats publish not acknowledged: {e}"));
                 break;
             }
         }
@@ -197,7 +201,9 @@ async fn publish(conn: &Conn, target: &NatsStream, window: usize, batch: &Batch<
     // would hold its permit until it timed out on its own.
     while let Some(result) = pending.next().await {
         if let Err(e) = result {
-            outcome.transient.get_or_insert(format!("nats publish not acknowledged: {e}"));
+            outcome
+                .transient
+                .get_or_insert(format!("nats publish not acknowledged: {e}"));
         }
     }
     outcome

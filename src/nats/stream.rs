@@ -205,7 +205,8 @@ impl NatsStream {
         /// Enough for any real action; keeps a hostile one from making
         /// a subject the server refuses.
         const MAX_ACTION: usize = 200;
-        let mut subject = String::with_capacity(self.prefix.len() + 1 + action.len().min(MAX_ACTION));
+        let mut subject =
+            String::with_capacity(self.prefix.len() + 1 + action.len().min(MAX_ACTION));
         subject.push_str(&self.prefix);
         for token in action.split('.') {
             subject.push('.');
@@ -319,7 +320,10 @@ fn mismatches(have: &stream::Config, want: &stream::Config) -> Vec<String> {
         problems.push(format!("storage is {:?}, expected file", have.storage));
     }
     if have.retention != want.retention {
-        problems.push(format!("retention is {:?}, expected limits", have.retention));
+        problems.push(format!(
+            "retention is {:?}, expected limits",
+            have.retention
+        ));
     }
     if have.discard != want.discard {
         problems.push(format!("discard is {:?}, expected new", have.discard));
@@ -402,7 +406,10 @@ mod tests {
             (base.clone().subject_prefix(""), "subject prefix"),
             (base.clone().subject_prefix("audit.>"), "subject prefix"),
             (base.clone().stream("A.B"), "stream name"),
-            (base.clone().duplicate_window(Duration::ZERO), "duplicate window"),
+            (
+                base.clone().duplicate_window(Duration::ZERO),
+                "duplicate window",
+            ),
             (
                 base.clone()
                     .max_age(Duration::from_secs(60))
@@ -424,7 +431,10 @@ mod tests {
     fn debug_hides_credentials() {
         let s = NatsStream::new("nats://u:secretpw@host:4222").token("tok-secret");
         let text = format!("{s:?}");
-        assert!(!text.contains("secretpw") && !text.contains("tok-secret"), "{text}");
+        assert!(
+            !text.contains("secretpw") && !text.contains("tok-secret"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -437,7 +447,10 @@ mod tests {
         let problems = mismatches(&have, &want).join("; ");
         assert!(problems.contains("do not include `audit.>`"), "{problems}");
         assert!(problems.contains("storage is Memory"), "{problems}");
-        assert!(problems.contains("duplicate window is 120s, expected 1800s"), "{problems}");
+        assert!(
+            problems.contains("duplicate window is 120s, expected 1800s"),
+            "{problems}"
+        );
         assert!(mismatches(&want, &want).is_empty());
     }
 }

@@ -18,7 +18,7 @@ mod file;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod http;
 mod layer;
-#[cfg(all(feature = "http", feature = "sqlite"))]
-mod outcome;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(all(feature = "http", feature = "sqlite"))]
+mod outcome;

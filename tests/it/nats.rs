@@ -93,7 +93,10 @@ async fn a_stream_with_wrong_settings_gives_a_clear_error() {
     assert!(collected.contains("storage is Memory"), "{collected}");
     // The stream was left as it was.
     let mut s = js(SHARED).await.get_stream(&name).await.unwrap();
-    assert_eq!(s.info().await.unwrap().config.storage, stream::StorageType::Memory);
+    assert_eq!(
+        s.info().await.unwrap().config.storage,
+        stream::StorageType::Memory
+    );
     delete_stream(SHARED, &name).await;
 }
 
@@ -113,7 +116,13 @@ fn hostile_records_are_published_once_and_an_oversized_one_is_counted() {
     let huge = "x".repeat(1 << 20);
     tracing::dispatcher::with_default(&dispatch, || {
         audit!(action = "nul\0action", text = "a\0b\u{1}\u{1b}[2J");
-        audit!(action = "a b*c>d..", n = u64::MAX, m = i64::MIN, z = 0, f = -0.0);
+        audit!(
+            action = "a b*c>d..",
+            n = u64::MAX,
+            m = i64::MIN,
+            z = 0,
+            f = -0.0
+        );
         audit!(action = "big", text = huge.as_str());
         for i in 0..500 {
             audit!(action = "post.created", i = i);
@@ -124,7 +133,10 @@ fn hostile_records_are_published_once_and_an_oversized_one_is_counted() {
     assert_eq!(report.emitted(), 503, "{report}");
     assert_eq!(nats.written(), 502, "{report}");
     assert_eq!(nats.failed(), 1, "{report}");
-    assert_eq!(nats.written() + nats.failed() + nats.dropped(), report.emitted());
+    assert_eq!(
+        nats.written() + nats.failed() + nats.dropped(),
+        report.emitted()
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(rt.block_on(messages_in(SHARED, &name)), 502);
     rt.block_on(delete_stream(SHARED, &name));
@@ -178,7 +190,14 @@ impl Server {
 
     fn restart(&mut self) {
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -243,7 +262,11 @@ fn a_server_stopped_and_restarted_mid_stream_loses_nothing() {
 /// `SELECT count(*), count(DISTINCT id)` of the table at `url` (PostgreSQL).
 fn rows(url: &str) -> (u64, u64) {
     let out = Command::new("psql")
-        .args([url, "-tAc", "SELECT count(*), count(DISTINCT id) FROM audit_events"])
+        .args([
+            url,
+            "-tAc",
+            "SELECT count(*), count(DISTINCT id) FROM audit_events",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -258,8 +281,16 @@ async fn a_late_collector_catches_up_and_keeps_every_field() {
     let name = name_of(&t);
     let (dispatch, audit) = pipeline(AuditLayer::builder().nats(t.clone()));
     tracing::dispatcher::with_default(&dispatch, || {
-        audit!(action = "user.login", actor_id = "u\0ser", resource_type = "post", resource_id = 7,
-               n = u64::MAX, neg = i64::MIN, text = "ctl\u{1}\u{7f}é", nested = true);
+        audit!(
+            action = "user.login",
+            actor_id = "u\0ser",
+            resource_type = "post",
+            resource_id = 7,
+            n = u64::MAX,
+            neg = i64::MIN,
+            text = "ctl\u{1}\u{7f}é",
+            nested = true
+        );
         for i in 0..1999 {
             audit!(action = "post.created", i = i);
         }
@@ -278,13 +309,17 @@ async fn a_late_collector_catches_up_and_keeps_every_field() {
     let mut reports = Vec::new();
     let run = tokio::spawn(async move {
         let total = collector
-            .run(async { stopped.await.unwrap_or(()) }, |p| reports.push(p.clone()))
+            .run(async { stopped.await.unwrap_or(()) }, |p| {
+                reports.push(p.clone())
+            })
             .await;
         (total, reports)
     });
     let url = db.url.clone();
     tokio::task::spawn_blocking(move || {
-        wait_for("2000 rows", Duration::from_secs(60), || rows(&url).0 == 2000)
+        wait_for("2000 rows", Duration::from_secs(60), || {
+            rows(&url).0 == 2000
+        })
     })
     .await
     .unwrap();
@@ -351,7 +386,12 @@ fn spawn_producer(t: &NatsStream, count: u64) -> Child {
     let name = name_of(t);
     let spec = format!("{SHARED}|{name}|t{}|{count}", &name[1..]);
     Command::new(std::env::current_exe().unwrap())
-        .args(["nats::child_producer", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "nats::child_producer",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("FABRIC_AUDIT_TEST_PRODUCER", spec)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
