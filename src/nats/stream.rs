@@ -385,7 +385,7 @@ mod tests {
             ("a b*c>d", "audit.a_b_c_d"),
             ("..x.", "audit._._.x._"),
             ("nul\0here", "audit.nul_here"),
-            ("ünï.code", "audit.___n__.code"),
+            ("ünï.code", "audit._n_.code"),
             ("\u{1b}[31m", "audit.__31m"),
         ];
         for (action, want) in cases {
