@@ -29,6 +29,11 @@ use crate::{Error, Result, Retention};
 /// | `metrics_bind` | none (off) | where `fabric-audit serve` serves Prometheus metrics (`GET /metrics`) |
 /// | `client_ip_source` | `ConnectInfo` | where the query API reads the client address (feature `http`; see [`RequestContextLayer::client_ip_source`](crate::http::RequestContextLayer::client_ip_source)) |
 /// | `tokens` | none | `[{name, token or sha256, permissions}]` for the query API |
+/// | `nats_url` | none | NATS server(s) for the NATS sink and `fabric-audit collect` (feature `nats`) |
+/// | `nats_subject` | `audit` | records go to `<nats_subject>.<action>` |
+/// | `nats_stream` | `AUDIT` | the JetStream stream |
+/// | `nats_max_age_secs`, `nats_max_bytes`, `nats_duplicate_window_secs` | 604800, 10 GiB, 1800 | the stream's limits |
+/// | `nats_user` + `nats_password`, `nats_token`, `nats_creds_file` | none | NATS credentials (never printed) |
 ///
 /// Environment variables `FABRIC_AUDIT_<KEY>` (`FABRIC_AUDIT_QUEUE_MAXSIZE`,
 /// `FABRIC_AUDIT_DB_RETENTION_DAYS=forever`) override the file. Unknown
@@ -89,6 +94,26 @@ pub struct AuditConfig {
     pub client_ip_source: axum_client_ip::ClientIpSource,
     /// Tokens of the query API.
     pub tokens: Vec<TokenConfig>,
+    /// NATS server(s) for the NATS sink and `fabric-audit collect`.
+    pub nats_url: Option<String>,
+    /// The subject prefix: records go to `<nats_subject>.<action>`.
+    pub nats_subject: String,
+    /// The JetStream stream's name.
+    pub nats_stream: String,
+    /// How long the stream keeps a record, in seconds.
+    pub nats_max_age_secs: u64,
+    /// The most bytes the stream holds (-1: unlimited).
+    pub nats_max_bytes: i64,
+    /// How long the server deduplicates a record id, in seconds.
+    pub nats_duplicate_window_secs: u64,
+    /// NATS user (with `nats_password`).
+    pub nats_user: Option<String>,
+    /// NATS password.
+    pub nats_password: Option<String>,
+    /// NATS token.
+    pub nats_token: Option<String>,
+    /// NATS `.creds` file.
+    pub nats_creds_file: Option<PathBuf>,
 }
 
 /// One bearer token of the query API.
@@ -134,7 +159,22 @@ impl std::fmt::Debug for AuditConfig {
             .field("metrics_bind", &self.metrics_bind);
         #[cfg(feature = "http")]
         d.field("client_ip_source", &self.client_ip_source);
-        d.field("tokens", &self.tokens).finish()
+        let secret = |value: &Option<String>| value.as_ref().map(|_| "***");
+        d.field("tokens", &self.tokens)
+            .field("nats_url", &self.nats_url.as_deref().map(redact_url))
+            .field("nats_subject", &self.nats_subject)
+            .field("nats_stream", &self.nats_stream)
+            .field("nats_max_age_secs", &self.nats_max_age_secs)
+            .field("nats_max_bytes", &self.nats_max_bytes)
+            .field(
+                "nats_duplicate_window_secs",
+                &self.nats_duplicate_window_secs,
+            )
+            .field("nats_user", &self.nats_user)
+            .field("nats_password", &secret(&self.nats_password))
+            .field("nats_token", &secret(&self.nats_token))
+            .field("nats_creds_file", &self.nats_creds_file)
+            .finish()
     }
 }
 
@@ -154,6 +194,16 @@ impl Default for AuditConfig {
             #[cfg(feature = "http")]
             client_ip_source: axum_client_ip::ClientIpSource::ConnectInfo,
             tokens: Vec::new(),
+            nats_url: None,
+            nats_subject: "audit".to_owned(),
+            nats_stream: "AUDIT".to_owned(),
+            nats_max_age_secs: 7 * 24 * 3600,
+            nats_max_bytes: 10 << 30,
+            nats_duplicate_window_secs: 30 * 60,
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_creds_file: None,
         }
     }
 }

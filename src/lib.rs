@@ -93,6 +93,7 @@
 //! | `config` | | `AuditConfig`: a TOML/YAML file and `FABRIC_AUDIT_*` variables |
 //! | `tracing-appender` | | [`WriterSink::from_make_writer`]: any `MakeWriter`, such as a rolling appender, as a sink |
 //! | `metrics` | | the pipeline's counters through the `metrics` facade |
+//! | `nats` | | [`NatsSink`] to NATS JetStream and, with a database, [`NatsCollector`] (`fabric-audit collect`) |
 //! | `cli` | | the `fabric-audit` binary |
 //!
 //! # Layout
@@ -126,6 +127,13 @@ pub use crate::delivery::Overflow;
 pub use crate::error::{Error, Result};
 pub use crate::handle::AuditHandle;
 pub use crate::layer::{exclude_audit, AuditFilter, AuditLayer, AuditLayerBuilder, ExcludeAudit};
+#[cfg(all(
+    feature = "nats",
+    any(feature = "sqlite", feature = "postgres", feature = "mysql")
+))]
+pub use crate::nats::{NatsCollector, NatsCollectorBuilder, Progress};
+#[cfg(feature = "nats")]
+pub use crate::nats::{NatsSink, NatsSinkBuilder, NatsStream};
 pub use crate::principal::Principal;
 pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
 pub use crate::report::{Report, SinkReport};
@@ -153,6 +161,8 @@ mod handle;
 pub mod http;
 mod layer;
 mod macros;
+#[cfg(feature = "nats")]
+mod nats;
 mod principal;
 mod quiet;
 mod record;

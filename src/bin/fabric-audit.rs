@@ -19,6 +19,10 @@ use fabric_audit::{
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
 use tracing_subscriber::prelude::*;
 
+#[cfg(feature = "nats")]
+#[path = "fabric-audit/collect.rs"]
+mod collect;
+
 /// Immutable audit logs: serve, query, import, purge, migrate.
 #[derive(Parser)]
 #[command(name = "fabric-audit", version)]
@@ -84,6 +88,10 @@ enum Command {
         #[arg(long)]
         print_sql: bool,
     },
+    /// Write the records of the NATS JetStream stream into the database
+    /// (feature `nats`): exactly once, acknowledged after the commit.
+    #[cfg(feature = "nats")]
+    Collect(collect::Collect),
 }
 
 #[derive(Args)]
@@ -243,6 +251,11 @@ impl Database {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        #[cfg(feature = "nats")]
+        Command::Collect(args) => {
+            let (config, url) = args.db.resolve()?;
+            collect::run(args, &config, url).await?;
+        }
         Command::Migrate {
             db,
             print_sql: true,

@@ -63,6 +63,8 @@ pub struct AuditLayerBuilder {
     database: Option<String>,
     #[cfg(db)]
     apply_migrations: bool,
+    #[cfg(feature = "nats")]
+    nats: Option<crate::NatsStream>,
     sinks: Vec<(String, Box<dyn Sink + Send>)>,
     queue_capacity: usize,
     overflow: Overflow,
@@ -82,6 +84,8 @@ impl AuditLayerBuilder {
             database: None,
             #[cfg(db)]
             apply_migrations: true,
+            #[cfg(feature = "nats")]
+            nats: None,
             sinks: Vec::new(),
             queue_capacity: 10_000,
             overflow: Overflow::DropNewest,
@@ -120,6 +124,16 @@ impl AuditLayerBuilder {
             database: Some(url.into()),
             ..self
         }
+    }
+
+    /// Adds a [`NatsSink`](crate::NatsSink), named `nats`, publishing to
+    /// `target` with the default window. It connects and creates or checks
+    /// the stream from its worker thread, retrying until the server is
+    /// there, so `build` neither blocks nor fails on the server.
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, target: crate::NatsStream) -> Self {
+        self.nats = Some(target);
+        self
     }
 
     /// Whether the database sink applies its migrations at start-up (the
@@ -271,6 +285,11 @@ impl AuditLayerBuilder {
                 .build_lazy()?;
             self.sinks
                 .insert(0, ("database".to_owned(), Box::new(database)));
+        }
+        #[cfg(feature = "nats")]
+        if let Some(target) = self.nats.take() {
+            let nats = crate::NatsSink::builder(target).build()?;
+            self.sinks.push(("nats".to_owned(), Box::new(nats)));
         }
         if let Some(path) = self.file.take() {
             let file = FileSink::builder(path)

@@ -6,8 +6,8 @@
 //! durably or say why it could not.
 
 mod file;
-mod writer;
 mod from_fn;
+mod writer;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -16,8 +16,8 @@ use std::sync::Arc;
 use crate::AuditRecord;
 
 pub use self::file::{FileSink, FileSinkBuilder};
-pub use self::writer::WriterSink;
 pub use self::from_fn::{from_fn, FromFn};
+pub use self::writer::WriterSink;
 
 /// A destination for audit records.
 ///

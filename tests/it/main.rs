@@ -20,6 +20,8 @@ mod http;
 mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod openapi;
 #[cfg(all(feature = "http", feature = "sqlite"))]

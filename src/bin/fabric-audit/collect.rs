@@ -1,0 +1,64 @@
+//! `fabric-audit collect`: the NATS JetStream stream into the database.
+
+use std::time::Duration;
+
+use clap::Args;
+use fabric_audit::{AuditConfig, NatsCollector, NatsStream};
+
+use super::Database;
+
+#[derive(Args)]
+pub(crate) struct Collect {
+    #[command(flatten)]
+    pub(crate) db: Database,
+    /// NATS server URL (overrides `nats_url`).
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// The durable consumer: collectors with the same name share the work.
+    #[arg(long, default_value = "fabric-audit-collect")]
+    durable: String,
+    /// Records per transaction.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Seconds before a record delivered to a collector that died is
+    /// delivered again (when the consumer is created).
+    #[arg(long, default_value_t = 30)]
+    ack_wait: u64,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 5)]
+    progress: u64,
+}
+
+pub(crate) async fn run(args: Collect, config: &AuditConfig, url: String) -> anyhow::Result<()> {
+    let mut config = config.clone();
+    if args.nats_url.is_some() {
+        config.nats_url = args.nats_url;
+    }
+    let target = NatsStream::from_config(&config)?;
+    let collector = NatsCollector::builder(target, url)
+        .durable(args.durable)
+        .batch_size(args.batch)
+        .ack_wait(Duration::from_secs(args.ack_wait))
+        .progress_every(Duration::from_secs(args.progress.max(1)))
+        .build()?;
+    let shutdown = async {
+        // Without a signal handler there is no clean stop, only the
+        // redelivery that makes a killed collector safe.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let total = collector
+        .run(shutdown, |p| {
+            eprintln!(
+                "collect: {} stored, {} already present, {} not stored, {:.0} records/s, lag {}",
+                p.stored, p.present, p.not_stored, p.rate, p.lag
+            );
+        })
+        .await?;
+    eprintln!(
+        "collect: stopped; {} stored, {} already present, {} not stored",
+        total.stored, total.present, total.not_stored
+    );
+    Ok(())
+}
