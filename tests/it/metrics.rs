@@ -25,6 +25,16 @@ pub(crate) fn sample(scrape: &str, name: &str, labels: &str) -> Option<f64> {
         .map(|value| value.parse().unwrap())
 }
 
+/// The value of the sample `name` (no labels) in the scrape, if present.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) fn sample_unlabelled(scrape: &str, name: &str) -> Option<f64> {
+    let head = format!("{name} ");
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&head))
+        .map(|value| value.parse().unwrap())
+}
+
 fn assert_matches_report(scrape: &str, report: &Report, sink: &str) {
     let r = report.sink(sink).unwrap();
     let labels = format!("sink=\"{sink}\"");

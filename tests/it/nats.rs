@@ -465,3 +465,72 @@ fn three_producers_two_collectors_one_killed_store_every_record_once() {
     assert_eq!(rt.block_on(messages_in(SHARED, &name)), 30_000);
     rt.block_on(delete_stream(SHARED, &name));
 }
+
+#[cfg(feature = "cli")]
+#[test]
+#[ignore = "needs nats-server on 127.0.0.1:4222"]
+fn collect_serves_its_progress_as_prometheus_metrics() {
+    use std::io::{Read, Write};
+
+    let t = target(SHARED);
+    let name = name_of(&t);
+    let records: Vec<_> = (0..250)
+        .map(|i| std::sync::Arc::new(fabric_audit::AuditRecord::builder(format!("m.{i}")).build()))
+        .collect();
+    let mut sink = NatsSink::builder(t).build().unwrap();
+    sink.write(&fabric_audit::Batch::new(&records)).unwrap();
+    sink.close().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let metrics_addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut collector = Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+        .args([
+            "collect",
+            "--database-url",
+            &db_url,
+            "--nats-url",
+            SHARED,
+            "--progress",
+            "1",
+        ])
+        .args(["--metrics-bind", &metrics_addr.to_string()])
+        .env("FABRIC_AUDIT_NATS_STREAM", &name)
+        .env("FABRIC_AUDIT_NATS_SUBJECT", format!("t{}", &name[1..]))
+        .env("FABRIC_AUDIT_NATS_DUPLICATE_WINDOW_SECS", "120")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let scrape = || {
+        let mut stream = std::net::TcpStream::connect(metrics_addr).ok()?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let stored = |text: &str| {
+        crate::metrics::sample_unlabelled(text, "fabric_audit_collect_records_stored_total")
+    };
+    // The collector reports once a second: wait (bounded) for all 250.
+    wait_for("the collector's metrics", Duration::from_secs(30), || {
+        scrape().is_some_and(|text| stored(&text) == Some(250.0))
+    });
+    let text = scrape().unwrap();
+    assert_eq!(
+        crate::metrics::sample_unlabelled(&text, "fabric_audit_collect_lag"),
+        Some(0.0),
+        "{text}"
+    );
+    collector.kill().unwrap();
+    collector.wait().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(delete_stream(SHARED, &name));
+}

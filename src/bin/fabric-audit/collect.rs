@@ -27,12 +27,19 @@ pub(crate) struct Collect {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5)]
     progress: u64,
+    /// Serve Prometheus metrics on this address (default: `metrics_bind`
+    /// from the configuration; none when unset).
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<std::net::SocketAddr>,
 }
 
 pub(crate) async fn run(args: Collect, config: &AuditConfig, url: String) -> anyhow::Result<()> {
     let mut config = config.clone();
     if args.nats_url.is_some() {
         config.nats_url = args.nats_url;
+    }
+    if let Some(addr) = args.metrics_bind.or(config.metrics_bind) {
+        super::serve_metrics(addr)?;
     }
     let target = NatsStream::from_config(&config)?;
     let collector = NatsCollector::builder(target, url)
@@ -50,15 +57,28 @@ pub(crate) async fn run(args: Collect, config: &AuditConfig, url: String) -> any
     };
     let total = collector
         .run(shutdown, |p| {
+            publish(p);
             eprintln!(
                 "collect: {} stored, {} already present, {} not stored, {:.0} records/s, lag {}",
                 p.stored, p.present, p.not_stored, p.rate, p.lag
             );
         })
         .await?;
+    publish(&total);
     eprintln!(
         "collect: stopped; {} stored, {} already present, {} not stored",
         total.stored, total.present, total.not_stored
     );
     Ok(())
+}
+
+/// The collector's progress through the `metrics` facade (served by
+/// `--metrics-bind`): what it stored, found present or could not store,
+/// its rate and the stream's lag.
+fn publish(p: &fabric_audit::Progress) {
+    metrics::counter!("fabric_audit_collect_records_stored_total").absolute(p.stored);
+    metrics::counter!("fabric_audit_collect_records_present_total").absolute(p.present);
+    metrics::counter!("fabric_audit_collect_records_not_stored_total").absolute(p.not_stored);
+    metrics::gauge!("fabric_audit_collect_records_per_second").set(p.rate);
+    metrics::gauge!("fabric_audit_collect_lag").set(p.lag as f64);
 }
