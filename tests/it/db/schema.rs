@@ -72,7 +72,9 @@ async fn with_migrations_left_to_the_app_the_sink_says_what_is_missing(db: TestD
     let sink = build(&db.url, false).await.unwrap();
     let (dispatch, audit) = pipeline(AuditLayer::builder().sink("database", sink));
     tracing::dispatcher::with_default(&dispatch, || audit!(action = "app.owned"));
-    assert!(audit.shutdown().await.is_lossless());
+    let report = audit.shutdown().await;
+    let last_error = report.sink("database").and_then(|s| s.last_error());
+    assert!(report.is_lossless(), "{report}: {last_error:?}");
     let store = Store::connect(&db.url).await.unwrap();
     assert_eq!(walk(&store, AuditQuery::new()).await.len(), 1);
 }
@@ -88,7 +90,9 @@ async fn tables_made_by_another_tool_are_used_as_they_are(db: TestDb) {
     let sink = build(&db.url, true).await.unwrap();
     let (dispatch, audit) = pipeline(AuditLayer::builder().sink("database", sink));
     tracing::dispatcher::with_default(&dispatch, || audit!(action = "other.tool"));
-    assert!(audit.shutdown().await.is_lossless());
+    let report = audit.shutdown().await;
+    let last_error = report.sink("database").and_then(|s| s.last_error());
+    assert!(report.is_lossless(), "{report}: {last_error:?}");
     let store = Store::connect(&db.url).await.unwrap();
     assert_eq!(walk(&store, AuditQuery::new()).await.len(), 1);
 }
