@@ -186,9 +186,55 @@ impl fmt::Display for Error {
     }
 }
 
+/// Displays an error and every cause it chains, `: `-separated (as
+/// `anyhow`'s `{:#}` does): for logs and reports, where the whole story
+/// belongs on one line.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         let source: &(dyn StdError + 'static) = self.source.as_deref()?;
         Some(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SinkError;
+
+    #[test]
+    fn a_chain_prints_each_message_once_in_order() {
+        let disk = io::Error::other("no space left on device");
+        let error = Error::io("cannot write `audit.jsonl`", disk);
+        assert_eq!(
+            Chain(&error).to_string(),
+            "cannot write `audit.jsonl`: no space left on device"
+        );
+    }
+
+    #[test]
+    fn a_sink_error_is_transparent_so_its_message_is_not_repeated() {
+        let cause = Error::database("audit insert failed").because(io::Error::other("reset"));
+        let error = SinkError::transient(cause);
+        assert_eq!(error.to_string(), "audit insert failed");
+        assert_eq!(error.source().unwrap().to_string(), "reset");
+        assert_eq!(Chain(&error).to_string(), "audit insert failed: reset");
+        // A plain message has no cause to hand out.
+        let plain = SinkError::rejected("value too long");
+        assert!(plain.source().is_none());
+        assert_eq!(Chain(&plain).to_string(), "value too long");
     }
 }

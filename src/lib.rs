@@ -127,10 +127,7 @@ pub use crate::delivery::Overflow;
 pub use crate::error::{Error, Result};
 pub use crate::handle::AuditHandle;
 pub use crate::layer::{exclude_audit, AuditFilter, AuditLayer, AuditLayerBuilder, ExcludeAudit};
-#[cfg(all(
-    feature = "nats",
-    any(feature = "sqlite", feature = "postgres", feature = "mysql")
-))]
+#[cfg(all(feature = "nats", db))]
 pub use crate::nats::{NatsCollector, NatsCollectorBuilder, Progress};
 #[cfg(feature = "nats")]
 pub use crate::nats::{NatsSink, NatsSinkBuilder, NatsStream};

@@ -44,6 +44,9 @@ const TRANSIENT: &[&str] = &[
     "database table is locked",
     "busy",
     "try restarting transaction",
+    // MariaDB 1412: a table made or changed by a concurrent statement (a
+    // migration) since this transaction began.
+    "please retry transaction",
     // Resources.
     "no space",
     "disk",
@@ -153,6 +156,7 @@ mod tests {
             "deadlock detected",
             "Deadlock found when trying to get lock; try restarting transaction",
             "Lock wait timeout exceeded; try restarting transaction",
+            "Table definition has changed, please retry transaction",
             "canceling statement due to statement timeout",
             "Query execution was interrupted (max_statement_time exceeded)",
             "terminating connection due to administrator command",

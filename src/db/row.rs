@@ -219,13 +219,12 @@ impl EventRow {
     ///
     /// A row that no sink of this crate wrote: a bad id, or flags or detail
     /// that are not the JSON they should be.
-    pub(crate) fn into_record(mut self) -> Result<AuditRecord, String> {
-        let id = uuid::Uuid::parse_str(&self.id)
-            .map_err(|e| format!("row {:?}: bad id: {e}", self.id))?;
-        let flags: Vec<String> = serde_json::from_str(&self.actor_flags)
-            .map_err(|e| format!("row {}: bad actor_flags: {e}", self.id))?;
-        let mut detail =
-            parse_object(&self.detail).map_err(|e| format!("row {}: bad detail: {e}", self.id))?;
+    pub(crate) fn into_record(mut self) -> crate::Result<AuditRecord> {
+        let bad = |what: &str| crate::Error::database(format!("row {:?}: bad {what}", self.id));
+        let id = uuid::Uuid::parse_str(&self.id).map_err(|e| bad("id").because(e))?;
+        let flags: Vec<String> =
+            serde_json::from_str(&self.actor_flags).map_err(|e| bad("actor_flags").because(e))?;
+        let mut detail = parse_object(&self.detail).map_err(|e| bad("detail").because(e))?;
         let mut texts = self.take_texts();
         let mut named: Vec<(&'static str, Option<String>)> = Field::ALL
             .into_iter()

@@ -109,9 +109,7 @@ macro_rules! checkout {
         match tokio::time::timeout_at($deadline, $pool.get()).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                return Err(Error::unavailable(format!(
-                    "cannot connect to the audit database: {e}"
-                )))
+                return Err(Error::unavailable("cannot connect to the audit database").because(e))
             }
             Err(_) => return Err(timed_out($timeout)),
         }
@@ -127,12 +125,10 @@ macro_rules! settle {
             Ok(Ok(value)) => value,
             Ok(Err(e)) if classify::is_unreachable(&e) => {
                 drop(Object::take($conn));
-                return Err(Error::unavailable(format!(
-                    "the audit database failed: {e}"
-                )));
+                return Err(Error::unavailable("the audit database failed").because(e));
             }
             Ok(Err(e)) if classify::is_missing_table(&e) => return Err(Error::no_tables()),
-            Ok(Err(e)) => return Err(Error::database(format!("audit query failed: {e}"))),
+            Ok(Err(e)) => return Err(Error::database("audit query failed").because(e)),
             Err(_) => {
                 drop(Object::take($conn));
                 return Err(timed_out($timeout));
@@ -159,12 +155,10 @@ macro_rules! with_pooled {
                 match $body.await {
                     Ok(value) => value,
                     Err(e) if classify::is_unreachable(&e) => {
-                        return Err(Error::unavailable(format!(
-                            "the audit database failed: {e}"
-                        )))
+                        return Err(Error::unavailable("the audit database failed").because(e))
                     }
                     Err(e) if classify::is_missing_table(&e) => return Err(Error::no_tables()),
-                    Err(e) => return Err(Error::database(format!("audit query failed: {e}"))),
+                    Err(e) => return Err(Error::database("audit query failed").because(e)),
                 }
             }
             #[cfg(feature = "postgres")]
@@ -198,7 +192,7 @@ macro_rules! build_pool {
         Pool::builder($manager)
             .max_size(POOL_SIZE)
             .build()
-            .map_err(|e| Error::config(format!("cannot build the audit store's pool: {e}")))?
+            .map_err(|e| Error::config("cannot build the audit store's pool").because(e))?
     };
 }
 
@@ -325,7 +319,7 @@ impl Store {
                 .await
                 .optional()
         });
-        row.map(|r| r.into_record().map_err(Error::database))
+        row.map(|r| r.into_record())
             .transpose()
     }
 
@@ -378,7 +372,7 @@ impl Store {
         let items = rows
             .into_iter()
             .take(size)
-            .map(|r| r.into_record().map_err(Error::database))
+            .map(|r| r.into_record())
             .collect::<Result<Vec<_>>>()?;
         let next_cursor = if more {
             items.last().map(Cursor::after)

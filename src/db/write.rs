@@ -28,7 +28,12 @@ const ROWS_PER_STATEMENT: usize = 500;
 pub(crate) const PURGE_CHUNK: i64 = 1000;
 
 /// Applies the migrations this version has and the database lacks.
-pub(crate) fn migrate(conn: &mut Conn) -> Result<(), String> {
+///
+/// # Errors
+///
+/// The migration harness's error, unwrapped: the callers say which
+/// backend and what for, and chain this as the cause.
+pub(crate) fn migrate(conn: &mut Conn) -> diesel::migration::Result<()> {
     let result = match conn {
         #[cfg(feature = "sqlite")]
         Conn::Sqlite(c) => c.run_pending_migrations(SQLITE).map(drop),
@@ -37,7 +42,7 @@ pub(crate) fn migrate(conn: &mut Conn) -> Result<(), String> {
         #[cfg(feature = "mysql")]
         Conn::Mysql(c) => c.run_pending_migrations(MYSQL).map(drop),
     };
-    result.map_err(|e| format!("cannot migrate the audit tables: {e}"))
+    result
 }
 
 /// Whether the connection answers a statement.

@@ -259,12 +259,17 @@ impl SinkQueue {
 
     /// Records a failed attempt. A transient failure marks the sink as
     /// failing until its next success; returns whether that is news.
-    pub(crate) fn record_error(&self, error: &dyn std::fmt::Display, transient: bool) -> bool {
+    /// The report's `last_error` keeps the error's whole chain of causes.
+    pub(crate) fn record_error(
+        &self,
+        error: &(dyn std::error::Error + 'static),
+        transient: bool,
+    ) -> bool {
         self.errors.fetch_add(1, Ordering::Relaxed);
         *self
             .last_error
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+            .unwrap_or_else(PoisonError::into_inner) = Some(crate::error::Chain(error).to_string());
         transient && !self.failing.swap(true, Ordering::AcqRel)
     }
 

@@ -207,6 +207,7 @@ impl Drop for Finished {
     }
 }
 
-fn warn_failed(sink: &str, error: &dyn std::fmt::Display, what: &str) {
+fn warn_failed(sink: &str, error: &SinkError, what: &str) {
+    let error = crate::error::Chain(error);
     tracing::warn!(target: "fabric_audit", sink, %error, "audit sink write failed; {what}");
 }

@@ -76,6 +76,7 @@ impl ApiError {
 
     /// The database did not answer in time: worth trying again soon.
     fn unavailable(error: &crate::Error) -> Self {
+        let error = crate::error::Chain(error);
         tracing::warn!(target: "fabric_audit", %error, "audit log unavailable");
         Self {
             header: Some((RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS))),
@@ -90,6 +91,7 @@ impl ApiError {
     /// A failure of ours: logged in full, answered without detail (no SQL,
     /// no stack trace, no server names in responses).
     pub(crate) fn internal(error: &crate::Error) -> Self {
+        let error = crate::error::Chain(error);
         tracing::error!(target: "fabric_audit", %error, "audit query failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -205,10 +205,7 @@ macro_rules! define_field {
             }
 
             /// How wide the stored field may be.
-            #[cfg_attr(
-                not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
-                allow(dead_code)
-            )]
+            #[cfg_attr(not(db), allow(dead_code))]
             pub(crate) fn width(self) -> Width {
                 match self {
                     $(Self::$variant => Width::$width,)*

@@ -91,7 +91,7 @@ impl Serialize for Detail<'_> {
 }
 
 /// Reads a JSON object's entries in their order (a detail column).
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg(db)]
 pub(crate) fn parse_object(text: &str) -> serde_json::Result<Vec<(String, serde_json::Value)>> {
     serde_json::from_str::<OrderedMap>(text).map(|m| m.0)
 }

@@ -53,7 +53,7 @@ impl AuditRecord {
     }
 
     /// The detail object as JSON text (the database's `detail` column).
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg(db)]
     pub(crate) fn detail_json(&self) -> String {
         let mut out = Vec::with_capacity(64);
         self.write_detail(&mut out);

@@ -155,7 +155,7 @@ impl AuditRecord {
     }
 
     /// Microseconds since the Unix epoch.
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    #[cfg(db)]
     pub(crate) fn timestamp_micros(&self) -> i64 {
         self.micros
     }

@@ -383,7 +383,7 @@ impl FileSinkBuilder {
     pub fn build(self) -> Result<FileSink> {
         if let Some(days) = self.retention_days {
             Retention::days(days)
-                .map_err(|e| Error::config(format!("file sink `log_retention_days`: {e}")))?;
+                .map_err(|e| Error::config("file sink `log_retention_days`").because(e))?;
         }
         let names = FileNames::from_path(&self.path).ok_or_else(|| {
             Error::config(format!(

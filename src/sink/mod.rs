@@ -242,8 +242,11 @@ impl fmt::Display for SinkError {
     }
 }
 
+/// A `SinkError` is transparent, like `io::Error` around a custom error:
+/// it displays its source's message and hands out the source's own cause,
+/// so an error reporter walking `source()` prints each message once.
 impl StdError for SinkError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.source)
+        self.source.source()
     }
 }
