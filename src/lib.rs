@@ -70,6 +70,7 @@
 //! | `resource_type`, `resource_id` | string or null | |
 //! | `detail` | object | every other field, typed |
 //! | `request_id`, `client_ip`, `user_agent` | string or null | from an enclosing request span |
+//! | `chain`, `seq`, `hash` | string, integer, string, or null | the record's place in a hash chain, set where it is stored (tamper evidence); never from an event |
 //!
 //! # Delivery
 //!

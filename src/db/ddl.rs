@@ -36,11 +36,18 @@ macro_rules! steps {
 pub(crate) const SQLITE: &[Step] = steps!("sqlite":
     "2026-11-27-000001_create_audit_events",
     "2026-11-28-000001_close_append_only_gaps",
+    "2026-12-02-000001_add_hash_chains",
 );
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Step] = steps!("postgres": "2026-11-27-000001_create_audit_events");
+pub(crate) const POSTGRES: &[Step] = steps!("postgres":
+    "2026-11-27-000001_create_audit_events",
+    "2026-12-02-000001_add_hash_chains",
+);
 #[cfg(feature = "mysql")]
-pub(crate) const MYSQL: &[Step] = steps!("mysql": "2026-11-27-000001_create_audit_events");
+pub(crate) const MYSQL: &[Step] = steps!("mysql":
+    "2026-11-27-000001_create_audit_events",
+    "2026-12-02-000001_add_hash_chains",
+);
 
 /// The columns the sink writes and the store reads, per table.
 const COLUMNS: &[(&str, &[&str])] = &[

@@ -60,6 +60,7 @@ macro_rules! define_text_columns {
                 timestamp_us: i64,
                 actor_flags: String,
                 detail: String,
+                seq: Option<i64>,
                 mut texts: [Option<Cow<'a, str>>; Field::COUNT],
             ) -> Self {
                 Self {
@@ -67,6 +68,7 @@ macro_rules! define_text_columns {
                     timestamp_us,
                     actor_flags,
                     detail,
+                    seq,
                     $($column: FromText::from_text(texts[Field::$variant as usize].take()),)*
                 }
             }
@@ -139,6 +141,12 @@ impl Cell for i64 {
     }
 }
 
+impl Cell for Option<i64> {
+    fn cell(&self) -> Option<CellRef<'_>> {
+        self.map(CellRef::Int)
+    }
+}
+
 impl Cell for Cow<'_, str> {
     fn cell(&self) -> Option<CellRef<'_>> {
         Some(CellRef::Text(self))
@@ -188,6 +196,8 @@ impl<'a> NewRecord<'a> {
             record.timestamp_micros(),
             actor_flags,
             detail,
+            // The deserializer and the chain keep it within i64.
+            record.seq().and_then(|seq| i64::try_from(seq).ok()),
             texts,
         );
         Self { event, flags }
@@ -225,6 +235,11 @@ impl EventRow {
         let flags: Vec<String> =
             serde_json::from_str(&self.actor_flags).map_err(|e| bad("actor_flags").because(e))?;
         let mut detail = parse_object(&self.detail).map_err(|e| bad("detail").because(e))?;
+        let seq = self
+            .seq
+            .map(u64::try_from)
+            .transpose()
+            .map_err(|e| bad("seq").because(e))?;
         let mut texts = self.take_texts();
         let mut named: Vec<(&'static str, Option<String>)> = Field::ALL
             .into_iter()
@@ -241,6 +256,7 @@ impl EventRow {
             texts,
             flags,
             detail,
+            seq,
         };
         Ok(parts.into_record())
     }

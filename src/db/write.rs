@@ -386,6 +386,13 @@ mod postgres {
         }
     }
 
+    impl Bind for Option<i64> {
+        type Out<'b> = Option<i64>;
+        fn bind(&self) -> Option<i64> {
+            *self
+        }
+    }
+
     impl Bind for Cow<'_, str> {
         type Out<'b>
             = &'b str
@@ -458,7 +465,7 @@ mod postgres {
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    let kind = if *c == "timestamp_us" {
+                    let kind = if matches!(*c, "timestamp_us" | "seq") {
                         "bigint"
                     } else {
                         "text"

@@ -78,7 +78,7 @@ fn record_schema() -> Value {
         "required": [
             "id", "timestamp", "action", "actor_id", "actor_type", "actor_email", "actor_name",
             "actor_flags", "resource_type", "resource_id", "detail", "request_id", "client_ip",
-            "user_agent"
+            "user_agent", "chain", "seq", "hash"
         ],
         "properties": {
             "id": {"type": "string", "format": "uuid", "description": "UUID v7, ordered by time."},
@@ -94,7 +94,10 @@ fn record_schema() -> Value {
             "detail": {"type": "object", "description": "Every other field of the event, typed."},
             "request_id": text(),
             "client_ip": text(),
-            "user_agent": text()
+            "user_agent": text(),
+            "chain": {"type": ["string", "null"], "description": "The hash chain the record was stored in (writing instance and sink); null if none."},
+            "seq": {"type": ["integer", "null"], "minimum": 0, "maximum": 9223372036854775807_i64, "description": "The record's place in its chain, from 1, gap-free."},
+            "hash": {"type": ["string", "null"], "description": "SHA-256 of the record and the previous hash in its chain, 64 lower-case hex digits."}
         }
     })
 }

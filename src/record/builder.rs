@@ -140,6 +140,7 @@ pub(crate) struct Parts<S> {
     pub(crate) texts: [Option<S>; Field::COUNT],
     pub(crate) flags: Vec<String>,
     pub(crate) detail: Vec<(String, serde_json::Value)>,
+    pub(crate) seq: Option<u64>,
 }
 
 impl<S: AsRef<str>> Parts<S> {
@@ -149,6 +150,7 @@ impl<S: AsRef<str>> Parts<S> {
         let mut record = AuditRecord::empty();
         record.id = self.id;
         record.micros = self.micros;
+        record.seq = self.seq;
         for (field, value) in Field::ALL.into_iter().zip(&self.texts) {
             if let Some(value) = value {
                 record.set(field, value.as_ref());
@@ -174,6 +176,7 @@ impl AuditRecord {
             text_fields: [TextRange::NONE; Field::COUNT],
             flags: Vec::new(),
             detail: Vec::with_capacity(DETAIL_CAPACITY),
+            seq: None,
             limit: MAX_TEXT as u32,
         }
     }
@@ -186,6 +189,7 @@ impl AuditRecord {
         self.text_fields = [TextRange::NONE; Field::COUNT];
         self.flags.clear();
         self.detail.clear();
+        self.seq = None;
         self.limit = max_text_bytes.min(MAX_TEXT) as u32;
         self.stamp_now();
     }
@@ -208,6 +212,14 @@ impl AuditRecord {
 
     pub(crate) fn set(&mut self, field: Field, value: &str) {
         self.text_fields[field as usize] = self.push_str(value, Part::Field(field));
+    }
+
+    /// Places the record in a hash chain: its `chain`, `seq` and `hash`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn set_link(&mut self, chain: &str, seq: u64, hash: &str) {
+        self.set(Field::Chain, chain);
+        self.set(Field::Hash, hash);
+        self.seq = Some(seq);
     }
 
     pub(crate) fn set_debug(&mut self, field: Field, value: &dyn fmt::Debug) {

@@ -93,6 +93,13 @@ macro_rules! with_record_fields {
                 Text(UserAgent, Long, Request, ["user_agent.original"],
                     get user_agent "The client's user agent.",
                     set user_agent "Sets the client's user agent.") }
+            { chain, chain, (Nullable<Text>), (Option<String>), (Option<Cow<'a, str>>),
+                Text(Chain, Short, Link, [],
+                    get chain "The hash chain the record was stored in: the writing instance and sink, such as `host-1/file`. Absent in a record not yet stored in a chain.") }
+            { seq, seq, (Nullable<BigInt>), (Option<i64>), (Option<i64>), Seq() }
+            { hash, hash, (Nullable<Text>), (Option<String>), (Option<Cow<'a, str>>),
+                Text(Hash, Short, Link, [],
+                    get hash "SHA-256 of the record and the hash of the record before it in its chain, as 64 lower-case hex digits.") }
         }
     };
 }
@@ -163,6 +170,10 @@ pub(crate) enum Group {
     Actor,
     /// Inherited field by field from enclosing spans.
     Request,
+    /// The record's place in a hash chain: set where the record is stored,
+    /// never from an event or a span (an event's `chain` or `hash` field is
+    /// detail like any other).
+    Link,
 }
 
 /// Defines [`Field`] and its tables from the text fields.
@@ -191,10 +202,11 @@ macro_rules! define_field {
             /// and the OpenTelemetry-like style of span fields) and
             /// `actor_id` (the record's column name).
             pub(crate) fn from_name(name: &str) -> Option<Self> {
-                match name {
-                    $(stringify!($column) $(| $alias)* => Some(Self::$variant),)*
-                    _ => None,
-                }
+                let field = match name {
+                    $(stringify!($column) $(| $alias)* => Self::$variant,)*
+                    _ => return None,
+                };
+                (field.group() != Group::Link).then_some(field)
             }
 
             /// The record's name for this field: its JSON key and column.
@@ -251,6 +263,8 @@ pub(crate) enum Role {
     Text(Field),
     Flags,
     Detail,
+    /// `seq`: the record's place in its chain, an integer.
+    Seq,
 }
 
 /// One key of the record's JSON object.
@@ -335,9 +349,21 @@ mod tests {
         assert_eq!(texts, Field::ALL);
         for (i, field) in Field::ALL.iter().enumerate() {
             assert_eq!(*field as usize, i, "{field:?}");
-            assert_eq!(Field::from_name(field.name()), Some(*field));
+            let from_events = field.group() != Group::Link;
+            assert_eq!(
+                Field::from_name(field.name()),
+                from_events.then_some(*field)
+            );
         }
-        for role in [Role::Id, Role::Timestamp, Role::Flags, Role::Detail] {
+        assert_eq!(Field::from_name("chain"), None);
+        assert_eq!(Field::from_name("hash"), None);
+        for role in [
+            Role::Id,
+            Role::Timestamp,
+            Role::Flags,
+            Role::Detail,
+            Role::Seq,
+        ] {
             assert_eq!(
                 KEYS.iter().filter(|k| k.role == role).count(),
                 1,

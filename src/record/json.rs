@@ -5,14 +5,16 @@
 //! without a change here:
 //!
 //! - `Serialize` writes every key, in the list's order, absent text fields
-//!   as `null`, `actor_flags` as an array (`[]` when none) and `detail` as
-//!   an object in the order its entries were given. The file sink does not
+//!   as `null`, `actor_flags` as an array (`[]` when none), `detail` as
+//!   an object in the order its entries were given and `seq` as an integer
+//!   (`null` in a record not stored in a chain). The file sink does not
 //!   use it (see `json_line`, which writes the same bytes faster); the API
 //!   and anything a user serializes do.
 //! - `Deserialize` accepts what `Serialize` writes, and more leniently:
 //!   optional keys may be missing or `null`, keys may come in any order. It
 //!   refuses unknown keys, repeated keys, a missing or empty `action`, a
-//!   missing `id` or `timestamp`, and a timestamp that is not RFC 3339 (any
+//!   missing `id` or `timestamp`, a `seq` that is not an integer from 0 to
+//!   2^63 - 1, and a timestamp that is not RFC 3339 (any
 //!   offset: it is converted to UTC). It reads into `builder::Parts`, the
 //!   one construction path it shares with a database row read back.
 //!
@@ -48,6 +50,7 @@ impl Serialize for AuditRecord {
                 Role::Text(field) => map.serialize_entry(key.name, &self.get(field))?,
                 Role::Flags => map.serialize_entry(key.name, &Flags(self))?,
                 Role::Detail => map.serialize_entry(key.name, &Detail(self))?,
+                Role::Seq => map.serialize_entry(key.name, &self.seq)?,
             }
         }
         map.end()
@@ -148,6 +151,7 @@ impl<'de> de::Visitor<'de> for RecordVisitor {
         let mut seen = [false; KEYS.len()];
         let mut flags: Option<Vec<String>> = None;
         let mut detail: Option<OrderedMap> = None;
+        let mut seq: Option<u64> = None;
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let Some(at) = KEYS.iter().position(|k| k.name == name) else {
                 return Err(de::Error::unknown_field(&name, NAMES));
@@ -164,7 +168,12 @@ impl<'de> de::Visitor<'de> for RecordVisitor {
                 Role::Text(field) => texts[field as usize] = map.next_value()?,
                 Role::Flags => flags = map.next_value()?,
                 Role::Detail => detail = map.next_value()?,
+                Role::Seq => seq = map.next_value()?,
             }
+        }
+        // A database stores `seq` as a signed 64-bit integer.
+        if seq.is_some_and(|seq| i64::try_from(seq).is_err()) {
+            return Err(de::Error::custom("`seq` is over 2^63 - 1"));
         }
         let id = id.ok_or_else(|| de::Error::missing_field("id"))?;
         let timestamp = timestamp.ok_or_else(|| de::Error::missing_field("timestamp"))?;
@@ -194,6 +203,7 @@ impl<'de> de::Visitor<'de> for RecordVisitor {
             texts,
             flags: flags.unwrap_or_default(),
             detail: detail.map(|d| d.0).unwrap_or_default(),
+            seq,
         };
         Ok(parts.into_record())
     }
@@ -273,6 +283,59 @@ mod tests {
         assert_eq!(out["detail"], input["detail"]);
     }
 
+    #[test]
+    fn chain_fields_are_read_written_and_null_when_absent() {
+        let mut record = AuditRecord::builder("invoice.sent").build();
+        let plain = serde_json::to_value(&record).unwrap();
+        let text = serde_json::to_string(&record).unwrap();
+        let keys: Vec<String> = serde_json::from_str::<OrderedMap>(&text)
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys[keys.len() - 3..], ["chain", "seq", "hash"]);
+        for key in ["chain", "seq", "hash"] {
+            assert_eq!(plain[key], json!(null), "{key}");
+        }
+        let hash = "ab".repeat(32);
+        record.set_link("host-1/file", i64::MAX as u64, &hash);
+        let text = serde_json::to_string(&record).unwrap();
+        assert!(
+            text.ends_with(&format!(
+                r#""chain":"host-1/file","seq":9223372036854775807,"hash":"{hash}"}}"#
+            )),
+            "{text}"
+        );
+        let back: AuditRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, record);
+        assert_eq!(
+            (back.chain(), back.seq(), back.hash()),
+            (
+                Some("host-1/file"),
+                Some(i64::MAX as u64),
+                Some(hash.as_str())
+            )
+        );
+        // Records differing only in their place in a chain differ.
+        let mut other = back.clone();
+        other.set_link("host-1/file", 1, &hash);
+        assert_ne!(other, record);
+
+        let mut too_big = serde_json::to_value(&record).unwrap();
+        too_big["seq"] = json!(i64::MAX as u64 + 1);
+        let err = serde_json::from_value::<AuditRecord>(too_big).unwrap_err();
+        assert!(err.to_string().contains("`seq`"), "{err}");
+        for bad in [json!(-1), json!(1.5), json!("1")] {
+            let mut value = serde_json::to_value(&record).unwrap();
+            value["seq"] = bad.clone();
+            assert!(
+                serde_json::from_value::<AuditRecord>(value).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     fn text() -> impl Strategy<Value = String> {
         proptest::string::string_regex("[\\PC\"\\\\\u{0}-\u{1f}]{0,12}").unwrap()
     }
@@ -298,7 +361,10 @@ mod tests {
             for (k, v) in &detail {
                 b = b.detail(k, v.clone());
             }
-            let record = b.build();
+            let mut record = b.build();
+            if let Some(actor) = &actor {
+                record.set_link(actor, detail.len() as u64 * (i64::MAX as u64 / 4), actor);
+            }
             let text = serde_json::to_string(&record).unwrap();
             let back: AuditRecord = serde_json::from_str(&text).unwrap();
             prop_assert_eq!(&back, &record);

@@ -57,6 +57,9 @@ pub struct AuditRecord {
     text_fields: [TextRange; Field::COUNT],
     flags: Vec<TextRange>,
     detail: Vec<(TextRange, Value)>,
+    /// The record's place in its chain (with the `chain` and `hash` text
+    /// fields); `None` in a record not stored in a chain.
+    seq: Option<u64>,
     /// Bytes of text the record may hold before values are cut (see
     /// `AuditLayerBuilder::max_record_bytes`).
     limit: u32,
@@ -160,6 +163,13 @@ impl AuditRecord {
         self.micros
     }
 
+    /// The record's place in its [chain](Self::chain): 1 for the chain's
+    /// first record, each next one 1 more. Absent in a record not yet
+    /// stored in a chain.
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
     /// The actor's flags (roles, markers such as `impersonated`).
     pub fn actor_flags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.flags.iter().map(|&range| self.str(range))
@@ -215,6 +225,7 @@ impl PartialEq for AuditRecord {
             })
             && self.actor_flags().eq(other.actor_flags())
             && self.detail().eq(other.detail())
+            && self.seq == other.seq
     }
 }
 

@@ -50,6 +50,27 @@ fn resource_and_request_fields_fill_their_columns() {
     assert_eq!(r.detail().len(), 0);
 }
 
+/// `chain`, `seq` and `hash` are set where a record is stored; an event
+/// (or a span) cannot forge them: its fields of those names are detail.
+#[test]
+fn an_event_cannot_set_its_place_in_a_chain() {
+    let r = collect(|| {
+        let span = tracing::info_span!("request", chain = "forged-span", hash = "h");
+        let _in = span.enter();
+        audit!(
+            action = "post.created",
+            chain = "forged",
+            seq = 7_u64,
+            hash = "00"
+        )
+    })
+    .only();
+    assert_eq!((r.chain(), r.seq(), r.hash()), (None, None, None));
+    assert_eq!(r.detail_value("chain"), Some(DetailValue::Str("forged")));
+    assert_eq!(r.detail_value("seq"), Some(DetailValue::I64(7)));
+    assert_eq!(r.detail_value("hash"), Some(DetailValue::Str("00")));
+}
+
 #[test]
 fn detail_keeps_each_field_typed() {
     #[derive(Debug)]

@@ -13,6 +13,7 @@ on_every_backend!(
     a_record_skipped_as_stored_adds_no_flags,
     an_import_tells_stored_present_and_conflicting_records_apart,
     every_way_of_overwriting_a_row_is_refused,
+    an_import_keeps_the_producers_chain_fields,
 );
 
 async fn a_record_skipped_as_stored_adds_no_flags(db: TestDb) {
@@ -151,4 +152,50 @@ async fn every_way_of_overwriting_a_row_is_refused(db: TestDb) {
         walk(&store, AuditQuery::new().has_flag("f")).await,
         [(*kept).clone()]
     );
+}
+
+/// A collector imports records another instance chained: their `chain`,
+/// `seq` and `hash` are stored and read back as given, hostile ones too,
+/// so that verifying the central table checks the producer's chain.
+async fn an_import_keeps_the_producers_chain_fields(db: TestDb) {
+    let hash = "0123456789abcdef".repeat(4);
+    let given = [
+        ("host-1/file", 1, hash.as_str()),
+        ("host-2/database", i64::MAX as u64, hash.as_str()),
+        // Read back from a tampered store, anything may be there.
+        ("nul\0 and \u{1b} escape", 0, "not hex at all"),
+    ];
+    let records: Vec<Arc<AuditRecord>> = given
+        .iter()
+        .map(|(chain, seq, hash)| {
+            let mut value =
+                serde_json::to_value(AuditRecord::builder("invoice.sent").build()).unwrap();
+            value["chain"] = serde_json::Value::from(*chain);
+            value["seq"] = serde_json::Value::from(*seq);
+            value["hash"] = serde_json::Value::from(*hash);
+            Arc::new(serde_json::from_value(value).unwrap())
+        })
+        .collect();
+    let plain = Arc::new(AuditRecord::builder("invoice.sent").build());
+    let mut all = records.clone();
+    all.push(plain.clone());
+    let mut database = sink(&db.url).await;
+    let imported = tokio::task::spawn_blocking(move || database.import(&Batch::new(&all)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(imported.stored, 4);
+    let store = Store::connect(&db.url).await.unwrap();
+    for record in &records {
+        let back = store.get(record.id()).await.unwrap().unwrap();
+        assert_eq!(&back, &**record);
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&**record).unwrap()
+        );
+    }
+    assert_eq!(records[2].chain(), Some("nul\0 and \u{1b} escape"));
+    assert_eq!(records[1].seq(), Some(i64::MAX as u64));
+    let back = store.get(plain.id()).await.unwrap().unwrap();
+    assert_eq!((back.chain(), back.seq(), back.hash()), (None, None, None));
 }
