@@ -136,7 +136,7 @@ pub use crate::principal::Principal;
 pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
 pub use crate::report::{Report, SinkReport};
 pub use crate::retention::Retention;
-pub use crate::sink::{Batch, FileSink, FileSinkBuilder, Sink, SinkError, WriterSink};
+pub use crate::sink::{Batch, ChainHead, FileSink, FileSinkBuilder, Sink, SinkError, WriterSink};
 
 #[allow(dead_code)] // the sinks start using it with the chained streams
 mod chain;

@@ -29,6 +29,8 @@ pub(crate) mod checkpoint;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::AuditRecord;
+
 /// A SHA-256 digest.
 pub(crate) type Hash = [u8; 32];
 
@@ -53,6 +55,63 @@ pub(crate) fn record_hash(prev: &Hash, record: &Map<String, Value>) -> Hash {
     hasher.update(prev);
     hasher.update(&body);
     hasher.finalize().into()
+}
+
+/// The hash of `record` following `prev`: the same as [`record_hash`] over
+/// its JSON object, written straight from the record (`buf` is scratch
+/// space, kept between calls).
+pub(crate) fn hash_record(prev: &Hash, record: &AuditRecord, buf: &mut Vec<u8>) -> Hash {
+    buf.clear();
+    record.write_canonical(buf);
+    let mut hasher = Sha256::new();
+    hasher.update(RECORD_DOMAIN);
+    hasher.update(prev);
+    hasher.update(&buf[..]);
+    hasher.finalize().into()
+}
+
+/// Extends one sink's chain, on its worker thread: gives each record it is
+/// about to store its `chain`, the next `seq` and its `hash`.
+#[derive(Debug)]
+pub(crate) struct Linker {
+    chain: Chain,
+    buf: Vec<u8>,
+}
+
+impl Linker {
+    pub(crate) fn new(chain: Chain) -> Self {
+        Self {
+            chain,
+            buf: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Places `record` next in the chain; the chain's head moves to it.
+    pub(crate) fn link(&mut self, record: &mut AuditRecord) {
+        let seq = self.chain.seq + 1;
+        // The hash covers `chain` and `seq`, not itself.
+        record.set_link(&self.chain.id, seq, "");
+        let hash = hash_record(&self.chain.head, record, &mut self.buf);
+        let mut hex = [0u8; 64];
+        record.set_hash(hex_into(&hash, &mut hex));
+        self.chain.seq = seq;
+        self.chain.head = hash;
+    }
+
+    pub(crate) fn chain(&self) -> &Chain {
+        &self.chain
+    }
+}
+
+/// Lower-case hex of a hash, into `out`.
+fn hex_into<'a>(hash: &Hash, out: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in hash.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    // Hex digits are ASCII.
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// Lower-case hex of a hash.
@@ -306,9 +365,37 @@ mod tests {
     }
 
     #[test]
+    fn a_linked_record_verifies_as_its_json_object() {
+        let mut linker = Linker::new(Chain::resume("host-1/db", 41, [7; 32]));
+        let mut verifier = Verifier::anchored(Chain::resume("host-1/db", 41, [7; 32]));
+        for i in 0..5_i64 {
+            let mut record = crate::AuditRecord::builder("invoice.sent")
+                .detail("n", i)
+                .detail("big", u64::MAX)
+                .detail("f", 0.1 * i as f64)
+                .detail("s", "é\u{0}🦀\u{e000}")
+                .build();
+            linker.link(&mut record);
+            assert_eq!(record.seq(), Some(42 + i as u64));
+            assert_eq!(record.chain(), Some("host-1/db"));
+            let json = serde_json::to_value(&record).unwrap();
+            verifier.check(json.as_object().unwrap());
+            let mut hex = [0; 64];
+            assert_eq!(
+                record.hash(),
+                Some(hex_into(linker.chain().head(), &mut hex))
+            );
+        }
+        assert_eq!(verifier.finish(), (5, vec![]));
+        assert_eq!(linker.chain().seq(), 46);
+    }
+
+    #[test]
     fn hex_round_trips_and_refuses_garbage() {
         let hash = record_hash(&GENESIS, &Map::new());
         assert_eq!(from_hex(&to_hex(&hash)), Some(hash));
+        let mut hex = [0; 64];
+        assert_eq!(hex_into(&hash, &mut hex), to_hex(&hash));
         for bad in ["", "00", &"g".repeat(64), &"é".repeat(32), &"0".repeat(65)] {
             assert_eq!(from_hex(bad), None, "{bad}");
         }

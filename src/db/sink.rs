@@ -9,7 +9,7 @@ use super::migrate;
 use super::purge::{Pacing, Purger};
 use super::row::NewRecord;
 use super::write::{self, Check, Outcome};
-use crate::sink::{Batch, Sink, SinkError};
+use crate::sink::{Batch, ChainHead, Sink, SinkError};
 use crate::{Error, Result, Retention};
 
 /// How long [`Sink::close`] waits for the purge thread to finish its chunk.
@@ -233,6 +233,26 @@ impl Sink for DatabaseSink {
     /// tables exist from start-up, not from the first record.
     fn open(&mut self) -> Result<(), SinkError> {
         self.prepare().map_err(SinkError::transient)
+    }
+
+    /// The database sink chains its records; a new run continues after
+    /// the highest `seq` of `chain` in the table.
+    fn chain_head(&mut self, chain: &str) -> Result<ChainHead, SinkError> {
+        self.prepare().map_err(SinkError::transient)?;
+        let conn = self.connection()?;
+        match write::chain_head(conn, chain) {
+            Ok(None) => Ok(ChainHead::Empty),
+            Ok(Some((seq, hash))) => Ok(ChainHead::Last {
+                // Never negative: the sink writes from 1 (and a forged row
+                // is verification's to name).
+                seq: u64::try_from(seq).unwrap_or(0),
+                hash: hash.unwrap_or_default(),
+            }),
+            Err(error) => {
+                self.conn = None;
+                Err(SinkError::transient(error))
+            }
+        }
     }
 
     fn close(&mut self) -> Result<(), SinkError> {

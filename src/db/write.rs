@@ -293,6 +293,20 @@ pub(crate) fn purge_chunk(conn: &mut Conn, cutoff_us: i64) -> QueryResult<usize>
     }
 }
 
+/// The `seq` and `hash` of `chain`'s record with the highest `seq`: where
+/// a sink's chain continues (an index range of `audit_events_chain`).
+pub(crate) fn chain_head(conn: &mut Conn, chain: &str) -> QueryResult<Option<(i64, Option<String>)>> {
+    use audit_events::dsl as e;
+    let chain = super::stored::short(chain);
+    with_conn!(conn, c => e::audit_events
+        .filter(e::chain.eq(chain.as_ref()))
+        .filter(e::seq.is_not_null())
+        .order(e::seq.desc())
+        .select((e::seq.assume_not_null(), e::hash))
+        .first::<(i64, Option<String>)>(c)
+        .optional())
+}
+
 /// PostgreSQL's insert: one statement per batch whatever its size, with
 /// each column bound as one array and unnested by the server. A multi-row
 /// INSERT binds 14 values per row, and encoding the binds is most of the

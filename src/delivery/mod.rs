@@ -66,13 +66,15 @@ pub enum Overflow {
 
 /// How the pipeline is set up: what [`AuditLayerBuilder`](crate::AuditLayerBuilder)
 /// checked and hands over.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) queue_capacity: usize,
     pub(crate) overflow: Overflow,
     pub(crate) worker: WorkerConfig,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) max_record_bytes: usize,
+    /// This instance's name in the sinks' chain names.
+    pub(crate) instance: String,
 }
 
 /// Where the pipeline is in its life, shared by the emitting side and
@@ -242,6 +244,8 @@ impl Delivery {
                 retry_warnings: retry_warnings.clone(),
                 config: settings.worker,
                 metrics: self::metrics::SinkMetrics::new(&name),
+                chain_id: format!("{}/{name}", settings.instance),
+                chaining: worker::Chaining::Unknown,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("fabric-audit-{name}"))

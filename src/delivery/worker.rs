@@ -29,7 +29,8 @@ use super::metrics::SinkMetrics;
 use super::pool::RecordPool;
 use super::queue::{Barrier, Item, SinkQueue};
 use super::{Lifecycle, RateLimit};
-use crate::sink::{Batch, Sink, SinkError};
+use crate::chain::{self, Chain, Linker};
+use crate::sink::{Batch, ChainHead, Sink, SinkError};
 use crate::AuditRecord;
 
 /// How often a closing worker with an empty queue looks for the records
@@ -63,6 +64,21 @@ pub(crate) struct Worker {
     pub(crate) retry_warnings: Arc<RateLimit>,
     pub(crate) config: WorkerConfig,
     pub(crate) metrics: SinkMetrics,
+    /// The name of this sink's hash chain: `<instance>/<sink name>`.
+    pub(crate) chain_id: String,
+    /// Whether the sink's records are chained, once the sink has said.
+    pub(crate) chaining: Chaining,
+}
+
+/// A worker's hash chain (see `Sink::chain_head`).
+#[derive(Debug)]
+pub(crate) enum Chaining {
+    /// The sink has not been asked yet (or its answer failed).
+    Unknown,
+    /// The sink does not chain.
+    Off,
+    /// Every record is linked before the sink sees it.
+    On(Linker),
 }
 
 impl Worker {
@@ -95,7 +111,7 @@ impl Worker {
             let barrier = self.drain(&mut batch);
             let drained = !batch.is_empty() || barrier.is_some();
             if !batch.is_empty() {
-                self.write(&batch);
+                self.write(&mut batch);
                 batch.drain(..).for_each(|r| self.pool.recycle(r));
             }
             if let Some(barrier) = barrier {
@@ -137,10 +153,48 @@ impl Worker {
         None
     }
 
+    /// Links the batch's records into the sink's chain, if it has one,
+    /// once (a retry writes the same links), then writes it.
+    fn attempt(
+        &mut self,
+        batch: &mut [Arc<AuditRecord>],
+        linked: &mut bool,
+    ) -> Result<(), SinkError> {
+        if !*linked {
+            if matches!(self.chaining, Chaining::Unknown) {
+                self.chaining = self.resume()?;
+            }
+            if let Chaining::On(linker) = &mut self.chaining {
+                // Another sink may hold the same record: it is copied then.
+                batch
+                    .iter_mut()
+                    .for_each(|record| linker.link(Arc::make_mut(record)));
+            }
+            *linked = true;
+        }
+        self.sink.write(&Batch::new(batch))
+    }
+
+    /// Asks the sink where its chain ends.
+    fn resume(&mut self) -> Result<Chaining, SinkError> {
+        let id = self.chain_id.clone();
+        Ok(match self.sink.chain_head(&id)? {
+            ChainHead::Unchained => Chaining::Off,
+            ChainHead::Empty => Chaining::On(Linker::new(Chain::new(id))),
+            ChainHead::Last { seq, hash } => {
+                // A stored hash that is not one was tampered with:
+                // continue after it all the same (verification names it).
+                let head = chain::from_hex(&hash).unwrap_or(chain::GENESIS);
+                Chaining::On(Linker::new(Chain::resume(id, seq, head)))
+            }
+        })
+    }
+
     /// Writes `batch`, retrying transient errors with capped exponential
     /// backoff until it succeeds or the shutdown deadline passes.
-    fn write(&mut self, batch: &[Arc<AuditRecord>]) {
+    fn write(&mut self, batch: &mut [Arc<AuditRecord>]) {
         let mut backoff = self.config.min_backoff;
+        let mut linked = false;
         loop {
             // A sink that panics loses its batch, not the worker: the
             // records are counted as failed and the next batch goes on.
@@ -148,7 +202,7 @@ impl Worker {
             // application's logs.
             let started = Instant::now();
             let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::quiet::muted(|| self.sink.write(&Batch::new(batch)))
+                crate::quiet::muted(|| self.attempt(batch, &mut linked))
             }));
             self.metrics.batch(batch.len(), started.elapsed());
             let attempt = attempt.unwrap_or_else(|_| Err(SinkError::rejected("the sink panicked")));

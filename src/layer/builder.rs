@@ -71,6 +71,8 @@ pub struct AuditLayerBuilder {
     worker: WorkerConfig,
     shutdown_timeout: Duration,
     max_record_bytes: usize,
+    /// This instance's name in chain names; `None`: the host's name.
+    instance: Option<String>,
 }
 
 impl AuditLayerBuilder {
@@ -97,6 +99,7 @@ impl AuditLayerBuilder {
             },
             shutdown_timeout: Duration::from_secs(30),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            instance: None,
         }
     }
 
@@ -264,6 +267,30 @@ impl AuditLayerBuilder {
         }
     }
 
+    /// This service instance's name, which starts the name of each sink's
+    /// hash chain: `<instance>/<sink name>` (`web-1/file`). Each instance
+    /// writing into one database keeps a chain of its own, so it must be
+    /// unique among the instances sharing a store, and stable across
+    /// restarts so that a restarted instance continues its chain. The
+    /// default is the host's name (`/proc/sys/kernel/hostname`, else
+    /// `$HOSTNAME`, else `localhost`); in containers whose host names
+    /// change, set it from the deployment (a pod's stable name).
+    ///
+    /// At most 127 bytes, no control characters, not empty (sink names too).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use fabric_audit::AuditLayer;
+    /// let builder = AuditLayer::builder().instance("billing-1").file("logs/audit.jsonl");
+    /// ```
+    pub fn instance(self, name: impl Into<String>) -> Self {
+        Self {
+            instance: Some(name.into()),
+            ..self
+        }
+    }
+
     /// Opens the sinks, starts one worker thread per sink, and returns the
     /// layer (wrapped in its [`AuditFilter`]) with the handle that flushes
     /// and shuts it down.
@@ -304,6 +331,7 @@ impl AuditLayerBuilder {
             worker: self.worker,
             shutdown_timeout: self.shutdown_timeout,
             max_record_bytes: self.max_record_bytes,
+            instance: self.instance.take().unwrap_or_else(host_name),
         };
         let delivery = Delivery::start(self.sinks, settings)?;
         let layer = AuditLayer::new(delivery.clone()).with_filter(AuditFilter::default());
@@ -332,8 +360,49 @@ impl AuditLayerBuilder {
             if self.sinks[..i].iter().any(|(other, _)| other == name) {
                 return Err(Error::config(format!("two sinks are named `{name}`")));
             }
+            // Part of the chain's name, which a record stores.
+            if name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+                return Err(Error::config(format!(
+                    "a sink's name has at most {MAX_NAME_BYTES} bytes and no control character: {name:?}"
+                )));
+            }
+        }
+        if let Some(instance) = &self.instance {
+            if instance.is_empty()
+                || instance.len() > MAX_NAME_BYTES
+                || instance.chars().any(char::is_control)
+            {
+                return Err(Error::config(format!(
+                    "`instance` is not empty, has at most {MAX_NAME_BYTES} bytes and no control character: {instance:?}"
+                )));
+            }
         }
         Ok(())
+    }
+}
+
+/// The longest instance or sink name: a chain's name, `<instance>/<sink>`,
+/// then fits a short column (255 characters).
+const MAX_NAME_BYTES: usize = 127;
+
+/// The host's name, for the default instance name.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_default();
+    let name: String = name.trim().chars().filter(|c| !c.is_control()).collect();
+    match name.len() {
+        0 => "localhost".to_owned(),
+        len if len > MAX_NAME_BYTES => {
+            let mut end = MAX_NAME_BYTES;
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            name[..end].to_owned()
+        }
+        _ => name,
     }
 }
 
@@ -353,6 +422,7 @@ impl std::fmt::Debug for AuditLayerBuilder {
         .field("worker", &self.worker)
         .field("shutdown_timeout", &self.shutdown_timeout)
         .field("max_record_bytes", &self.max_record_bytes)
+        .field("instance", &self.instance)
         .finish()
     }
 }

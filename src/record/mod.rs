@@ -6,6 +6,7 @@
 //! accessors; sinks see the same JSON object everywhere (file, database, API).
 
 pub(crate) mod builder;
+mod canonical;
 pub(crate) mod fields;
 pub(crate) mod json;
 mod json_line;

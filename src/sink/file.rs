@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
-use super::{Batch, Sink, SinkError};
+use super::{Batch, ChainHead, Sink, SinkError};
 use crate::{Error, Result, Retention};
 
 type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -315,6 +315,60 @@ impl Sink for FileSink {
             open.file.sync_all()?;
         }
         Ok(())
+    }
+
+    /// The file sink chains its records; a new run continues after the
+    /// last whole line of `chain` in the newest of its files.
+    fn chain_head(&mut self, chain: &str) -> Result<ChainHead, SinkError> {
+        Ok(match self.last_of_chain(chain)? {
+            Some((seq, hash)) => ChainHead::Last { seq, hash },
+            None => ChainHead::Empty,
+        })
+    }
+}
+
+impl FileSink {
+    /// The `seq` and `hash` of the last record of `chain` in this sink's
+    /// files: read backwards, newest file first, from the last whole line
+    /// (usually the very last line is it).
+    fn last_of_chain(&self, chain: &str) -> io::Result<Option<(u64, String)>> {
+        let mut days: Vec<NaiveDate> = match fs::read_dir(&self.names.dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| self.names.parse(e.file_name().to_str()?))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        days.sort_unstable_by(|a, b| b.cmp(a));
+        let mut line = Vec::new();
+        for day in days {
+            let mut file = match File::open(self.names.path(day)) {
+                Ok(file) => file,
+                // Pruned meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // A torn tail is no record.
+            let len = file.metadata()?.len();
+            let mut end = last_line_end(&mut file, len)?;
+            while end > 0 {
+                let start = last_line_end(&mut file, end - 1)?;
+                line.resize((end - 1 - start) as usize, 0);
+                file.seek(SeekFrom::Start(start))?;
+                file.read_exact(&mut line)?;
+                end = start;
+                let Ok(record) = serde_json::from_slice::<crate::AuditRecord>(&line) else {
+                    continue;
+                };
+                if record.chain() == Some(chain) {
+                    if let (Some(seq), Some(hash)) = (record.seq(), record.hash()) {
+                        return Ok(Some((seq, hash.to_owned())));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -79,6 +79,40 @@ pub trait Sink {
     fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// Whether this sink's records form a hash chain, and where the chain
+    /// named `chain` (`<instance>/<sink name>`) ends in what the sink has
+    /// stored, so that this run continues it.
+    ///
+    /// Asked once, on the worker thread, before the first batch (after
+    /// [`open`](Sink::open)); an error is handled as a failed write of that
+    /// batch (a transient one is retried). When it answers other than
+    /// [`ChainHead::Unchained`], the worker gives every record of each batch
+    /// its `chain`, the next `seq` and its `hash` before `write` sees it, and
+    /// the sink is expected to store those fields with the record (the
+    /// database and file sinks do). The default is `Unchained`.
+    fn chain_head(&mut self, chain: &str) -> Result<ChainHead, SinkError> {
+        let _ = chain;
+        Ok(ChainHead::Unchained)
+    }
+}
+
+/// Where a sink's chain ends: the answer of [`Sink::chain_head`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainHead {
+    /// The sink does not chain its records.
+    Unchained,
+    /// No record of the chain is stored: it starts at `seq` 1.
+    Empty,
+    /// The chain's last stored record: the next one is `seq + 1`, hashed
+    /// after `hash` (64 hex digits, as stored).
+    Last {
+        /// Its `seq`.
+        seq: u64,
+        /// Its `hash`.
+        hash: String,
+    },
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -91,6 +125,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn close(&mut self) -> Result<(), SinkError> {
         (**self).close()
     }
+    fn chain_head(&mut self, chain: &str) -> Result<ChainHead, SinkError> {
+        (**self).chain_head(chain)
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for &mut S {
@@ -102,6 +139,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn close(&mut self) -> Result<(), SinkError> {
         (**self).close()
+    }
+    fn chain_head(&mut self, chain: &str) -> Result<ChainHead, SinkError> {
+        (**self).chain_head(chain)
     }
 }
 

@@ -256,6 +256,21 @@ pub(crate) fn newest_first(mut records: Vec<AuditRecord>) -> Vec<AuditRecord> {
     records
 }
 
+/// The records' JSON objects without their place in a chain (`chain`,
+/// `seq`, `hash`), which the database sink adds: what was emitted.
+pub(crate) fn unlinked(records: &[AuditRecord]) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .map(|r| {
+            let mut value = serde_json::to_value(r).unwrap();
+            for key in ["chain", "seq", "hash"] {
+                value.as_object_mut().unwrap().remove(key);
+            }
+            value
+        })
+        .collect()
+}
+
 pub(crate) fn ids(records: &[AuditRecord]) -> Vec<uuid::Uuid> {
     records.iter().map(AuditRecord::id).collect()
 }
