@@ -400,3 +400,34 @@ mod held {
         assert!(status(&head).contains(" 200 "), "{head}");
     }
 }
+
+#[test]
+fn sigterm_does_not_wait_for_half_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite(dir.path(), 1, 10);
+    let mut server = Server::start(dir.path(), &url, None, &[]);
+    let flood: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream.write_all(HALF_HEADER).unwrap();
+            stream
+        })
+        .collect();
+    let (head, _) = server.get("/api/v1/audit", Duration::from_secs(1));
+    assert!(status(&head).contains(" 200 "), "{head}");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Well before the header timeout (10 s): nothing was in progress.
+    let mut exit = None;
+    poll(Duration::from_secs(5), || {
+        exit = server.child.try_wait().unwrap();
+        exit.is_some()
+    })
+    .expect("serve waited for connections with no request in progress");
+    assert!(exit.unwrap().success(), "{}", server.stderr());
+    drop(flood);
+}

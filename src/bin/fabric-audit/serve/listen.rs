@@ -84,6 +84,7 @@ pub(crate) async fn serve(
     }
     drop(listener);
     closing.send_replace(true);
+    server.close_idle();
     let mut open = server.open.subscribe();
     // An error means the sender is gone: nothing left to wait for.
     let _ = open.wait_for(|n| *n == 0).await;
@@ -231,6 +232,17 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(1), refuse(stream)).await;
             server.refusing.fetch_sub(1, Ordering::AcqRel);
         });
+    }
+
+    /// Closes at once the connections without a request in progress: an
+    /// idle one would close on its own, but one still sending its header
+    /// would hold the stop until the header timeout.
+    fn close_idle(&self) {
+        for connection in self.lock().values() {
+            if connection.in_flight.load(Ordering::Acquire) == 0 {
+                connection.evict.notify_one();
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Connection>>> {
