@@ -330,12 +330,20 @@ mod held {
         }
     }
 
-    /// Waits until a query of the server waits for the lock.
-    fn wait_until_blocked(url: &str) {
+    /// Waits until `n` queries of the server wait for the lock.
+    fn wait_until_blocked(url: &str, n: usize) {
         let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
              AND wait_event_type = 'Lock' AND query ILIKE 'select%'";
-        poll(Duration::from_secs(4), || psql(url, waiting) != "0")
-            .expect("no request is waiting for the lock");
+        poll(Duration::from_secs(4), || {
+            psql(url, waiting).parse::<usize>().unwrap() >= n
+        })
+        .unwrap_or_else(|| panic!("not {n} requests waiting for the lock"));
+    }
+
+    /// A GET in another thread, answered within 10 s.
+    fn held_get(server: &Server) -> std::thread::JoinHandle<(String, String)> {
+        let addr = server.addr.clone();
+        std::thread::spawn(move || fetch(&addr, "/api/v1/audit", Duration::from_secs(10)))
     }
 
     fn migrated() -> TestDb {
@@ -366,11 +374,8 @@ mod held {
         let db = migrated();
         let server = Server::start(dir.path(), &db.url, None, &["--max-requests", "1"]);
         let lock = Lock::take(&db.url);
-        let held = {
-            let addr = server.addr.clone();
-            std::thread::spawn(move || fetch(&addr, "/api/v1/audit", Duration::from_secs(10)))
-        };
-        wait_until_blocked(&db.url);
+        let held = held_get(&server);
+        wait_until_blocked(&db.url, 1);
         let started = Instant::now();
         let (head, body) = server.get("/api/v1/audit", Duration::from_secs(1));
         assert!(started.elapsed() < Duration::from_secs(1));
@@ -379,6 +384,30 @@ mod held {
         let (head, _) = held.join().unwrap();
         assert!(status(&head).contains(" 200 "), "{head}");
         server.wait_for_log("limit reached: a request was answered 503 busy");
+        let (head, _) = server.get("/api/v1/audit", Duration::from_secs(1));
+        assert!(status(&head).contains(" 200 "), "{head}");
+    }
+
+    #[test]
+    #[ignore = "needs PostgreSQL (see .ci/run)"]
+    fn past_the_connection_cap_with_every_one_busy_a_connection_is_answered_503_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = migrated();
+        let server = Server::start(dir.path(), &db.url, None, &["--max-connections", "2"]);
+        let lock = Lock::take(&db.url);
+        let held = [held_get(&server), held_get(&server)];
+        wait_until_blocked(&db.url, 2);
+        let started = Instant::now();
+        let (head, body) = server.get("/api/v1/audit", Duration::from_secs(1));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_503(&head, &body, "busy");
+        assert!(head.contains("connection: close"), "{head}");
+        drop(lock);
+        for held in held {
+            let (head, _) = held.join().unwrap();
+            assert!(status(&head).contains(" 200 "), "{head}");
+        }
+        server.wait_for_log("no room for a new connection");
         let (head, _) = server.get("/api/v1/audit", Duration::from_secs(1));
         assert!(status(&head).contains(" 200 "), "{head}");
     }
