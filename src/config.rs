@@ -26,6 +26,10 @@ use crate::{Error, Result, Retention};
 /// | `max_record_bytes` | 32768 | the most text one record holds (longer values are cut and marked); at least 1024 |
 /// | `bind` | `127.0.0.1:8080` | where `fabric-audit serve` listens |
 /// | `count_cap` | 10000 | up to how many records a total (`count=true`, `--count`) counts exactly: 1 to 1 000 000 |
+/// | `header_read_timeout_secs` | 10 | seconds `fabric-audit serve` gives a client to send a request's header (also the keep-alive idle time): 1 to 3 600 |
+/// | `request_timeout_secs` | 30 | seconds `fabric-audit serve` gives a request before answering 503 `timeout`: 1 to 3 600 |
+/// | `max_connections` | 10000 | connections `fabric-audit serve` keeps open (fitted to its open-file limit): 1 to 1 000 000 |
+/// | `max_requests` | 256 | requests `fabric-audit serve` handles at once; more are answered 503 `busy`: 1 to 100 000 |
 /// | `metrics_bind` | none (off) | where `fabric-audit serve` serves Prometheus metrics (`GET /metrics`) |
 /// | `client_ip_source` | `ConnectInfo` | where the query API reads the client address (feature `http`; see [`RequestContextLayer::client_ip_source`](crate::http::RequestContextLayer::client_ip_source)) |
 /// | `tokens` | none | `[{name, token or sha256, permissions}]` for the query API |
@@ -83,6 +87,16 @@ pub struct AuditConfig {
     pub bind: SocketAddr,
     /// Up to how many records a total counts exactly (1 to 1 000 000).
     pub count_cap: u32,
+    /// Seconds `fabric-audit serve` gives a client to send a request's
+    /// header, and keeps an idle keep-alive connection (1 to 3 600).
+    pub header_read_timeout_secs: u64,
+    /// Seconds `fabric-audit serve` gives a request (1 to 3 600).
+    pub request_timeout_secs: u64,
+    /// Connections `fabric-audit serve` keeps open (1 to 1 000 000); fitted
+    /// down to its open-file limit.
+    pub max_connections: usize,
+    /// Requests `fabric-audit serve` handles at once (1 to 100 000).
+    pub max_requests: usize,
     /// Where `fabric-audit serve` serves Prometheus metrics; `None` (the
     /// default) serves none.
     pub metrics_bind: Option<SocketAddr>,
@@ -156,6 +170,10 @@ impl std::fmt::Debug for AuditConfig {
             .field("run_migrations", &self.run_migrations)
             .field("bind", &self.bind)
             .field("count_cap", &self.count_cap)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("max_connections", &self.max_connections)
+            .field("max_requests", &self.max_requests)
             .field("metrics_bind", &self.metrics_bind);
         #[cfg(feature = "http")]
         d.field("client_ip_source", &self.client_ip_source);
@@ -190,6 +208,10 @@ impl Default for AuditConfig {
             run_migrations: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             count_cap: 10_000,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: 10_000,
+            max_requests: 256,
             metrics_bind: None,
             #[cfg(feature = "http")]
             client_ip_source: axum_client_ip::ClientIpSource::ConnectInfo,
@@ -217,7 +239,8 @@ impl AuditConfig {
     ///
     /// A file that cannot be read or parsed, an unknown key, a bad value;
     /// the message names the key. Also a token with neither or both of
-    /// `token` and `sha256`, a zero `queue_maxsize`, a `max_record_bytes`
+    /// `token` and `sha256`, a zero `queue_maxsize`, serve limits out of
+    /// their ranges (see the table), a `max_record_bytes`
     /// below 1 024, and a retention of zero days or more than 36 525.
     pub fn load(file: Option<&Path>) -> Result<Self> {
         let mut figment = Figment::new();
@@ -255,6 +278,23 @@ impl AuditConfig {
                 "configuration: `audit.count_cap` must be from 1 to 1000000; not {}",
                 self.count_cap
             )));
+        }
+        let limits = [
+            (
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs,
+                3600,
+            ),
+            ("request_timeout_secs", self.request_timeout_secs, 3600),
+            ("max_connections", self.max_connections as u64, 1_000_000),
+            ("max_requests", self.max_requests as u64, 100_000),
+        ];
+        for (key, value, most) in limits {
+            if !(1..=most).contains(&value) {
+                return Err(Error::invalid(format!(
+                    "configuration: `audit.{key}` must be from 1 to {most}; not {value}"
+                )));
+            }
         }
         if self.queue_maxsize == 0 {
             return Err(Error::config(

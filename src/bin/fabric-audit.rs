@@ -5,23 +5,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use clap::{Args, Parser, Subcommand};
-use fabric_audit::http::{self, Authorizer, BearerTokens, Caller, Unauthenticated, AUDIT_READ};
-use fabric_audit::{
-    exclude_audit, AuditConfig, AuditHandle, AuditLayer, AuditQuery, AuditRecord, Batch,
-    DatabaseSink, Retention, Store,
-};
-use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
-use tracing_subscriber::prelude::*;
+use fabric_audit::{AuditConfig, AuditQuery, AuditRecord, Batch, DatabaseSink, Retention, Store};
 
 #[cfg(feature = "nats")]
 #[path = "fabric-audit/collect.rs"]
 mod collect;
+#[path = "fabric-audit/serve.rs"]
+mod serve;
 
 /// Immutable audit logs: serve, query, import, purge, migrate.
 #[derive(Parser)]
@@ -34,21 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the query API (GET /api/v1/audit) over a database.
-    Serve {
-        #[command(flatten)]
-        db: Database,
-        /// Address to listen on (default: `bind` from the configuration).
-        #[arg(long)]
-        bind: Option<SocketAddr>,
-        /// Serve without authentication (refused otherwise when no token is
-        /// configured).
-        #[arg(long)]
-        no_auth: bool,
-        /// Serve Prometheus metrics on this address (default:
-        /// `metrics_bind` from the configuration; none when unset).
-        #[arg(long, value_name = "ADDR")]
-        metrics_bind: Option<SocketAddr>,
-    },
+    Serve(serve::Serve),
     /// Print records, newest first.
     Query {
         #[command(flatten)]
@@ -317,18 +296,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (_, url) = db.resolve()?;
             import(url, files).await?;
         }
-        Command::Serve {
-            db,
-            bind,
-            no_auth,
-            metrics_bind,
-        } => {
-            let (config, url) = db.resolve()?;
-            if let Some(addr) = metrics_bind.or(config.metrics_bind) {
-                serve_metrics(addr)?;
-            }
-            serve(&config, &url, bind.unwrap_or(config.bind), no_auth).await?;
-        }
+        Command::Serve(args) => serve::run(args).await?,
     }
     Ok(())
 }
@@ -489,61 +457,6 @@ async fn import(url: String, files: Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Admits everyone, with `audit:read`: for `serve --no-auth` only.
-struct NoAuth;
-
-impl Authorizer for NoAuth {
-    async fn authorize(&self, _: &axum::http::request::Parts) -> Result<Caller, Unauthenticated> {
-        Ok(Caller::new("anonymous", "anonymous", [AUDIT_READ]))
-    }
-}
-
-/// How long connections still open at shutdown get to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn serve(
-    config: &AuditConfig,
-    url: &str,
-    bind: SocketAddr,
-    no_auth: bool,
-) -> anyhow::Result<()> {
-    let store = store(config, url).await?;
-    let api = if no_auth {
-        http::router(store, NoAuth)
-    } else {
-        http::router(store, tokens(config)?)
-    };
-    let app = api
-        .fallback(no_such_route)
-        .layer(http::request_context().client_ip_source(config.client_ip_source.clone()));
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .map_err(|e| Usage(format!("cannot listen on {bind}: {e}")))?;
-    // Before the address is printed: whoever reads it may signal at once.
-    let stop = Stop::listen()?;
-    let audit = install_subscriber(config, url)?;
-    println!("serving the audit API on http://{}", listener.local_addr()?);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.requested());
-    // Graceful, but bounded: a client holding its connection open does not
-    // keep the process (and the audit records queued) alive.
-    let served = tokio::select! {
-        served = server => served.map_err(anyhow::Error::from),
-        () = stop.drain_deadline(DRAIN_TIMEOUT) => {
-            tracing::warn!(target: "fabric_audit", "connections still open after {DRAIN_TIMEOUT:?}: closing them");
-            Ok(())
-        }
-    };
-    let report = audit.shutdown().await;
-    if !report.is_lossless() {
-        tracing::error!(target: "fabric_audit", %report, "audit records of the query API were lost");
-    }
-    served
-}
-
 /// Serves the `metrics` facade's values for Prometheus on `addr`, for as
 /// long as the process runs.
 fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
@@ -553,115 +466,6 @@ fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
         .map_err(|e| Usage(format!("cannot serve metrics on {addr}: {e}")))?;
     eprintln!("serving Prometheus metrics on http://{addr}/metrics");
     Ok(())
-}
-
-/// The configured tokens, or a usage error without any.
-fn tokens(config: &AuditConfig) -> anyhow::Result<BearerTokens> {
-    if config.tokens.is_empty() {
-        bail!(Usage(
-            "no tokens configured: add [[audit.tokens]] to the configuration, or pass --no-auth"
-                .into()
-        ));
-    }
-    let mut tokens = BearerTokens::new();
-    for t in &config.tokens {
-        tokens = match (&t.token, &t.sha256) {
-            (Some(secret), _) => tokens.token(&t.name, secret, &t.permissions),
-            (None, Some(digest)) => tokens.token_sha256(&t.name, digest, &t.permissions)?,
-            (None, None) => bail!("token `{}` has neither `token` nor `sha256`", t.name),
-        };
-    }
-    Ok(tokens)
-}
-
-/// Outside the API's routes: the same JSON error body.
-async fn no_such_route() -> impl IntoResponse {
-    let body = serde_json::json!({"error": {"code": "not_found", "message": "no such route"}});
-    (StatusCode::NOT_FOUND, axum::Json(body))
-}
-
-/// Installs the process's subscriber: the audit layer, writing the API's
-/// `audit.read` records into the database it serves, and warnings and
-/// errors (`RUST_LOG` to change the level) on stderr, without audit events.
-///
-/// Only the database: the file sink wants one writing process per file, and
-/// `log_file` usually names the application's own file. The records are
-/// kept forever here: purging is for the application's sink or
-/// `fabric-audit purge`, never a side effect of reading.
-fn install_subscriber(config: &AuditConfig, url: &str) -> anyhow::Result<AuditHandle> {
-    let database = DatabaseSink::builder(url).keep_forever().build_lazy()?;
-    let (audit_layer, audit) = AuditLayer::builder()
-        .queue_capacity(config.queue_maxsize)
-        .sink("database", database)
-        .build()?;
-    // The level filter is the stderr layer's own: a global one would
-    // disable the audit events (INFO) too.
-    let level = EnvFilter::builder()
-        .with_default_directive(LevelFilter::WARN.into())
-        .from_env_lossy();
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(level.and(exclude_audit()));
-    let subscriber = tracing_subscriber::registry()
-        .with(stderr)
-        .with(audit_layer);
-    tracing::subscriber::set_global_default(subscriber)
-        .context("cannot install the tracing subscriber")?;
-    Ok(audit)
-}
-
-/// SIGINT or SIGTERM: stop accepting, finish the requests in flight.
-struct Stop {
-    requested: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Stop {
-    /// Starts listening for the signals now, so that none is missed.
-    fn listen() -> anyhow::Result<Self> {
-        let (tell, requested) = tokio::sync::watch::channel(false);
-        let signalled = signals()?;
-        tokio::spawn(async move {
-            signalled.await;
-            tell.send_replace(true);
-        });
-        Ok(Self { requested })
-    }
-
-    /// Resolves once a signal came (at once if one already has).
-    fn requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut requested = self.requested.clone();
-        async move {
-            // An error means the signal task is gone: never a stop then.
-            if requested.wait_for(|stop| *stop).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    async fn drain_deadline(&self, timeout: Duration) {
-        self.requested().await;
-        tokio::time::sleep(timeout).await;
-    }
-}
-
-#[cfg(unix)]
-fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }
 
 /// The API and the CLI read filters alike: for any flags/parameters, both
@@ -678,6 +482,9 @@ mod tests {
     use proptest::prelude::*;
     use tower::ServiceExt;
 
+    use fabric_audit::http;
+
+    use super::serve::NoAuth;
     use super::*;
 
     struct Fixture {

@@ -26,4 +26,6 @@ mod nats;
 mod openapi;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod outcome;
+#[cfg(feature = "cli")]
+mod serve;
 mod writer;

@@ -16,7 +16,7 @@ mod network;
 mod paging;
 mod retention;
 mod schema;
-mod support;
+pub(crate) mod support;
 
 use self::support::{emit_through_pipeline, Matches};
 pub(crate) use self::support::{
