@@ -176,3 +176,4 @@ pub mod sinks {
 /// What `audit!` expands to; not public API.
 #[doc(hidden)]
 pub mod __private;
+pub mod verify;

@@ -58,6 +58,23 @@ enum Command {
         #[arg(long, value_name = "DAYS", allow_hyphen_values = true)]
         days: Option<String>,
     },
+    /// Check the records' hash chains: that nothing was modified,
+    /// deleted, inserted or reordered since a sink wrote them. Exits
+    /// non-zero on any break.
+    Verify {
+        #[command(flatten)]
+        db: Database,
+        /// The file sink's files instead of the database: one file, or a
+        /// directory (every `*.jsonl` file in it).
+        #[arg(long, value_name = "PATH")]
+        files: Option<PathBuf>,
+        /// Only this chain (`<instance>/<sink>`; databases).
+        #[arg(long, conflicts_with = "files")]
+        chain: Option<String>,
+        /// The result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create or update the audit tables.
     Migrate {
         #[command(flatten)]
@@ -228,6 +245,53 @@ impl Database {
     }
 }
 
+/// Prints a verification: one line per chain and one per break, or JSON.
+fn print_verification(v: &fabric_audit::verify::Verification, json: bool) -> anyhow::Result<()> {
+    use fabric_audit::verify::Break;
+    if json {
+        println!("{}", serde_json::to_string(v)?);
+        return Ok(());
+    }
+    for chain in &v.chains {
+        let span = match (chain.first_seq, chain.last_seq) {
+            (Some(first), Some(last)) => format!(", seq {first}..{last}"),
+            _ => String::new(),
+        };
+        let state = match chain.breaks.len() {
+            0 => "intact".to_owned(),
+            n => format!("{n} break(s)"),
+        };
+        println!(
+            "chain {}: {} records{span}: {state}",
+            chain.chain, chain.records
+        );
+        for b in &chain.breaks {
+            match b {
+                Break::Modified { seq } => println!("  modified: seq {seq}"),
+                Break::Deleted { from, to } if from == to => println!("  deleted: seq {from}"),
+                Break::Deleted { from, to } => println!("  deleted: seq {from}..{to}"),
+                Break::OutOfOrder { seq, after } => {
+                    println!("  inserted or moved: seq {seq} after seq {after}")
+                }
+                Break::Unchained { index } => {
+                    println!("  no valid seq or hash: the chain's record #{index}")
+                }
+                other => println!("  {other:?}"),
+            }
+        }
+    }
+    for unreadable in &v.unreadable {
+        println!("unreadable: {}: {}", unreadable.place, unreadable.error);
+    }
+    if v.unchained > 0 {
+        println!("records without a chain (not checked): {}", v.unchained);
+    }
+    if v.chains.is_empty() && v.unreadable.is_empty() {
+        println!("no chained records found");
+    }
+    Ok(())
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         #[cfg(feature = "nats")]
@@ -297,6 +361,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             import(url, files).await?;
         }
         Command::Serve(args) => serve::run(args).await?,
+        Command::Verify {
+            db,
+            files,
+            chain,
+            json,
+        } => {
+            let verification = match files {
+                Some(path) => blocking(move || fabric_audit::verify::verify_files(path)).await?,
+                None => {
+                    let (config, url) = db.resolve()?;
+                    store(&config, &url).await?.verify(chain.as_deref()).await?
+                }
+            };
+            print_verification(&verification, json)?;
+            if !verification.is_intact() {
+                bail!("the audit records are not intact (see above)");
+            }
+        }
     }
     Ok(())
 }

@@ -125,7 +125,9 @@ pub(crate) fn to_hex(hash: &Hash) -> String {
 
 /// A hash from 64 hex digits.
 pub(crate) fn from_hex(text: &str) -> Option<Hash> {
-    if text.len() != 64 || !text.is_ascii() {
+    // Lower-case only: the one spelling a sink writes, so that a stored
+    // hash edited to upper case is not read as the same hash.
+    if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     let mut hash = [0; 32];
@@ -184,19 +186,47 @@ impl Chain {
     }
 }
 
-/// What is wrong at one place of a chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What is wrong at one place of a chain: what verification names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
-pub(crate) enum Break {
-    /// The record at `seq` is not what was hashed: it was changed after
-    /// writing (or the record before it was changed and given a new hash).
-    Modified { seq: u64 },
-    /// Records `from..=to` are missing.
-    Deleted { from: u64, to: u64 },
-    /// A record at `seq` came after `after`: inserted, or moved.
-    OutOfOrder { seq: u64, after: u64 },
-    /// The record has no readable `chain`, `seq` or `hash`.
-    Unchained { index: usize },
+pub enum Break {
+    /// The record at `seq` is not what was hashed: it was changed after it
+    /// was written (or the record before it was changed and given a new
+    /// hash).
+    Modified {
+        /// The changed record's `seq`.
+        seq: u64,
+    },
+    /// Records `from..=to` are missing: deleted, or (at the end of what
+    /// was read) never there.
+    Deleted {
+        /// The first missing `seq`.
+        from: u64,
+        /// The last missing `seq`.
+        to: u64,
+    },
+    /// The record at `seq` came after the one at `after`: inserted, or
+    /// moved.
+    OutOfOrder {
+        /// The record's `seq`.
+        seq: u64,
+        /// The `seq` of the record before it.
+        after: u64,
+    },
+    /// The stored line of the record at `seq` is not the bytes the sink
+    /// wrote, though it reads as the same record (a hex digit's case in
+    /// the id, an escape spelled differently): the file was edited.
+    Reformatted {
+        /// The record's `seq`.
+        seq: u64,
+    },
+    /// The record names the chain but has no valid `seq` or `hash` (its
+    /// position among the chain's records read, from 0).
+    Unchained {
+        /// Its position among the chain's records as read.
+        index: usize,
+    },
 }
 
 /// Checks one chain's records in stored order.
@@ -225,18 +255,38 @@ impl Verifier {
         }
     }
 
-    /// Checks the next stored record.
+    /// Checks the next stored record, as a JSON object.
     pub(crate) fn check(&mut self, record: &Map<String, Value>) {
+        let seq = record.get("seq").and_then(Value::as_u64);
+        let stored = record
+            .get("hash")
+            .and_then(Value::as_str)
+            .and_then(from_hex);
+        self.check_parts(seq, stored, |prev| record_hash(prev, record));
+    }
+
+    /// Notes a break found outside the chain's arithmetic.
+    pub(crate) fn note(&mut self, found: Break) {
+        self.breaks.push(found);
+    }
+
+    /// Checks the next stored record (`buf` is scratch space).
+    pub(crate) fn check_record(&mut self, record: &AuditRecord, buf: &mut Vec<u8>) {
+        let stored = record.hash().and_then(from_hex);
+        self.check_parts(record.seq(), stored, |prev| hash_record(prev, record, buf));
+    }
+
+    /// The next record's `seq` and stored hash, and how to hash it after a
+    /// given previous hash.
+    fn check_parts(
+        &mut self,
+        seq: Option<u64>,
+        stored: Option<Hash>,
+        hash: impl FnOnce(&Hash) -> Hash,
+    ) {
         let index = self.index;
         self.index += 1;
-        let fields = (
-            record.get("seq").and_then(Value::as_u64),
-            record
-                .get("hash")
-                .and_then(Value::as_str)
-                .and_then(from_hex),
-        );
-        let (Some(seq), Some(stored)) = fields else {
+        let (Some(seq), Some(stored)) = (seq, stored) else {
             self.breaks.push(Break::Unchained { index });
             return;
         };
@@ -254,7 +304,7 @@ impl Verifier {
                 from: expected,
                 to: seq - 1,
             });
-        } else if record_hash(&self.chain.head, record) != stored {
+        } else if hash(&self.chain.head) != stored {
             self.breaks.push(Break::Modified { seq });
         }
         // Go on from what is stored, so that one bad record is named alone.
@@ -396,7 +446,14 @@ mod tests {
         assert_eq!(from_hex(&to_hex(&hash)), Some(hash));
         let mut hex = [0; 64];
         assert_eq!(hex_into(&hash, &mut hex), to_hex(&hash));
-        for bad in ["", "00", &"g".repeat(64), &"é".repeat(32), &"0".repeat(65)] {
+        for bad in [
+            "",
+            "00",
+            &"g".repeat(64),
+            &"é".repeat(32),
+            &"0".repeat(65),
+            &"A".repeat(64),
+        ] {
             assert_eq!(from_hex(bad), None, "{bad}");
         }
     }

@@ -265,4 +265,9 @@ impl EventRow {
     pub(crate) fn id(&self) -> &str {
         &self.id
     }
+
+    /// The row's `seq`.
+    pub(crate) fn seq(&self) -> Option<i64> {
+        self.seq
+    }
 }

@@ -33,12 +33,23 @@ pub(crate) const PURGE_CHUNK: i64 = 1000;
 ///
 /// The migration harness's error, unwrapped: the callers say which
 /// backend and what for, and chain this as the cause.
+///
+/// On SQLite and PostgreSQL the pending migrations run in one transaction
+/// (their DDL is transactional): a reader never sees the tables half made,
+/// such as `audit_events` without the columns a later migration adds (the
+/// query API answered 500 to a request that came during the migrations of
+/// a fresh database). MySQL commits each DDL statement on its own.
 pub(crate) fn migrate(conn: &mut Conn) -> diesel::migration::Result<()> {
+    type Failure = Box<dyn std::error::Error + Send + Sync>;
     let result = match conn {
         #[cfg(feature = "sqlite")]
-        Conn::Sqlite(c) => c.run_pending_migrations(SQLITE).map(drop),
+        Conn::Sqlite(c) => {
+            c.transaction::<_, Failure, _>(|c| c.run_pending_migrations(SQLITE).map(drop))
+        }
         #[cfg(feature = "postgres")]
-        Conn::Postgres(c) => c.run_pending_migrations(POSTGRES).map(drop),
+        Conn::Postgres(c) => {
+            c.transaction::<_, Failure, _>(|c| c.run_pending_migrations(POSTGRES).map(drop))
+        }
         #[cfg(feature = "mysql")]
         Conn::Mysql(c) => c.run_pending_migrations(MYSQL).map(drop),
     };

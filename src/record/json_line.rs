@@ -5,60 +5,83 @@
 //! because the keys are constants and strings are scanned for characters
 //! to escape eight bytes at a time; serde_json looks at every byte.
 
-use super::fields::{Role, KEYS};
-use super::{time, AuditRecord, Value};
+use super::fields::with_record_fields;
+use super::{time, AuditRecord, Field, Value};
 
-impl AuditRecord {
-    /// Appends the record's JSON object (no newline) to `out`.
-    ///
-    /// Walks the record's keys in order, as `Serialize` does; each key's
-    /// text (`,"name":`) is a constant of the list, so only values are
-    /// scanned. The first key skips that leading comma.
-    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        for (i, key) in KEYS.iter().enumerate() {
-            out.extend_from_slice(if i == 0 { &key.json[1..] } else { key.json });
-            match key.role {
-                Role::Id => {
-                    let mut id = uuid::Uuid::encode_buffer();
-                    out.push(b'"');
-                    out.extend_from_slice(self.id.hyphenated().encode_lower(&mut id).as_bytes());
-                    out.push(b'"');
-                }
-                Role::Timestamp => {
-                    out.push(b'"');
-                    out.extend_from_slice(&time::format_rfc3339_micros(self.micros));
-                    out.push(b'"');
-                }
-                Role::Text(field) => match self.get(field) {
-                    Some(value) => write_str(out, value),
-                    // As `Serialize` writes it: a required field is never null.
-                    None if field.is_required() => out.extend_from_slice(b"\"\""),
-                    None => out.extend_from_slice(b"null"),
-                },
-                Role::Flags => {
-                    out.push(b'[');
-                    for (i, flag) in self.actor_flags().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        write_str(out, flag);
-                    }
-                    out.push(b']');
-                }
-                Role::Detail => self.write_detail(out),
-                Role::Seq => match self.seq {
-                    // Through serde_json, as the detail's numbers.
-                    Some(seq) => {
-                        let _ = serde_json::to_writer(&mut *out, &seq);
-                    }
-                    None => out.extend_from_slice(b"null"),
-                },
+/// Defines `write_json` from the list of fields (`record::fields`): one
+/// straight-line step per key, in order, each key's text (`,"name":`) a
+/// constant and its value's code picked when the macro expands. (A loop
+/// over `KEYS` with a `match` on each key's role cost 8 % more
+/// instructions per record, measured with callgrind.)
+macro_rules! define_write_json {
+    (; $({ $key:ident, $column:ident, ($($sql:tt)*), ($($read:tt)*), ($($write:tt)*),
+            $role:ident ( $($arg:tt)* ) })*) => {
+        impl AuditRecord {
+            /// Appends the record's JSON object (no newline) to `out`.
+            ///
+            /// Every key is written with its leading comma; the first
+            /// comma then becomes the opening brace.
+            pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+                let start = out.len();
+                $(
+                    out.extend_from_slice(concat!(",\"", stringify!($key), "\":").as_bytes());
+                    write_value!(self, out, $role($($arg)*));
+                )*
+                out[start] = b'{';
+                out.push(b'}');
             }
         }
-        out.push(b'}');
-    }
+    };
+}
 
+/// The code that writes one value, by the field's role.
+macro_rules! write_value {
+    ($record:ident, $out:ident, Id()) => {{
+        let mut id = uuid::Uuid::encode_buffer();
+        $out.push(b'"');
+        $out.extend_from_slice($record.id.hyphenated().encode_lower(&mut id).as_bytes());
+        $out.push(b'"');
+    }};
+    ($record:ident, $out:ident, Timestamp()) => {{
+        $out.push(b'"');
+        $out.extend_from_slice(&time::format_rfc3339_micros($record.micros));
+        $out.push(b'"');
+    }};
+    ($record:ident, $out:ident, Text($variant:ident, $($rest:tt)*)) => {
+        match $record.get(Field::$variant) {
+            Some(value) => write_str($out, value),
+            // As `Serialize` writes it: a required field is never null.
+            None if Field::$variant.is_required() => $out.extend_from_slice(b"\"\""),
+            None => $out.extend_from_slice(b"null"),
+        }
+    };
+    ($record:ident, $out:ident, Flags()) => {{
+        $out.push(b'[');
+        for (i, flag) in $record.actor_flags().enumerate() {
+            if i > 0 {
+                $out.push(b',');
+            }
+            write_str($out, flag);
+        }
+        $out.push(b']');
+    }};
+    ($record:ident, $out:ident, Detail()) => {
+        $record.write_detail($out)
+    };
+    ($record:ident, $out:ident, Seq()) => {
+        match $record.seq {
+            // Through serde_json, as the detail's numbers.
+            Some(seq) => {
+                let _ = serde_json::to_writer(&mut *$out, &seq);
+            }
+            None => $out.extend_from_slice(b"null"),
+        }
+    };
+}
+
+with_record_fields!(define_write_json!());
+
+impl AuditRecord {
     /// The detail object as JSON text (the database's `detail` column).
     #[cfg(db)]
     pub(crate) fn detail_json(&self) -> String {

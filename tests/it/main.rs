@@ -6,6 +6,7 @@ mod support;
 
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod app_fit;
+mod chain;
 #[cfg(feature = "cli")]
 mod cli;
 mod compile;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use fabric_audit::verify::Break;
 use fabric_audit::{AuditQuery, AuditRecord, Batch, Imported, Sink, Store};
 use uuid::Uuid;
 
@@ -14,6 +15,7 @@ on_every_backend!(
     an_import_tells_stored_present_and_conflicting_records_apart,
     every_way_of_overwriting_a_row_is_refused,
     an_import_keeps_the_producers_chain_fields,
+    database_chains_verify_and_name_each_tampering,
 );
 
 async fn a_record_skipped_as_stored_adds_no_flags(db: TestDb) {
@@ -198,4 +200,103 @@ async fn an_import_keeps_the_producers_chain_fields(db: TestDb) {
     assert_eq!(records[1].seq(), Some(i64::MAX as u64));
     let back = store.get(plain.id()).await.unwrap().unwrap();
     assert_eq!((back.chain(), back.seq(), back.hash()), (None, None, None));
+}
+
+/// Two instances write into one database, one restarts: each keeps a
+/// chain that verifies. Then the table is tampered with (its owner having
+/// lifted the append-only triggers): each change is named where it is.
+async fn database_chains_verify_and_name_each_tampering(db: TestDb) {
+    for (instance, from, n) in [("web-1", 0, 20), ("web-2", 0, 20), ("web-1", 20, 10)] {
+        let (dispatch, audit) = crate::support::pipeline(
+            fabric_audit::AuditLayer::builder()
+                .instance(instance)
+                .sink("database", sink(&db.url).await),
+        );
+        tokio::task::spawn_blocking(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                for i in from..from + n {
+                    fabric_audit::audit!(
+                        action = "invoice.sent",
+                        n = i,
+                        big = u64::MAX - i,
+                        f = 0.5 + i as f64,
+                        s = "é\0🦀"
+                    );
+                }
+            })
+        })
+        .await
+        .unwrap();
+        let report = audit.shutdown().await;
+        assert!(report.is_lossless(), "{report}");
+    }
+    let store = Store::connect(&db.url).await.unwrap();
+    let v = store.verify(None).await.unwrap();
+    assert!(v.is_intact(), "{v:?}");
+    let chains: Vec<(&str, u64, Option<u64>)> = v
+        .chains
+        .iter()
+        .map(|c| (c.chain.as_str(), c.records, c.last_seq))
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            ("web-1/database", 30, Some(30)),
+            ("web-2/database", 20, Some(20))
+        ]
+    );
+
+    let lift: &[&str] = if db.url.starts_with("postgres") {
+        &["ALTER TABLE audit_events DISABLE TRIGGER USER"]
+    } else if db.url.starts_with("mysql") {
+        &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+        ]
+    } else {
+        &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+            "DROP TRIGGER audit_events_no_overwrite",
+        ]
+    };
+    for sql in lift {
+        (db.sql)(sql).unwrap();
+    }
+    let forged_id = "ffffffff-ffff-7fff-bfff-ffffffffffff";
+    for sql in [
+        "UPDATE audit_events SET action = 'invoice.void' WHERE chain = 'web-2/database' AND seq = 5".to_owned(),
+        "DELETE FROM audit_events WHERE chain = 'web-1/database' AND seq IN (7, 8)".to_owned(),
+        format!(
+            "INSERT INTO audit_events (id, timestamp_us, action, actor_flags, detail, chain, seq, hash) \
+             SELECT '{forged_id}', timestamp_us, 'invoice.paid', actor_flags, detail, chain, seq, hash \
+             FROM audit_events WHERE chain = 'web-1/database' AND seq = 12"
+        ),
+    ] {
+        (db.sql)(&sql).unwrap();
+    }
+    let v = store.verify(None).await.unwrap();
+    assert!(!v.is_intact());
+    let breaks: Vec<(&str, Vec<Break>)> = v
+        .chains
+        .iter()
+        .map(|c| (c.chain.as_str(), c.breaks.clone()))
+        .collect();
+    assert_eq!(
+        breaks,
+        [
+            (
+                "web-1/database",
+                vec![
+                    Break::Deleted { from: 7, to: 8 },
+                    Break::OutOfOrder { seq: 12, after: 12 }
+                ]
+            ),
+            ("web-2/database", vec![Break::Modified { seq: 5 }]),
+        ]
+    );
+    // One chain alone.
+    let one = store.verify(Some("web-2/database")).await.unwrap();
+    assert_eq!(one.chains.len(), 1);
+    assert_eq!(one.chains[0].breaks, [Break::Modified { seq: 5 }]);
 }
