@@ -345,54 +345,51 @@ async fn a_late_collector_catches_up_and_keeps_every_field() {
     delete_stream(SHARED, &name).await;
 }
 
-/// The producer process of the tests below: the test binary run again with
-/// `FABRIC_AUDIT_TEST_PRODUCER=url|stream|prefix|count`. It emits `count`
-/// records through the NATS sink and prints its accounting. Run on its own
-/// (no variable), it has nothing to do.
-#[test]
-#[ignore = "a child process of the nats collector tests"]
-fn child_producer() {
-    let Ok(spec) = std::env::var("FABRIC_AUDIT_TEST_PRODUCER") else {
-        return;
-    };
-    let parts: Vec<&str> = spec.split('|').collect();
-    let t = NatsStream::new(parts[0])
-        .stream(parts[1])
-        .subject_prefix(parts[2])
-        .duplicate_window(Duration::from_secs(120));
-    let count: u64 = parts[3].parse().unwrap();
-    let (dispatch, audit) = pipeline(
-        AuditLayer::builder()
-            .nats(t)
-            .overflow(fabric_audit::Overflow::Block),
-    );
-    tracing::dispatcher::with_default(&dispatch, || {
-        for i in 0..count {
-            audit!(action = "order.paid", i = i);
-        }
-    });
-    let report = audit.shutdown_blocking();
-    let nats = report.sink("nats").unwrap();
-    println!(
-        "ACCOUNTING emitted={} written={} dropped={} failed={}",
-        report.emitted(),
-        nats.written(),
-        nats.dropped(),
-        nats.failed()
-    );
-}
-
+/// The producer of the tests below: `examples/nats_instances.rs` in its
+/// producer mode, built once per test run. It emits `count` records
+/// through the NATS sink and prints its `ACCOUNTING` line.
+#[cfg(feature = "cli")]
 fn spawn_producer(t: &NatsStream, count: u64) -> Child {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let example = BUILT.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--example", "nats_instances", "--all-features"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // What cargo sets for this test binary: build scripts that read
+        // such variables (ring's reads CARGO_MANIFEST_DIR and OUT_DIR) would otherwise
+        // run again, and half the tree be rebuilt here and again after.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_for_us = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
+            if set_for_us
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*key)
+            {
+                cargo.env_remove(&*key);
+            }
+        }
+        let status = cargo.status().unwrap();
+        assert!(status.success(), "cargo build --example nats_instances");
+        // target/debug/deps/it-… → target/debug/examples/nats_instances
+        let exe = std::env::current_exe().unwrap();
+        let debug = exe.parent().and_then(|deps| deps.parent()).unwrap();
+        debug
+            .join("examples")
+            .join(format!("nats_instances{}", std::env::consts::EXE_SUFFIX))
+    });
     let name = name_of(t);
-    let spec = format!("{SHARED}|{name}|t{}|{count}", &name[1..]);
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "nats::child_producer",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("FABRIC_AUDIT_TEST_PRODUCER", spec)
+    Command::new(example)
+        .args(["--produce", &count.to_string(), "--instance", "producer"])
+        .args(["--nats-url", SHARED, "--stream", &name])
+        .args(["--subject", &format!("t{}", &name[1..])])
+        .args(["--duplicate-window", "120"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -438,7 +435,7 @@ fn three_producers_two_collectors_one_killed_store_every_record_once() {
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            text.contains("ACCOUNTING emitted=10000 written=10000 dropped=0 failed=0"),
+            text.contains("emitted=10000 written=10000 dropped=0 failed=0"),
             "{text}"
         );
     }
