@@ -345,54 +345,51 @@ async fn a_late_collector_catches_up_and_keeps_every_field() {
     delete_stream(SHARED, &name).await;
 }
 
-/// The producer process of the tests below: the test binary run again with
-/// `FABRIC_AUDIT_TEST_PRODUCER=url|stream|prefix|count`. It emits `count`
-/// records through the NATS sink and prints its accounting. Run on its own
-/// (no variable), it has nothing to do.
-#[test]
-#[ignore = "a child process of the nats collector tests"]
-fn child_producer() {
-    let Ok(spec) = std::env::var("FABRIC_AUDIT_TEST_PRODUCER") else {
-        return;
-    };
-    let parts: Vec<&str> = spec.split('|').collect();
-    let t = NatsStream::new(parts[0])
-        .stream(parts[1])
-        .subject_prefix(parts[2])
-        .duplicate_window(Duration::from_secs(120));
-    let count: u64 = parts[3].parse().unwrap();
-    let (dispatch, audit) = pipeline(
-        AuditLayer::builder()
-            .nats(t)
-            .overflow(fabric_audit::Overflow::Block),
-    );
-    tracing::dispatcher::with_default(&dispatch, || {
-        for i in 0..count {
-            audit!(action = "order.paid", i = i);
-        }
-    });
-    let report = audit.shutdown_blocking();
-    let nats = report.sink("nats").unwrap();
-    println!(
-        "ACCOUNTING emitted={} written={} dropped={} failed={}",
-        report.emitted(),
-        nats.written(),
-        nats.dropped(),
-        nats.failed()
-    );
-}
-
+/// The producer of the tests below: `examples/nats_instances.rs` in its
+/// producer mode, built once per test run. It emits `count` records
+/// through the NATS sink and prints its `ACCOUNTING` line.
+#[cfg(feature = "cli")]
 fn spawn_producer(t: &NatsStream, count: u64) -> Child {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let example = BUILT.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--example", "nats_instances", "--all-features"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // What cargo sets for this test binary: build scripts that read
+        // such variables (ring's reads CARGO_MANIFEST_DIR and OUT_DIR) would otherwise
+        // run again, and half the tree be rebuilt here and again after.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_for_us = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
+            if set_for_us
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*key)
+            {
+                cargo.env_remove(&*key);
+            }
+        }
+        let status = cargo.status().unwrap();
+        assert!(status.success(), "cargo build --example nats_instances");
+        // target/debug/deps/it-… → target/debug/examples/nats_instances
+        let exe = std::env::current_exe().unwrap();
+        let debug = exe.parent().and_then(|deps| deps.parent()).unwrap();
+        debug
+            .join("examples")
+            .join(format!("nats_instances{}", std::env::consts::EXE_SUFFIX))
+    });
     let name = name_of(t);
-    let spec = format!("{SHARED}|{name}|t{}|{count}", &name[1..]);
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "nats::child_producer",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("FABRIC_AUDIT_TEST_PRODUCER", spec)
+    Command::new(example)
+        .args(["--produce", &count.to_string(), "--instance", "producer"])
+        .args(["--nats-url", SHARED, "--stream", &name])
+        .args(["--subject", &format!("t{}", &name[1..])])
+        .args(["--duplicate-window", "120"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -400,10 +397,11 @@ fn spawn_producer(t: &NatsStream, count: u64) -> Child {
 }
 
 #[cfg(feature = "cli")]
-fn spawn_collector(t: &NatsStream, db_url: &str) -> Child {
+fn spawn_collector(t: &NatsStream, db_url: &str, durable: &str) -> Child {
     let name = name_of(t);
     Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
         .args(["collect", "--database-url", db_url, "--nats-url", SHARED])
+        .args(["--durable", durable])
         .args(["--batch", "500", "--ack-wait", "2", "--progress", "1"])
         .env("FABRIC_AUDIT_NATS_STREAM", &name)
         .env("FABRIC_AUDIT_NATS_SUBJECT", format!("t{}", &name[1..]))
@@ -417,28 +415,28 @@ fn spawn_collector(t: &NatsStream, db_url: &str) -> Child {
 #[cfg(feature = "cli")]
 #[test]
 #[ignore = "needs nats-server on 127.0.0.1:4222 and PostgreSQL"]
-fn three_producers_two_collectors_one_killed_store_every_record_once() {
+fn three_producers_two_collectors_killed_store_every_record_once() {
     let t = target(SHARED);
     let name = name_of(&t);
     let db = crate::db::postgres();
     // The stream and the durable consumer exist before anyone races to
     // make them.
-    let mut first = spawn_collector(&t, &db.url);
+    let mut first = spawn_collector(&t, &db.url, DURABLE);
     let producers: Vec<Child> = (0..3).map(|_| spawn_producer(&t, 10_000)).collect();
-    let mut second = spawn_collector(&t, &db.url);
+    let mut second = spawn_collector(&t, &db.url, DURABLE);
     wait_for("a third of the rows", Duration::from_secs(120), || {
         rows(&db.url).0 >= 10_000
     });
     // SIGKILL: no chance to commit or acknowledge what it holds.
     first.kill().unwrap();
     first.wait().unwrap();
-    let mut restarted = spawn_collector(&t, &db.url);
+    let mut restarted = spawn_collector(&t, &db.url, DURABLE);
     for producer in producers {
         let out = producer.wait_with_output().unwrap();
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            text.contains("ACCOUNTING emitted=10000 written=10000 dropped=0 failed=0"),
+            text.contains("emitted=10000 written=10000 dropped=0 failed=0"),
             "{text}"
         );
     }
@@ -449,13 +447,7 @@ fn three_producers_two_collectors_one_killed_store_every_record_once() {
     // wait: give them time to show up as duplicates, if they could.
     let rt = tokio::runtime::Runtime::new().unwrap();
     wait_for("the consumer to settle", Duration::from_secs(60), || {
-        rt.block_on(async {
-            let s = js(SHARED).await.get_stream(&name).await.unwrap();
-            let mut c: jetstream::consumer::PullConsumer =
-                s.get_consumer("fabric-audit-collect").await.unwrap();
-            let info = c.info().await.unwrap();
-            info.num_pending == 0 && info.num_ack_pending == 0
-        })
+        rt.block_on(consumer_state(&name, DURABLE)) == Some((0, 0))
     });
     assert_eq!(rows(&db.url), (30_000, 30_000));
     for c in [&mut second, &mut restarted] {
@@ -463,7 +455,97 @@ fn three_producers_two_collectors_one_killed_store_every_record_once() {
         c.wait().unwrap();
     }
     assert_eq!(rt.block_on(messages_in(SHARED, &name)), 30_000);
+    // Now between commit and acknowledgement, a few times over.
+    let caught: Vec<bool> = (0..3)
+        .map(|round| kill_between_commit_and_ack(&t, &format!("round-{round}"), &rt))
+        .collect();
+    println!("rounds that froze a collector between commit and acknowledgement: {caught:?}");
+    assert!(
+        caught.contains(&true),
+        "no round caught a collector between commit and acknowledgement: {caught:?}"
+    );
     rt.block_on(delete_stream(SHARED, &name));
+}
+
+#[cfg(feature = "cli")]
+const DURABLE: &str = "fabric-audit-collect";
+
+/// The durable consumer's (undelivered, unacknowledged) messages; `None`
+/// before it exists.
+#[cfg(feature = "cli")]
+async fn consumer_state(stream: &str, durable: &str) -> Option<(u64, u64)> {
+    let s = js(SHARED).await.get_stream(stream).await.ok()?;
+    let mut c: jetstream::consumer::PullConsumer = s.get_consumer(durable).await.ok()?;
+    let info = c.info().await.ok()?;
+    Some((info.num_pending, info.num_ack_pending as u64))
+}
+
+#[cfg(feature = "cli")]
+fn signal(signal: &str, child: &Child) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {}", child.id());
+}
+
+/// One round over the full stream of 30 000 records: a new durable
+/// consumer, a fresh database, two collectors. Both are frozen (SIGSTOP)
+/// whenever the table holds more rows than the consumer has seen
+/// acknowledged, that is, some batch is committed and not acknowledged;
+/// then both are killed (SIGKILL) and two others take over. Asserts that
+/// each record is stored exactly once; says whether the collectors were
+/// caught in that window (rather than after everything was stored).
+#[cfg(feature = "cli")]
+fn kill_between_commit_and_ack(
+    t: &NatsStream,
+    durable: &str,
+    rt: &tokio::runtime::Runtime,
+) -> bool {
+    let name = name_of(t);
+    let db = crate::db::postgres();
+    let mut collectors = [
+        spawn_collector(t, &db.url, durable),
+        spawn_collector(t, &db.url, durable),
+    ];
+    let mut caught = false;
+    wait_for(
+        "a commit not yet acknowledged",
+        Duration::from_secs(120),
+        || {
+            collectors.iter().for_each(|c| signal("-STOP", c));
+            // Rows first: acknowledgements still in flight land meanwhile.
+            let (stored, _) = rows(&db.url);
+            let acked = rt
+                .block_on(consumer_state(&name, durable))
+                .map_or(0, |(pending, unacked)| {
+                    30_000u64.saturating_sub(pending + unacked)
+                });
+            caught = stored > acked;
+            if caught || stored == 30_000 {
+                return true;
+            }
+            collectors.iter().for_each(|c| signal("-CONT", c));
+            false
+        },
+    );
+    for c in &mut collectors {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let mut restarted = [
+        spawn_collector(t, &db.url, durable),
+        spawn_collector(t, &db.url, durable),
+    ];
+    wait_for("the round to settle", Duration::from_secs(120), || {
+        rows(&db.url).0 >= 30_000 && rt.block_on(consumer_state(&name, durable)) == Some((0, 0))
+    });
+    assert_eq!(rows(&db.url), (30_000, 30_000), "{durable}");
+    for c in &mut restarted {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    caught
 }
 
 #[cfg(feature = "cli")]
