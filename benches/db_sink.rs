@@ -8,6 +8,9 @@
 //! (`AsyncConnectionWrapper<AsyncPgConnection>`), so the ratio measures the
 //! pipeline, not the driver.
 //!
+//! `pipeline_unchained` is the pipeline with the sink's hash chain off:
+//! what chaining costs.
+//!
 //! `cargo bench --bench db_sink` prints rows/s and the ratios at the end.
 
 mod support;
@@ -116,10 +119,15 @@ impl Drop for Scratch {
     }
 }
 
-/// Emits `EVENTS` events into a database sink and waits until committed.
-fn pipeline(url: &str) -> Duration {
+/// Emits `EVENTS` events into a database sink (hash-chained or not) and
+/// waits until committed.
+fn pipeline(url: &str, chained: bool) -> Duration {
     let sink = DatabaseSink::builder(url).keep_forever().build().unwrap();
-    let builder = AuditLayer::builder().sink("database", sink);
+    let builder = if chained {
+        AuditLayer::builder().sink("database", sink)
+    } else {
+        AuditLayer::builder().sink("database", support::Unchained(sink))
+    };
     let (elapsed, report) = support::emit_and_flush(builder, EVENTS);
     assert_eq!(
         report.sink("database").unwrap().written(),
@@ -159,7 +167,14 @@ fn bench_backend(c: &mut Criterion, name: &str, scratch: impl Fn() -> Option<Scr
     group.measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Elements(EVENTS));
     group.bench_function("pipeline", |b| {
-        b.iter_custom(|iters| support::sum_of_runs(iters, || pipeline(&scratch().unwrap().url)))
+        b.iter_custom(|iters| {
+            support::sum_of_runs(iters, || pipeline(&scratch().unwrap().url, true))
+        })
+    });
+    group.bench_function("pipeline_unchained", |b| {
+        b.iter_custom(|iters| {
+            support::sum_of_runs(iters, || pipeline(&scratch().unwrap().url, false))
+        })
     });
     let rows = rows();
     group.bench_function("diesel_sync_inserts", |b| {
@@ -201,13 +216,18 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     for backend in ["sqlite", "postgres"] {
         let group = format!("db_sink_{backend}");
-        for bench in ["pipeline", "diesel_sync_inserts"] {
+        for bench in ["pipeline", "pipeline_unchained", "diesel_sync_inserts"] {
             if let Some(ns) = support::median_ns(&group, bench) {
                 println!("{group}/{bench}: {:.0} rows/s", EVENTS as f64 / (ns / 1e9));
             }
         }
         if let Some(r) = support::print_ratio(&group, "diesel_sync_inserts", "pipeline") {
             println!("{backend}: pipeline throughput = {r:.3}x the baseline's");
+        }
+        if let Some(r) = support::print_ratio(&group, "pipeline_unchained", "pipeline") {
+            println!(
+                "{backend}: hash chains: chained throughput = {r:.3}x the unchained pipeline's"
+            );
         }
     }
 }

@@ -5,7 +5,10 @@
 //! serde_json into a `BufWriter`'d file on one thread and flushed: the
 //! hand-rolled synchronous writer.
 //!
-//! `cargo bench --bench file_sink` prints events/s and the ratio at the end.
+//! `pipeline_unchained` is the pipeline with the file sink's hash chain
+//! off: what chaining costs.
+//!
+//! `cargo bench --bench file_sink` prints events/s and the ratios at the end.
 
 mod support;
 
@@ -15,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, Criterion, Throughput};
-use fabric_audit::{AuditLayer, AuditRecord};
+use fabric_audit::{AuditLayer, AuditRecord, FileSink};
 
 const EVENTS: u64 = 1_000_000;
 
@@ -53,6 +56,22 @@ fn file_sink(c: &mut Criterion) {
         })
     });
 
+    // The same without hash chains: what chaining costs.
+    group.bench_function("pipeline_unchained", |b| {
+        b.iter_custom(|iters| {
+            support::sum_of_runs(iters, || {
+                let dir = tempfile::tempdir().unwrap();
+                let file = FileSink::builder(dir.path().join("audit.jsonl"))
+                    .build()
+                    .unwrap();
+                let builder = AuditLayer::builder().sink("file", support::Unchained(file));
+                let (elapsed, report) = support::emit_and_flush(builder, EVENTS);
+                assert_eq!(report.sink("file").unwrap().written(), EVENTS, "{report}");
+                elapsed
+            })
+        })
+    });
+
     let records: Vec<Arc<AuditRecord>> = (0..EVENTS).map(|_| Arc::new(record())).collect();
     group.bench_function("serde_json_bufwriter", |b| {
         b.iter_custom(|iters| {
@@ -78,7 +97,7 @@ criterion_group!(benches, file_sink);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    for bench in ["pipeline", "serde_json_bufwriter"] {
+    for bench in ["pipeline", "pipeline_unchained", "serde_json_bufwriter"] {
         if let Some(ns) = support::median_ns("file_sink", bench) {
             println!("{bench}: {:.0} events/s", EVENTS as f64 / (ns / 1e9));
         }
@@ -86,5 +105,8 @@ fn main() {
     // Throughput ratio: baseline time over ours.
     if let Some(r) = support::print_ratio("file_sink", "serde_json_bufwriter", "pipeline") {
         println!("pipeline throughput = {r:.3}x the baseline's");
+    }
+    if let Some(r) = support::print_ratio("file_sink", "pipeline_unchained", "pipeline") {
+        println!("hash chains: chained throughput = {r:.3}x the unchained pipeline's");
     }
 }

@@ -133,3 +133,20 @@ pub(crate) fn psql(sql: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// A sink as it was before hash chains: every call forwarded but
+/// `chain_head`, so the worker links nothing. What chaining costs is the
+/// difference from the sink itself.
+pub(crate) struct Unchained<S>(pub(crate) S);
+
+impl<S: fabric_audit::Sink> fabric_audit::Sink for Unchained<S> {
+    fn write(&mut self, batch: &fabric_audit::Batch<'_>) -> Result<(), fabric_audit::SinkError> {
+        self.0.write(batch)
+    }
+    fn open(&mut self) -> Result<(), fabric_audit::SinkError> {
+        self.0.open()
+    }
+    fn close(&mut self) -> Result<(), fabric_audit::SinkError> {
+        self.0.close()
+    }
+}

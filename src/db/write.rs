@@ -40,6 +40,7 @@ pub(crate) const PURGE_CHUNK: i64 = 1000;
 /// query API answered 500 to a request that came during the migrations of
 /// a fresh database). MySQL commits each DDL statement on its own.
 pub(crate) fn migrate(conn: &mut Conn) -> diesel::migration::Result<()> {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     type Failure = Box<dyn std::error::Error + Send + Sync>;
     let result = match conn {
         #[cfg(feature = "sqlite")]
