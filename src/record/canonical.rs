@@ -85,8 +85,26 @@ impl AuditRecord {
     }
 
     fn write_canonical_detail(&self, out: &mut Vec<u8>) {
-        let mut order: Vec<usize> = (0..self.detail.len()).collect();
-        order.sort_by(|&a, &b| utf16_cmp(self.str(self.detail[a].0), self.str(self.detail[b].0)));
+        // The keys' order, on the stack for the usual few keys; a stable
+        // sort, so that a repeated key keeps its values' order.
+        let mut small = [0_usize; 32];
+        let mut large = Vec::new();
+        let order: &mut [usize] = if self.detail.len() <= small.len() {
+            &mut small[..self.detail.len()]
+        } else {
+            large.resize(self.detail.len(), 0);
+            &mut large
+        };
+        for (i, at) in order.iter_mut().enumerate() {
+            *at = i;
+        }
+        let key = |at: usize| self.str(self.detail[at].0);
+        if order.iter().all(|&at| key(at).is_ascii()) {
+            // ASCII: UTF-16 code units sort as bytes do.
+            order.sort_by(|&a, &b| key(a).cmp(key(b)));
+        } else {
+            order.sort_by(|&a, &b| utf16_cmp(key(a), key(b)));
+        }
         out.push(b'{');
         for (n, &at) in order.iter().enumerate() {
             if n > 0 {
