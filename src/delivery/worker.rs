@@ -181,6 +181,10 @@ impl Worker {
         Ok(match self.sink.chain_head(&id)? {
             ChainHead::Unchained => Chaining::Off,
             ChainHead::Empty => Chaining::On(Linker::new(Chain::new(id))),
+            ChainHead::NewRun => {
+                let run = uuid::Uuid::now_v7();
+                Chaining::On(Linker::new(Chain::new(format!("{id}/{run}"))))
+            }
             ChainHead::Last { seq, hash } => {
                 // A stored hash that is not one was tampered with:
                 // continue after it all the same (verification names it).

@@ -276,7 +276,7 @@ impl AuditLayerBuilder {
     /// `$HOSTNAME`, else `localhost`); in containers whose host names
     /// change, set it from the deployment (a pod's stable name).
     ///
-    /// At most 127 bytes, no control characters, not empty (sink names too).
+    /// At most 100 bytes, no control characters, not empty (sink names too).
     ///
     /// # Examples
     ///
@@ -381,9 +381,10 @@ impl AuditLayerBuilder {
     }
 }
 
-/// The longest instance or sink name: a chain's name, `<instance>/<sink>`,
-/// then fits a short column (255 characters).
-const MAX_NAME_BYTES: usize = 127;
+/// The longest instance or sink name: a chain's name,
+/// `<instance>/<sink>[/<run>]` (a run: 36 characters), then fits a short
+/// column (255 characters).
+const MAX_NAME_BYTES: usize = 100;
 
 /// The host's name, for the default instance name.
 fn host_name() -> String {

@@ -8,7 +8,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::runtime::Runtime;
 
 use super::NatsStream;
-use crate::sink::{Batch, Sink, SinkError};
+use crate::sink::{Batch, ChainHead, Sink, SinkError};
 use crate::{Error, Result};
 
 /// Room left in a message for its headers (`Nats-Msg-Id` and framing).
@@ -236,6 +236,14 @@ impl Sink for NatsSink {
 
     fn open(&mut self) -> Result<(), SinkError> {
         self.connection().map(drop)
+    }
+
+    /// The stream cannot say cheaply where an instance's chain ended, so
+    /// each run chains its records afresh (`<instance>/nats/<run>`): the
+    /// collector stores them with their `chain`, `seq` and `hash`, and the
+    /// central database verifies each producer's run end to end.
+    fn chain_head(&mut self, _chain: &str) -> Result<ChainHead, SinkError> {
+        Ok(ChainHead::NewRun)
     }
 
     fn close(&mut self) -> Result<(), SinkError> {

@@ -105,6 +105,12 @@ pub enum ChainHead {
     Unchained,
     /// No record of the chain is stored: it starts at `seq` 1.
     Empty,
+    /// The sink cannot find where its chain ended (a message stream): each
+    /// run starts a chain of its own, `<instance>/<sink name>/<run>` where
+    /// `<run>` is a UUID v7 made at the first batch, at `seq` 1. Each run's
+    /// chain verifies on its own; a run's last records deleted leave a
+    /// shorter chain (only checkpoints show that).
+    NewRun,
     /// The chain's last stored record: the next one is `seq + 1`, hashed
     /// after `hash` (64 hex digits, as stored).
     Last {

@@ -342,6 +342,17 @@ async fn a_late_collector_catches_up_and_keeps_every_field() {
     assert_eq!(detail["n"], serde_json::json!(u64::MAX));
     assert_eq!(detail["neg"], serde_json::json!(i64::MIN));
     assert_eq!(detail["text"], serde_json::json!("ctl\u{1}\u{7f}é"));
+    // The producer's run chained its records; the central table verifies
+    // them end to end.
+    let v = store.verify(None).await.unwrap();
+    assert!(v.is_intact(), "{v:?}");
+    assert_eq!(v.chains.len(), 1, "{v:?}");
+    let chain = &v.chains[0];
+    assert!(chain.chain.contains("/nats/"), "{}", chain.chain);
+    assert_eq!(
+        (chain.records, chain.first_seq, chain.last_seq),
+        (2000, Some(1), Some(2000))
+    );
     delete_stream(SHARED, &name).await;
 }
 
@@ -454,6 +465,20 @@ fn three_producers_two_collectors_killed_store_every_record_once() {
         c.kill().unwrap();
         c.wait().unwrap();
     }
+    // Each producer's run chained its records: through the stream, two
+    // collectors and a SIGKILL, every chain arrives whole and unchanged.
+    let v = rt.block_on(async {
+        fabric_audit::Store::connect(&db.url)
+            .await
+            .unwrap()
+            .verify(None)
+            .await
+            .unwrap()
+    });
+    assert!(v.is_intact(), "{v:?}");
+    let chains: Vec<(u64, Option<u64>)> =
+        v.chains.iter().map(|c| (c.records, c.last_seq)).collect();
+    assert_eq!(chains, [(10_000, Some(10_000)); 3], "{v:?}");
     assert_eq!(rt.block_on(messages_in(SHARED, &name)), 30_000);
     // Now between commit and acknowledgement, a few times over.
     let caught: Vec<bool> = (0..3)
