@@ -7,12 +7,16 @@
 //! 1. Open the sink (a failure is counted and warned about; the first
 //!    write tries again).
 //! 2. Drain up to a batch of records, stopping early at a flush barrier.
-//! 3. Write the batch: retry transient errors with capped exponential
+//! 3. Link the batch's records into the sink's hash chain, if the sink
+//!    keeps one (asked once, `Sink::chain_head`; a record another sink
+//!    holds too is copied first), once per batch: a retry writes the same
+//!    links.
+//! 4. Write the batch: retry transient errors with capped exponential
 //!    backoff (the records stay where they are, so nothing behind them
 //!    overtakes them), count refused records as failed, and after the
 //!    shutdown deadline give up and count the batch as failed.
-//! 4. Reach the barrier, if one stopped the batch, and notify progress.
-//! 5. With nothing queued: sleep until woken or the interval passes, or,
+//! 5. Reach the barrier, if one stopped the batch, and notify progress.
+//! 6. With nothing queued: sleep until woken or the interval passes, or,
 //!    once closing, finish when every admitted record has been handed over.
 //!
 //! A sink that panics is caught: the batch counts as failed and the

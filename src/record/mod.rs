@@ -30,7 +30,8 @@ pub(crate) use self::fields::Field;
 /// {"id":"…","timestamp":"2026-11-27T10:00:00.000000Z","action":"post.created",
 ///  "actor_id":"u1","actor_type":"user","actor_email":null,"actor_name":null,
 ///  "actor_flags":[],"resource_type":"post","resource_id":"42",
-///  "detail":{"title":"hello"},"request_id":null,"client_ip":null,"user_agent":null}
+///  "detail":{"title":"hello"},"request_id":null,"client_ip":null,"user_agent":null,
+///  "chain":null,"seq":null,"hash":null}
 /// ```
 ///
 /// # Examples
