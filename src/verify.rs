@@ -59,6 +59,55 @@ pub struct Verifier {
 struct Followed {
     verifier: chain::Verifier,
     first_seq: Option<u64>,
+    gaps: Vec<Gap>,
+}
+
+/// The action of the records a sink's worker adds to its chain when
+/// records were lost (see [`Gap`]).
+pub const GAP_ACTION: &str = "fabric_audit.gap";
+
+/// Records lost at the time they were written, as the chain's gap record
+/// reported them: not tampering, but not stored either.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Gap {
+    /// The gap record's `seq`.
+    pub seq: u64,
+    /// Records dropped by the overflow policy (never given a `seq`).
+    pub dropped: u64,
+    /// Records that had a `seq` and were refused or given up.
+    pub failed: u64,
+    /// The `seq` range the failed records lie in.
+    pub failed_seqs: Option<(u64, u64)>,
+    /// The records found missing in that range (at most `failed`).
+    pub missing: u64,
+}
+
+impl Gap {
+    /// The gap `record` reports; the deletions it explains leave the
+    /// chain's breaks. A gap record claiming less than is missing explains
+    /// nothing (the deletions stay breaks).
+    fn read(record: &AuditRecord, chain: &mut chain::Verifier) -> Option<Self> {
+        let number = |key: &str| match record.detail_value(key)? {
+            crate::DetailValue::I64(n) => u64::try_from(n).ok(),
+            crate::DetailValue::U64(n) => Some(n),
+            _ => None,
+        };
+        let seq = record.seq()?;
+        let failed = number("failed").unwrap_or(0);
+        let failed_seqs = number("failed_from").zip(number("failed_to"));
+        let missing = match failed_seqs {
+            Some((from, to)) => chain.explain_gap(from, to, failed)?,
+            None => 0,
+        };
+        Some(Self {
+            seq,
+            dropped: number("dropped").unwrap_or(0),
+            failed,
+            failed_seqs,
+            missing,
+        })
+    }
 }
 
 impl Verifier {
@@ -97,12 +146,18 @@ impl Verifier {
             None => self.chains.entry(name.to_owned()).or_insert(Followed {
                 verifier: chain::Verifier::new(name),
                 first_seq: None,
+                gaps: Vec::new(),
             }),
         };
         followed.first_seq = followed.first_seq.or(record.seq());
         followed.verifier.check_record(record, &mut self.buf);
         if let Some(seq) = self.reformatted.take() {
             followed.verifier.note(Break::Reformatted { seq });
+        }
+        if record.action() == GAP_ACTION {
+            if let Some(gap) = Gap::read(record, &mut followed.verifier) {
+                followed.gaps.push(gap);
+            }
         }
     }
 
@@ -137,6 +192,7 @@ impl Verifier {
                     last_seq,
                     head,
                     breaks,
+                    gaps: followed.gaps,
                 }
             })
             .collect();
@@ -190,6 +246,9 @@ pub struct ChainReport {
     pub head: Option<String>,
     /// Every break found, in order.
     pub breaks: Vec<Break>,
+    /// Records lost when they were written, as the chain reported them at
+    /// the time (not breaks).
+    pub gaps: Vec<Gap>,
 }
 
 /// A stored line or row that is not a record.

@@ -280,6 +280,18 @@ fn print_verification(v: &fabric_audit::verify::Verification, json: bool) -> any
             }
         }
     }
+    for chain in v.chains.iter().filter(|c| !c.gaps.is_empty()) {
+        for gap in &chain.gaps {
+            let failed = match gap.failed_seqs {
+                Some((from, to)) => format!(", {} failed (seq {from}..{to})", gap.failed),
+                None => String::new(),
+            };
+            println!(
+                "chain {}: records lost when written, reported at seq {}: {} dropped{failed}",
+                chain.chain, gap.seq, gap.dropped
+            );
+        }
+    }
     for unreadable in &v.unreadable {
         println!("unreadable: {}: {}", unreadable.place, unreadable.error);
     }

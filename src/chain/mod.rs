@@ -265,6 +265,29 @@ impl Verifier {
         self.check_parts(seq, stored, |prev| record_hash(prev, record));
     }
 
+    /// A gap record said that up to `failed` records with a `seq` in
+    /// `from..=to` were lost when written: the deletions found in that
+    /// range are those records, not tampering, if there are no more of
+    /// them than it says. Returns how many missing records it explains.
+    pub(crate) fn explain_gap(&mut self, from: u64, to: u64, failed: u64) -> Option<u64> {
+        let inside =
+            |b: &Break| matches!(b, Break::Deleted { from: f, to: t } if *f >= from && *t <= to);
+        let missing: u64 = self
+            .breaks
+            .iter()
+            .filter(|b| inside(b))
+            .map(|b| match b {
+                Break::Deleted { from, to } => to - from + 1,
+                _ => 0,
+            })
+            .sum();
+        if missing > failed {
+            return None;
+        }
+        self.breaks.retain(|b| !inside(b));
+        Some(missing)
+    }
+
     /// Notes a break found outside the chain's arithmetic.
     pub(crate) fn note(&mut self, found: Break) {
         self.breaks.push(found);

@@ -246,6 +246,7 @@ impl Delivery {
                 metrics: self::metrics::SinkMetrics::new(&name),
                 chain_id: format!("{}/{name}", settings.instance),
                 chaining: worker::Chaining::Unknown,
+                gap: worker::PendingGap::default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("fabric-audit-{name}"))

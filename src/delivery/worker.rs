@@ -35,6 +35,7 @@ use super::queue::{Barrier, Item, SinkQueue};
 use super::{Lifecycle, RateLimit};
 use crate::chain::{self, Chain, Linker};
 use crate::sink::{Batch, ChainHead, Sink, SinkError};
+use crate::verify::GAP_ACTION;
 use crate::AuditRecord;
 
 /// How often a closing worker with an empty queue looks for the records
@@ -72,6 +73,21 @@ pub(crate) struct Worker {
     pub(crate) chain_id: String,
     /// Whether the sink's records are chained, once the sink has said.
     pub(crate) chaining: Chaining,
+    /// Records of the chain lost since its last gap record.
+    pub(crate) gap: PendingGap,
+}
+
+/// What a chain's next gap record reports: records that took a `seq` and
+/// were never stored (a batch refused or given up), and records dropped
+/// by the overflow policy before they reached the worker.
+#[derive(Debug, Default)]
+pub(crate) struct PendingGap {
+    /// Records that took a `seq` and failed.
+    failed: u64,
+    /// The `seq` range they lie in (a partly refused batch: the batch's).
+    seqs: Option<(u64, u64)>,
+    /// The queue's dropped count already reported.
+    dropped_reported: u64,
 }
 
 /// A worker's hash chain (see `Sink::chain_head`).
@@ -115,7 +131,9 @@ impl Worker {
             let barrier = self.drain(&mut batch);
             let drained = !batch.is_empty() || barrier.is_some();
             if !batch.is_empty() {
-                self.write(&mut batch);
+                self.write_gap_if_due();
+                let failed = self.write(&mut batch, true);
+                self.note_failed(&batch, failed);
                 batch.drain(..).for_each(|r| self.pool.recycle(r));
             }
             if let Some(barrier) = barrier {
@@ -137,6 +155,7 @@ impl Worker {
                 self.queue.sleep(self.config.interval);
             }
         }
+        self.write_gap_if_due();
         if let Err(e) = crate::quiet::muted(|| self.sink.close()) {
             self.queue.record_error(&e, false);
             warn_failed(&self.queue.name, &e, "closing");
@@ -198,9 +217,69 @@ impl Worker {
         })
     }
 
+    /// Notes the records of a written batch that failed, once they had a
+    /// place in the chain: the next gap record reports them.
+    fn note_failed(&mut self, batch: &[Arc<AuditRecord>], failed: usize) {
+        if failed == 0 || !matches!(self.chaining, Chaining::On(_)) {
+            return;
+        }
+        let seqs = batch
+            .first()
+            .and_then(|f| Some((f.seq()?, batch.last()?.seq()?)));
+        let Some((first, last)) = seqs else {
+            return;
+        };
+        let gap = &mut self.gap;
+        gap.failed += failed as u64;
+        gap.seqs = Some(match gap.seqs {
+            Some((from, to)) => (from.min(first), to.max(last)),
+            None => (first, last),
+        });
+    }
+
+    /// Writes a gap record into the chain, alone and uncounted, when
+    /// records were lost since the last one: so that verification tells
+    /// records lost at the time (and reported) from records deleted later.
+    /// A gap record that cannot be written is itself reported by the next.
+    fn write_gap_if_due(&mut self) {
+        if !matches!(self.chaining, Chaining::On(_)) {
+            return;
+        }
+        let (_, dropped) = self.queue.lost();
+        let gap = &self.gap;
+        let new_drops = dropped.saturating_sub(gap.dropped_reported);
+        if gap.failed == 0 && new_drops == 0 {
+            return;
+        }
+        let mut builder = AuditRecord::builder(GAP_ACTION).detail("dropped", new_drops);
+        if let Some((from, to)) = gap.seqs {
+            builder = builder
+                .detail("failed", gap.failed)
+                .detail("failed_from", from)
+                .detail("failed_to", to);
+        }
+        let mut record = [Arc::new(builder.build())];
+        let reported = std::mem::replace(
+            &mut self.gap,
+            PendingGap {
+                dropped_reported: dropped,
+                ..PendingGap::default()
+            },
+        );
+        let failed = self.write(&mut record, false);
+        if failed > 0 {
+            // Still to report, with the gap record's own `seq`.
+            self.gap = reported;
+            self.note_failed(&record, failed);
+        }
+    }
+
     /// Writes `batch`, retrying transient errors with capped exponential
     /// backoff until it succeeds or the shutdown deadline passes.
-    fn write(&mut self, batch: &mut [Arc<AuditRecord>]) {
+    ///
+    /// Returns how many of its records failed. An uncounted write (a gap
+    /// record) changes none of the report's counters.
+    fn write(&mut self, batch: &mut [Arc<AuditRecord>], counted: bool) -> usize {
         let mut backoff = self.config.min_backoff;
         let mut linked = false;
         loop {
@@ -216,10 +295,10 @@ impl Worker {
             let attempt = attempt.unwrap_or_else(|_| Err(SinkError::rejected("the sink panicked")));
             let error = match attempt {
                 Ok(()) => {
-                    if self.queue.record_outcome(batch.len(), 0) {
+                    if counted && self.queue.record_outcome(batch.len(), 0) {
                         self.lifecycle.progress.notify();
                     }
-                    return;
+                    return 0;
                 }
                 Err(error) => error,
             };
@@ -233,16 +312,18 @@ impl Worker {
                     &error,
                     "some records of a batch were refused",
                 );
-                if self.queue.record_outcome(batch.len() - failed, failed) {
+                if counted && self.queue.record_outcome(batch.len() - failed, failed) {
                     self.lifecycle.progress.notify();
                 }
-                return;
+                return failed;
             }
             let deadline = self.lifecycle.deadline();
             if !error.is_transient() || deadline.is_some_and(|d| Instant::now() >= d) {
                 warn_failed(&self.queue.name, &error, "giving up on a batch");
-                self.queue.record_outcome(0, batch.len());
-                return;
+                if counted {
+                    self.queue.record_outcome(0, batch.len());
+                }
+                return batch.len();
             }
             if self.retry_warnings.allow() {
                 warn_failed(&self.queue.name, &error, "retrying");

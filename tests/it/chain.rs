@@ -2,9 +2,12 @@
 //! change to it is found and named.
 
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 
-use fabric_audit::verify::{verify_files, Break, Verification};
-use fabric_audit::{audit, AuditLayer, FileSink};
+use fabric_audit::verify::{verify_files, Break, Verification, Verifier};
+use fabric_audit::{
+    audit, AuditLayer, AuditRecord, Batch, ChainHead, DetailValue, FileSink, Sink, SinkError,
+};
 
 use crate::support::pipeline;
 
@@ -194,4 +197,144 @@ fn the_cli_verifies_files_and_exits_non_zero_on_a_break() {
     let missing = cli(&["--files", "/nonexistent/audit"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/audit"));
+}
+
+/// A sink of the user's that keeps a chain: it stores what it is given in
+/// memory and refuses every batch holding a record whose `phase` is 2.
+#[derive(Clone, Default)]
+struct Chained {
+    stored: Arc<Mutex<Vec<AuditRecord>>>,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Chained {
+    fn open_gate(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+impl Sink for Chained {
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        let (lock, opened) = &*self.gate;
+        let _open = opened
+            .wait_while(lock.lock().unwrap(), |open| !*open)
+            .unwrap();
+        if batch
+            .iter()
+            .any(|r| r.detail_value("phase") == Some(DetailValue::I64(2)))
+        {
+            return Err(SinkError::rejected("phase 2 is refused"));
+        }
+        self.stored.lock().unwrap().extend(batch.iter().cloned());
+        Ok(())
+    }
+
+    fn chain_head(&mut self, _chain: &str) -> Result<ChainHead, SinkError> {
+        Ok(ChainHead::Empty)
+    }
+}
+
+fn verify_stored(sink: &Chained) -> Verification {
+    let mut verifier = Verifier::new();
+    for record in sink.stored.lock().unwrap().iter() {
+        verifier.check(record);
+    }
+    verifier.finish()
+}
+
+/// Records a sink refused leave a gap record in its chain: verification
+/// reports them as lost at the time, not as deleted; a record deleted
+/// later still is a break.
+#[test]
+fn refused_records_are_reported_by_a_gap_record_not_as_deleted() {
+    for round in 0..20 {
+        let sink = Chained::default();
+        sink.open_gate();
+        let (dispatch, audit) = pipeline(
+            AuditLayer::builder()
+                .instance("host-1")
+                .sink("mine", sink.clone()),
+        );
+        tracing::dispatcher::with_default(&dispatch, || {
+            for phase in 1..=3 {
+                for i in 0..10 {
+                    audit!(action = "invoice.sent", phase = phase, i = i);
+                }
+                // A flush says when records were lost (so far).
+                let flushed = audit.flush_blocking();
+                assert_eq!(flushed.is_err(), phase >= 2, "round {round}: {flushed:?}");
+            }
+        });
+        let report = audit.shutdown_blocking();
+        let mine = report.sink("mine").unwrap();
+        assert_eq!(
+            (mine.written(), mine.failed(), mine.dropped()),
+            (20, 10, 0),
+            "round {round}: {report}"
+        );
+
+        let v = verify_stored(&sink);
+        assert!(v.is_intact(), "round {round}: {v:?}");
+        let chain = &v.chains[0];
+        let failed: u64 = chain.gaps.iter().map(|g| g.failed).sum();
+        let missing: u64 = chain.gaps.iter().map(|g| g.missing).sum();
+        assert_eq!((failed, missing), (10, 10), "round {round}: {v:?}");
+        // 20 records and the gap record(s); every seq accounted for.
+        assert_eq!(chain.records, 20 + chain.gaps.len() as u64, "round {round}");
+        assert_eq!(
+            chain.last_seq,
+            Some(30 + chain.gaps.len() as u64),
+            "round {round}"
+        );
+
+        // A record deleted afterwards is not explained by any gap.
+        sink.stored.lock().unwrap().remove(4);
+        let v = verify_stored(&sink);
+        assert_eq!(
+            v.chains[0].breaks,
+            [Break::Deleted { from: 5, to: 5 }],
+            "round {round}"
+        );
+    }
+}
+
+/// Records dropped by the overflow policy never get a `seq`; the chain's
+/// gap records count them, and the counts add up to the report's.
+#[test]
+fn dropped_records_are_counted_by_gap_records() {
+    for round in 0..10 {
+        let sink = Chained::default();
+        let (dispatch, audit) = pipeline(
+            AuditLayer::builder()
+                .instance("host-1")
+                .queue_capacity(4)
+                .sink("mine", sink.clone()),
+        );
+        tracing::dispatcher::with_default(&dispatch, || {
+            for i in 0..50 {
+                audit!(action = "invoice.sent", phase = 1, i = i);
+            }
+        });
+        sink.open_gate();
+        tracing::dispatcher::with_default(&dispatch, || {
+            // The flush reports the drops.
+            assert!(audit.flush_blocking().is_err(), "round {round}");
+            audit!(action = "invoice.sent", phase = 3);
+        });
+        let report = audit.shutdown_blocking();
+        let mine = report.sink("mine").unwrap();
+        assert!(mine.dropped() > 0, "round {round}: {report}");
+        assert_eq!(mine.failed(), 0, "round {round}: {report}");
+        let v = verify_stored(&sink);
+        assert!(v.is_intact(), "round {round}: {v:?}");
+        let chain = &v.chains[0];
+        let dropped: u64 = chain.gaps.iter().map(|g| g.dropped).sum();
+        assert_eq!(dropped, mine.dropped(), "round {round}: {v:?}");
+        assert_eq!(
+            chain.records,
+            mine.written() + chain.gaps.len() as u64,
+            "round {round}: {v:?}"
+        );
+    }
 }
