@@ -241,21 +241,7 @@ impl AuditRecord {
     /// the field.
     pub(crate) fn set_int(&mut self, field: Field, magnitude: u64, negative: bool) {
         let mut digits = [0u8; 21];
-        let mut at = digits.len();
-        let mut n = magnitude;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        if negative {
-            at -= 1;
-            digits[at] = b'-';
-        }
-        let text = std::str::from_utf8(&digits[at..]).unwrap_or_default();
+        let text = decimal(magnitude, negative, &mut digits);
         self.set(field, text);
     }
 
@@ -361,4 +347,26 @@ impl AuditRecord {
         self.detail.push((key, Value::I64(len as i64)));
         range
     }
+}
+
+/// The decimal text of an integer given as its magnitude and sign, written
+/// at the end of `digits`: without the formatting machinery, which costs
+/// more than a short field.
+pub(crate) fn decimal(magnitude: u64, negative: bool, digits: &mut [u8; 21]) -> &str {
+    let mut at = digits.len();
+    let mut n = magnitude;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    // ASCII digits only.
+    std::str::from_utf8(&digits[at..]).unwrap_or_default()
 }

@@ -136,18 +136,8 @@ impl AuditRecord {
 }
 
 fn write_integer(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    let mut digits = [0u8; 21];
+    out.extend_from_slice(super::builder::decimal(n, false, &mut digits).as_bytes());
 }
 
 #[cfg(test)]
