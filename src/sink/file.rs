@@ -329,9 +329,18 @@ impl Sink for FileSink {
 
 impl FileSink {
     /// The `seq` and `hash` of the last record of `chain` in this sink's
-    /// files: read backwards, newest file first, from the last whole line
-    /// (usually the very last line is it).
+    /// files: read backwards from the last whole line, a block at a time,
+    /// newest file first. Only lines that hold the chain's `"chain":…` text
+    /// are parsed, and only the two newest files are read: a chain whose
+    /// last record is older (an instance stopped for days while another
+    /// one wrote into the same directory) starts again at 1, which
+    /// verification names; the sink's own previous day is always among
+    /// them. Before this bound, an instance new to a directory (or the
+    /// first start after an upgrade, all records unchained) read every
+    /// line of every file, one 64 KiB read per line.
     fn last_of_chain(&self, chain: &str) -> io::Result<Option<(u64, String)>> {
+        const FILES: usize = 2;
+        const BLOCK: u64 = 1 << 20;
         let mut days: Vec<NaiveDate> = match fs::read_dir(&self.names.dir) {
             Ok(entries) => entries
                 .flatten()
@@ -341,8 +350,10 @@ impl FileSink {
             Err(e) => return Err(e),
         };
         days.sort_unstable_by(|a, b| b.cmp(a));
-        let mut line = Vec::new();
-        for day in days {
+        // The chain as a line of this sink spells it.
+        let needle = format!(",\"chain\":{}", serde_json::Value::from(chain));
+        let (mut buf, mut carry) = (Vec::new(), Vec::new());
+        for day in days.into_iter().take(FILES) {
             let mut file = match File::open(self.names.path(day)) {
                 Ok(file) => file,
                 // Pruned meanwhile.
@@ -352,24 +363,46 @@ impl FileSink {
             // A torn tail is no record.
             let len = file.metadata()?.len();
             let mut end = last_line_end(&mut file, len)?;
+            carry.clear();
             while end > 0 {
-                let start = last_line_end(&mut file, end - 1)?;
-                line.resize((end - 1 - start) as usize, 0);
+                // `buf`: a block, then the start of the line it cuts
+                // (`carry`, read before); its lines from the first newline
+                // on are whole.
+                let start = end.saturating_sub(BLOCK);
+                buf.resize((end - start) as usize, 0);
                 file.seek(SeekFrom::Start(start))?;
-                file.read_exact(&mut line)?;
-                end = start;
-                let Ok(record) = serde_json::from_slice::<crate::AuditRecord>(&line) else {
-                    continue;
+                file.read_exact(&mut buf)?;
+                buf.extend_from_slice(&carry);
+                let whole = match buf.iter().position(|&b| b == b'\n') {
+                    _ if start == 0 => 0,
+                    Some(at) => at + 1,
+                    None => buf.len(),
                 };
-                if record.chain() == Some(chain) {
-                    if let (Some(seq), Some(hash)) = (record.seq(), record.hash()) {
-                        return Ok(Some((seq, hash.to_owned())));
+                for line in buf[whole..].split(|&b| b == b'\n').rev() {
+                    if let Some(head) = head_of(line, chain, needle.as_bytes()) {
+                        return Ok(Some(head));
                     }
                 }
+                carry.clear();
+                carry.extend_from_slice(&buf[..whole]);
+                end = start;
             }
         }
         Ok(None)
     }
+}
+
+/// The `seq` and `hash` of `line` if it is a record of `chain`; lines
+/// without the chain's text (`needle`) are not parsed.
+fn head_of(line: &[u8], chain: &str, needle: &[u8]) -> Option<(u64, String)> {
+    if !line.windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
+    let record = serde_json::from_slice::<crate::AuditRecord>(line).ok()?;
+    if record.chain() != Some(chain) {
+        return None;
+    }
+    Some((record.seq()?, record.hash()?.to_owned()))
 }
 
 impl std::fmt::Debug for FileSink {
