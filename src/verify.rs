@@ -50,8 +50,6 @@ pub struct Verifier {
     unchained: u64,
     unreadable: Vec<Unreadable>,
     buf: Vec<u8>,
-    /// The record being checked was read from a line that is not its own.
-    reformatted: Option<u64>,
 }
 
 /// One chain as the verifier follows it.
@@ -134,13 +132,15 @@ impl Verifier {
             self.unchained += 1;
             return;
         };
-        if let (Some(line), Some(seq)) = (line, record.seq()) {
-            self.buf.clear();
-            record.write_json(&mut self.buf);
-            if self.buf != line {
-                self.reformatted = Some(seq);
+        // Read from a line that is not the one the sink wrote for it?
+        let reformatted = match (line, record.seq()) {
+            (Some(line), Some(seq)) => {
+                self.buf.clear();
+                record.write_json(&mut self.buf);
+                (self.buf != line).then_some(seq)
             }
-        }
+            _ => None,
+        };
         let followed = match self.chains.get_mut(name) {
             Some(followed) => followed,
             None => self.chains.entry(name.to_owned()).or_insert(Followed {
@@ -151,7 +151,7 @@ impl Verifier {
         };
         followed.first_seq = followed.first_seq.or(record.seq());
         followed.verifier.check_record(record, &mut self.buf);
-        if let Some(seq) = self.reformatted.take() {
+        if let Some(seq) = reformatted {
             followed.verifier.note(Break::Reformatted { seq });
         }
         if record.action() == GAP_ACTION {

@@ -116,11 +116,7 @@ fn hex_into<'a>(hash: &Hash, out: &'a mut [u8; 64]) -> &'a str {
 
 /// Lower-case hex of a hash.
 pub(crate) fn to_hex(hash: &Hash) -> String {
-    use std::fmt::Write;
-    hash.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex_into(hash, &mut [0; 64]).to_owned()
 }
 
 /// A hash from 64 hex digits.

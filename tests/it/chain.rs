@@ -31,6 +31,16 @@ fn run(dir: &Path, instance: &str, from: u64, n: u64) {
     assert!(report.is_lossless(), "{report}");
 }
 
+/// The one file a test's sink wrote into `dir`.
+fn only_file(dir: &Path) -> std::path::PathBuf {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
 fn only_chain(v: &Verification) -> &fabric_audit::verify::ChainReport {
     assert_eq!(v.chains.len(), 1, "{v:?}");
     &v.chains[0]
@@ -62,18 +72,57 @@ fn a_file_sinks_chain_verifies_and_continues_across_restarts() {
     assert_eq!(names, [("host-1/file", 150), ("host-2/file", 5)]);
 }
 
+/// A restarted instance finds where its chain ended past another
+/// instance's lines, in lines longer than the sink's read block (1 MiB).
+#[test]
+fn a_chain_resumes_past_other_lines_and_across_read_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = |dir: &Path, instance: &str, n: usize| {
+        let file = FileSink::builder(dir.join("audit.jsonl")).build().unwrap();
+        let (dispatch, audit) = pipeline(
+            AuditLayer::builder()
+                .instance(instance)
+                .max_record_bytes(4 << 20)
+                .sink("file", file),
+        );
+        tracing::dispatcher::with_default(&dispatch, || {
+            for i in 0..n {
+                // 1.5 MiB lines, and one with the chain's text in its detail.
+                audit!(
+                    action = "upload",
+                    i = i,
+                    body = "x".repeat(3 << 19),
+                    chain = "host-1/file"
+                );
+            }
+        });
+        let report = audit.shutdown_blocking();
+        assert!(report.is_lossless(), "{report}");
+    };
+    big(dir.path(), "host-1", 3);
+    big(dir.path(), "host-2", 2);
+    run(dir.path(), "host-2", 0, 3);
+    big(dir.path(), "host-1", 2);
+    let v = verify_files(dir.path()).unwrap();
+    assert!(v.is_intact(), "{v:?}");
+    let chains: Vec<(&str, u64, Option<u64>)> = v
+        .chains
+        .iter()
+        .map(|c| (c.chain.as_str(), c.records, c.last_seq))
+        .collect();
+    assert_eq!(
+        chains,
+        [("host-1/file", 5, Some(5)), ("host-2/file", 5, Some(5))]
+    );
+}
+
 /// Every single-byte change of a small log is found: as a break of a chain
 /// or as a line that is no record.
 #[test]
 fn every_byte_changed_in_a_small_file_is_caught_and_named() {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), "host-1", 0, 4);
-    let path = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let path = only_file(dir.path());
     let original = std::fs::read(&path).unwrap();
     assert!(verify_files(&path).unwrap().is_intact());
     let scratch = dir.path().join("scratch");
@@ -118,12 +167,7 @@ fn every_byte_changed_in_a_small_file_is_caught_and_named() {
 fn deleted_inserted_and_swapped_lines_are_named() {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), "host-1", 0, 10);
-    let path = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let path = only_file(dir.path());
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let check = |lines: Vec<&str>| {
@@ -178,12 +222,7 @@ fn the_cli_verifies_files_and_exits_non_zero_on_a_break() {
         "{out}"
     );
 
-    let path = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let path = only_file(dir.path());
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replacen("invoice.sent", "invoice.void", 1)).unwrap();
     let broken = cli(&["--files", dir_arg, "--json"]);
