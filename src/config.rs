@@ -128,6 +128,17 @@ pub struct AuditConfig {
     pub nats_token: Option<String>,
     /// NATS `.creds` file.
     pub nats_creds_file: Option<PathBuf>,
+    /// The key that signs each chain's checkpoints (`fabric-audit keygen`
+    /// makes one); setting it turns checkpoints on.
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// A file every checkpoint record is appended to as well, apart from
+    /// the sinks' stores; setting it turns checkpoints on.
+    pub checkpoint_copy: Option<PathBuf>,
+    /// A checkpoint after at most this many records (1 to 1 000 000 000).
+    pub checkpoint_every_records: u64,
+    /// And at least every this many seconds while records come (1 to
+    /// 86 400).
+    pub checkpoint_every_secs: u64,
 }
 
 /// One bearer token of the query API.
@@ -192,6 +203,10 @@ impl std::fmt::Debug for AuditConfig {
             .field("nats_password", &secret(&self.nats_password))
             .field("nats_token", &secret(&self.nats_token))
             .field("nats_creds_file", &self.nats_creds_file)
+            .field("checkpoint_key_file", &self.checkpoint_key_file)
+            .field("checkpoint_copy", &self.checkpoint_copy)
+            .field("checkpoint_every_records", &self.checkpoint_every_records)
+            .field("checkpoint_every_secs", &self.checkpoint_every_secs)
             .finish()
     }
 }
@@ -226,6 +241,10 @@ impl Default for AuditConfig {
             nats_password: None,
             nats_token: None,
             nats_creds_file: None,
+            checkpoint_key_file: None,
+            checkpoint_copy: None,
+            checkpoint_every_records: 10_000,
+            checkpoint_every_secs: 60,
         }
     }
 }
@@ -288,6 +307,12 @@ impl AuditConfig {
             ("request_timeout_secs", self.request_timeout_secs, 3600),
             ("max_connections", self.max_connections as u64, 1_000_000),
             ("max_requests", self.max_requests as u64, 100_000),
+            (
+                "checkpoint_every_records",
+                self.checkpoint_every_records,
+                1_000_000_000,
+            ),
+            ("checkpoint_every_secs", self.checkpoint_every_secs, 86_400),
         ];
         for (key, value, most) in limits {
             if !(1..=most).contains(&value) {

@@ -173,6 +173,20 @@ pub mod sinks {
     pub use crate::sink::{from_fn, FromFn};
 }
 
+/// Signed checkpoints of the hash chains: the keys that sign them and
+/// verify them.
+///
+/// Each sink's chain is checkpointed by its worker (see
+/// [`AuditLayerBuilder::checkpoints`]): a record of action
+/// [`verify::CHECKPOINT_ACTION`] that states the `seq` and hash of the
+/// record before it and, when a [`SigningKey`](checkpoint::SigningKey) is
+/// configured, carries the same as a C2SP signed note signed with
+/// Ed25519. `fabric-audit keygen` makes a key;
+/// [`verify::Verifier::keys`] checks the signatures.
+pub mod checkpoint {
+    pub use crate::chain::checkpoint::{PublicKey, SigningKey};
+}
+
 /// What `audit!` expands to; not public API.
 #[doc(hidden)]
 pub mod __private;

@@ -39,8 +39,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::chain::checkpoint::{self, NoteError, Stated};
 use crate::chain;
 pub use crate::chain::Break;
+use crate::checkpoint::PublicKey;
 use crate::{AuditRecord, Error, Result};
 
 /// Checks records, in stored order, against their chains.
@@ -50,6 +52,19 @@ pub struct Verifier {
     unchained: u64,
     unreadable: Vec<Unreadable>,
     buf: Vec<u8>,
+    /// The keys checkpoints must be signed by; none: signatures are not
+    /// checked (nor required).
+    keys: Vec<PublicKey>,
+    /// Copies of checkpoint records kept elsewhere, by chain: the stored
+    /// chain must hold each, unchanged.
+    witnessed: BTreeMap<String, BTreeMap<u64, Witnessed>>,
+}
+
+/// A checkpoint record as its copy states it.
+#[derive(Debug)]
+struct Witnessed {
+    hash: Option<chain::Hash>,
+    found: bool,
 }
 
 /// One chain as the verifier follows it.
@@ -58,11 +73,37 @@ struct Followed {
     verifier: chain::Verifier,
     first_seq: Option<u64>,
     gaps: Vec<Gap>,
+    checkpoints: Checkpoints,
+}
+
+/// A chain's checkpoints, as the verifier has met them.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    /// Checkpoint records that match the chain.
+    count: u64,
+    /// Of those, signed by a key the verifier holds.
+    signed: u64,
+    /// The last one's `seq` and the `seq` by which the next was due.
+    last: Option<(u64, Option<u64>)>,
+    /// The link (SHA-256 of the signature) of the last signed one.
+    link: Option<chain::Hash>,
+    /// A checkpoint overdue: reported unless the next is a restart's.
+    overdue: Option<(u64, u64)>,
+    /// The chain's last record read is a checkpoint written at shutdown.
+    closed: bool,
 }
 
 /// The action of the records a sink's worker adds to its chain when
 /// records were lost (see [`Gap`]).
 pub const GAP_ACTION: &str = "fabric_audit.gap";
+
+/// The action of the records a sink's worker adds to its chain to
+/// checkpoint it: every N records, every interval while records come, at
+/// a restart and at shutdown. Each states the `seq` and hash of the record
+/// before it (`head_seq`, `head`), the `seq` by which the next checkpoint
+/// is due (`next_by`), and, when a key is configured, a signed note of the
+/// same (`note`; see [`crate::checkpoint`]).
+pub const CHECKPOINT_ACTION: &str = "fabric_audit.checkpoint";
 
 /// Records lost at the time they were written, as the chain's gap record
 /// reported them: not tampering, but not stored either.
@@ -114,6 +155,50 @@ impl Verifier {
         Self::default()
     }
 
+    /// Requires every checkpoint to be signed by one of `keys` (every key
+    /// that ever signed: a rotated key still verifies older checkpoints).
+    /// Without keys, checkpoints are compared with their chains but their
+    /// signatures are not checked.
+    #[must_use]
+    pub fn keys(mut self, keys: impl IntoIterator<Item = PublicKey>) -> Self {
+        self.keys.extend(keys);
+        self
+    }
+
+    /// Adds the copy of a checkpoint record kept in another store (see
+    /// `AuditLayerBuilder::checkpoint_copy`): the chain must hold that
+    /// record unchanged, so that a chain cut short or rewritten from its
+    /// last checkpoint on is caught ([`Break::Truncated`],
+    /// [`Break::WitnessMismatch`]). Its signature is checked as the stored
+    /// checkpoints' are. Add copies before checking records.
+    pub fn witness(&mut self, copy: &AuditRecord) {
+        let (Some(name), Some(seq)) = (copy.chain(), copy.seq()) else {
+            self.unreadable("a checkpoint copy", "it has no chain or seq");
+            return;
+        };
+        if copy.action() != CHECKPOINT_ACTION {
+            self.unreadable(
+                format!("the copy of {name} #{seq}"),
+                "it is not a checkpoint record",
+            );
+            return;
+        }
+        if let Some(note) = Stated::read(copy).and_then(|s| s.note) {
+            if !self.keys.is_empty() {
+                if let Err(error) = checkpoint::open(note, &self.keys) {
+                    self.unreadable(format!("the copy of {name} #{seq}"), error);
+                }
+            }
+        }
+        self.witnessed.entry(name.to_owned()).or_default().insert(
+            seq,
+            Witnessed {
+                hash: copy.hash().and_then(chain::from_hex),
+                found: false,
+            },
+        );
+    }
+
     /// Checks the next stored record. Records of different chains may come
     /// interleaved; each chain's must come in stored order.
     pub fn check(&mut self, record: &AuditRecord) {
@@ -147,10 +232,25 @@ impl Verifier {
                 verifier: chain::Verifier::new(name),
                 first_seq: None,
                 gaps: Vec::new(),
+                checkpoints: Checkpoints::default(),
             }),
         };
         followed.first_seq = followed.first_seq.or(record.seq());
+        let before = followed.verifier.head();
+        let before = (before.seq(), *before.head());
         followed.verifier.check_record(record, &mut self.buf);
+        if let (Some(seq), Some(copies)) = (record.seq(), self.witnessed.get_mut(name)) {
+            if let Some(copy) = copies.get_mut(&seq) {
+                copy.found = true;
+                if copy.hash.is_none() || copy.hash != record.hash().and_then(chain::from_hex) {
+                    followed.verifier.note(Break::WitnessMismatch { seq });
+                }
+            }
+        }
+        followed.checkpoints.closed = false;
+        if let Some(seq) = record.seq() {
+            followed.checkpoints.note_record(seq);
+        }
         if let Some(seq) = reformatted {
             followed.verifier.note(Break::Reformatted { seq });
         }
@@ -158,6 +258,8 @@ impl Verifier {
             if let Some(gap) = Gap::read(record, &mut followed.verifier) {
                 followed.gaps.push(gap);
             }
+        } else if record.action() == CHECKPOINT_ACTION {
+            followed.check_checkpoint(name, record, before, &self.keys);
         }
     }
 
@@ -177,13 +279,50 @@ impl Verifier {
     }
 
     /// What was found.
-    pub fn finish(self) -> Verification {
+    pub fn finish(mut self) -> Verification {
+        // Chains that copies of their checkpoints name but that hold none
+        // of their records: cut to nothing.
+        for name in self.witnessed.keys() {
+            if !self.chains.contains_key(name) {
+                self.chains.insert(
+                    name.clone(),
+                    Followed {
+                        verifier: chain::Verifier::new(name.as_str()),
+                        first_seq: None,
+                        gaps: Vec::new(),
+                        checkpoints: Checkpoints::default(),
+                    },
+                );
+            }
+        }
+        let mut witnessed = self.witnessed;
         let chains = self
             .chains
             .into_iter()
-            .map(|(chain, followed)| {
+            .map(|(chain, mut followed)| {
                 let last_seq = Some(followed.verifier.head().seq()).filter(|&s| s > 0);
                 let head = last_seq.map(|_| chain::to_hex(followed.verifier.head().head()));
+                if let Some((after, by)) = followed.checkpoints.overdue.take() {
+                    followed
+                        .verifier
+                        .note(Break::MissingCheckpoint { after, by });
+                }
+                // Copies of checkpoints past the stored end: a cut tail.
+                let beyond = witnessed
+                    .remove(&chain)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(seq, copy)| !copy.found && *seq > last_seq.unwrap_or(0))
+                    .map(|(seq, _)| seq)
+                    .max();
+                if let Some(to) = beyond {
+                    followed.verifier.note(Break::Truncated {
+                        from: last_seq.unwrap_or(0) + 1,
+                        to,
+                    });
+                }
+                let checkpoints = &followed.checkpoints;
+                let last_checkpoint = checkpoints.last.map(|(seq, _)| seq);
                 let (records, breaks) = followed.verifier.finish();
                 ChainReport {
                     chain,
@@ -193,6 +332,13 @@ impl Verifier {
                     head,
                     breaks,
                     gaps: followed.gaps,
+                    checkpoints: checkpoints.count,
+                    signed_checkpoints: checkpoints.signed,
+                    last_checkpoint,
+                    unanchored: last_seq
+                        .unwrap_or(0)
+                        .saturating_sub(last_checkpoint.unwrap_or(0)),
+                    closed: checkpoints.closed,
                 }
             })
             .collect();
@@ -200,6 +346,85 @@ impl Verifier {
             chains,
             unchained: self.unchained,
             unreadable: self.unreadable,
+            signatures_checked: !self.keys.is_empty(),
+        }
+    }
+}
+
+impl Followed {
+    /// Checks a checkpoint record against the chain it stands in: the head
+    /// it states is the record before it, and its note (if any) states the
+    /// same, is signed by a known key and links to the chain's previous
+    /// signed checkpoint.
+    fn check_checkpoint(
+        &mut self,
+        name: &str,
+        record: &AuditRecord,
+        (before_seq, before_head): (u64, chain::Hash),
+        keys: &[PublicKey],
+    ) {
+        let Some(seq) = record.seq() else { return };
+        let Some(stated) = Stated::read(record) else {
+            self.verifier.note(Break::CheckpointMismatch { seq });
+            return;
+        };
+        let cp = &mut self.checkpoints;
+        let mut matches =
+            stated.head_seq + 1 == seq && stated.head_seq == before_seq && stated.head == Some(before_head);
+        let note = match (stated.note, keys.is_empty()) {
+            (None, true) => None,
+            (None, false) => {
+                self.verifier.note(Break::Unsigned { seq });
+                None
+            }
+            (Some(note), true) => Some(checkpoint::read_unchecked(note).map(|c| (c, None))),
+            (Some(note), false) => Some(checkpoint::open(note, keys).map(|(c, link)| (c, Some(link)))),
+        };
+        match note {
+            None => {}
+            Some(Ok((note, link))) => {
+                matches &= note.chain == name
+                    && note.seq == stated.head_seq
+                    && Some(note.head) == stated.head;
+                // Within a run each signed checkpoint links to the one before.
+                if note.prev.is_some() && cp.link.is_some() && note.prev != cp.link {
+                    matches = false;
+                }
+                if let Some(link) = link {
+                    cp.signed += 1;
+                    cp.link = Some(link);
+                }
+            }
+            Some(Err(NoteError::UnknownKey(key))) => {
+                self.verifier.note(Break::UnknownKey { seq, key });
+            }
+            Some(Err(NoteError::BadSignature(key))) => {
+                self.verifier.note(Break::BadSignature { seq, key });
+            }
+            Some(Err(NoteError::Malformed(_))) => matches = false,
+        }
+        if !matches {
+            self.verifier.note(Break::CheckpointMismatch { seq });
+        }
+        cp.count += 1;
+        if let Some((after, by)) = cp.overdue.take() {
+            if !stated.resumed {
+                self.verifier.note(Break::MissingCheckpoint { after, by });
+            }
+        }
+        cp.last = Some((seq, stated.next_by));
+        cp.closed = stated.last;
+    }
+}
+
+impl Checkpoints {
+    /// Notes the chain's record `seq`: past the `seq` by which a checkpoint
+    /// was due, one is overdue.
+    fn note_record(&mut self, seq: u64) {
+        if let Some((after, Some(by))) = self.last {
+            if seq > by && self.overdue.is_none() {
+                self.overdue = Some((after, by));
+            }
         }
     }
 }
@@ -214,6 +439,9 @@ pub struct Verification {
     pub unchained: u64,
     /// Stored lines or rows that are not records.
     pub unreadable: Vec<Unreadable>,
+    /// Whether checkpoints' signatures were checked (the verifier held
+    /// keys, [`Verifier::keys`]).
+    pub signatures_checked: bool,
 }
 
 impl Verification {
@@ -249,6 +477,18 @@ pub struct ChainReport {
     /// Records lost when they were written, as the chain reported them at
     /// the time (not breaks).
     pub gaps: Vec<Gap>,
+    /// Its checkpoint records that match it.
+    pub checkpoints: u64,
+    /// Of those, signed by a key the verifier holds.
+    pub signed_checkpoints: u64,
+    /// The `seq` of its last checkpoint record.
+    pub last_checkpoint: Option<u64>,
+    /// Records after its last checkpoint: a chain being written has some;
+    /// only a copy of a later checkpoint kept elsewhere can show that such
+    /// a tail was not cut short.
+    pub unanchored: u64,
+    /// Whether its last record is the checkpoint written at shutdown.
+    pub closed: bool,
 }
 
 /// A stored line or row that is not a record.
@@ -268,7 +508,17 @@ pub struct Unreadable {
 ///
 /// The path cannot be read (a missing file, a directory without access).
 pub fn verify_files(path: impl AsRef<Path>) -> Result<Verification> {
-    let mut verifier = Verifier::new();
+    verify_files_with(Verifier::new(), path)
+}
+
+/// As [`verify_files`], with a verifier that holds the checkpoints' public
+/// keys or copies of checkpoints ([`Verifier::keys`],
+/// [`Verifier::witness`]).
+///
+/// # Errors
+///
+/// As for [`verify_files`].
+pub fn verify_files_with(mut verifier: Verifier, path: impl AsRef<Path>) -> Result<Verification> {
     for file in files(path.as_ref())? {
         check_file(&file, &mut verifier)?;
     }

@@ -71,9 +71,31 @@ enum Command {
         /// Only this chain (`<instance>/<sink>`; databases).
         #[arg(long, conflicts_with = "files")]
         chain: Option<String>,
+        /// Public keys of the checkpoints' signers, one per line (every key
+        /// that ever signed): checkpoints must then be signed by one.
+        #[arg(long, value_name = "FILE")]
+        keys: Option<PathBuf>,
+        /// Copies of checkpoint records kept elsewhere (the
+        /// `checkpoint_copy` file, or `query --json` output of
+        /// `fabric_audit.checkpoint` records): the chains must still hold
+        /// each, unchanged.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
         /// The result as one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Make a checkpoint signing key: writes the secret key to FILE (mode
+    /// 0600, never overwritten) and its public key to FILE.pub, and prints
+    /// the public key.
+    Keygen {
+        /// The key's name, carried by every signature (a host or service
+        /// name: printable ASCII, no spaces or `+`).
+        #[arg(long)]
+        name: String,
+        /// Where to write the secret key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Create or update the audit tables.
     Migrate {
@@ -261,8 +283,24 @@ fn print_verification(v: &fabric_audit::verify::Verification, json: bool) -> any
             0 => "intact".to_owned(),
             n => format!("{n} break(s)"),
         };
+        let checkpoints = match (chain.checkpoints, chain.last_checkpoint) {
+            (0, _) | (_, None) => String::new(),
+            (n, Some(last)) => {
+                let signed = if v.signatures_checked {
+                    format!("{} signed, ", chain.signed_checkpoints)
+                } else {
+                    "signatures not checked, ".to_owned()
+                };
+                let end = if chain.closed {
+                    "closed at shutdown".to_owned()
+                } else {
+                    format!("{} record(s) after the last", chain.unanchored)
+                };
+                format!(", {n} checkpoint(s) ({signed}last at seq {last}, {end})")
+            }
+        };
         println!(
-            "chain {}: {} records{span}: {state}",
+            "chain {}: {} records{span}{checkpoints}: {state}",
             chain.chain, chain.records
         );
         for b in &chain.breaks {
@@ -275,6 +313,25 @@ fn print_verification(v: &fabric_audit::verify::Verification, json: bool) -> any
                 }
                 Break::Unchained { index } => {
                     println!("  no valid seq or hash: the chain's record #{index}")
+                }
+                Break::CheckpointMismatch { seq } => {
+                    println!("  checkpoint does not match the chain: seq {seq}")
+                }
+                Break::BadSignature { seq, key } => {
+                    println!("  bad signature by key {key}: checkpoint seq {seq}")
+                }
+                Break::UnknownKey { seq, key } => {
+                    println!("  signed by an unknown key {key}: checkpoint seq {seq}")
+                }
+                Break::Unsigned { seq } => println!("  unsigned checkpoint: seq {seq}"),
+                Break::MissingCheckpoint { after, by } => println!(
+                    "  missing checkpoint: none after seq {after} though one was due by seq {by}"
+                ),
+                Break::Truncated { from, to } => {
+                    println!("  truncated: seq {from}..{to} gone (a checkpoint copy names seq {to})")
+                }
+                Break::WitnessMismatch { seq } => {
+                    println!("  differs from its checkpoint copy: seq {seq}")
                 }
                 other => println!("  {other:?}"),
             }
@@ -377,13 +434,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             db,
             files,
             chain,
+            keys,
+            checkpoints,
             json,
         } => {
+            let verifier = verifier(keys.as_deref(), checkpoints.as_deref())?;
             let verification = match files {
-                Some(path) => blocking(move || fabric_audit::verify::verify_files(path)).await?,
+                Some(path) => {
+                    blocking(move || fabric_audit::verify::verify_files_with(verifier, path)).await?
+                }
                 None => {
                     let (config, url) = db.resolve()?;
-                    store(&config, &url).await?.verify(chain.as_deref()).await?
+                    store(&config, &url)
+                        .await?
+                        .verify_with(verifier, chain.as_deref())
+                        .await?
                 }
             };
             print_verification(&verification, json)?;
@@ -391,7 +456,66 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 bail!("the audit records are not intact (see above)");
             }
         }
+        Command::Keygen { name, out } => keygen(&name, &out)?,
     }
+    Ok(())
+}
+
+/// A verifier holding the keys and checkpoint copies of these files.
+fn verifier(
+    keys: Option<&Path>,
+    checkpoints: Option<&Path>,
+) -> anyhow::Result<fabric_audit::verify::Verifier> {
+    let mut verifier = fabric_audit::verify::Verifier::new();
+    if let Some(path) = keys {
+        let keys = fabric_audit::checkpoint::PublicKey::from_file(path)
+            .map_err(|e| Usage(e.to_string()))?;
+        if keys.is_empty() {
+            return Err(Usage(format!("{}: no public key in it", path.display())).into());
+        }
+        verifier = verifier.keys(keys);
+    }
+    if let Some(path) = checkpoints {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Usage(format!("cannot read {}: {e}", path.display())))?;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let copy: AuditRecord = serde_json::from_str(line)
+                .map_err(|e| Usage(format!("{}:{}: {e}", path.display(), n + 1)))?;
+            verifier.witness(&copy);
+        }
+    }
+    Ok(verifier)
+}
+
+/// Writes a new signing key to `out` (never over an existing file) and its
+/// public key beside it.
+fn keygen(name: &str, out: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let key = fabric_audit::checkpoint::SigningKey::generate(name)
+        .map_err(|e| Usage(e.to_string()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(out)
+        .map_err(|e| Usage(format!("cannot create {}: {e}", out.display())))?;
+    writeln!(file, "{}", key.to_secret_text())?;
+    file.sync_all()?;
+    let public = key.public_key().to_string();
+    let mut public_path = out.as_os_str().to_owned();
+    public_path.push(".pub");
+    std::fs::write(&public_path, format!("{public}\n"))
+        .with_context(|| format!("cannot write {}", Path::new(&public_path).display()))?;
+    println!("{public}");
+    eprintln!(
+        "secret key in {} (keep it there: `checkpoint_key_file`), public key in {} (for verifiers: `verify --keys`)",
+        out.display(),
+        Path::new(&public_path).display()
+    );
     Ok(())
 }
 

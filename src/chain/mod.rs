@@ -223,6 +223,57 @@ pub enum Break {
         /// Its position among the chain's records as read.
         index: usize,
     },
+    /// The checkpoint record at `seq` does not state the chain before it
+    /// (another head or `seq`, a note for another chain, a broken link to
+    /// the previous checkpoint, an unreadable note): forged, or moved.
+    CheckpointMismatch {
+        /// The checkpoint record's `seq`.
+        seq: u64,
+    },
+    /// The checkpoint at `seq` is signed by a key the verifier holds, but
+    /// the signature does not match: its note was changed.
+    BadSignature {
+        /// The checkpoint record's `seq`.
+        seq: u64,
+        /// The key's name.
+        key: String,
+    },
+    /// The checkpoint at `seq` is signed by no key the verifier holds.
+    UnknownKey {
+        /// The checkpoint record's `seq`.
+        seq: u64,
+        /// The name the signature gives.
+        key: String,
+    },
+    /// The checkpoint at `seq` is not signed, though the verifier requires
+    /// signatures (it holds keys).
+    Unsigned {
+        /// The checkpoint record's `seq`.
+        seq: u64,
+    },
+    /// After the checkpoint at `after`, the next was due by `by` and the
+    /// chain went past it without one (and not because of a restart):
+    /// checkpoints were removed, or the chain rewritten without the key.
+    MissingCheckpoint {
+        /// The last checkpoint's `seq`.
+        after: u64,
+        /// The `seq` by which the next was due.
+        by: u64,
+    },
+    /// A copy of a checkpoint kept elsewhere names records `from..=to`
+    /// that the chain no longer holds: its tail was cut.
+    Truncated {
+        /// The first missing `seq`.
+        from: u64,
+        /// The `seq` of the copied checkpoint.
+        to: u64,
+    },
+    /// The stored record at `seq` is not the checkpoint a copy kept
+    /// elsewhere shows: the chain was rewritten from there.
+    WitnessMismatch {
+        /// The record's `seq`.
+        seq: u64,
+    },
 }
 
 /// Checks one chain's records in stored order.

@@ -333,8 +333,24 @@ impl Store {
     /// As for [`get`](Self::get); a row this crate did not write is not an
     /// error but named as unreadable.
     pub async fn verify(&self, chain: Option<&str>) -> Result<crate::verify::Verification> {
+        self.verify_with(crate::verify::Verifier::new(), chain)
+            .await
+    }
+
+    /// As [`verify`](Self::verify), with a verifier that holds the
+    /// checkpoints' public keys or copies of checkpoints kept elsewhere
+    /// ([`Verifier::keys`](crate::verify::Verifier::keys),
+    /// [`Verifier::witness`](crate::verify::Verifier::witness)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`verify`](Self::verify).
+    pub async fn verify_with(
+        &self,
+        mut verifier: crate::verify::Verifier,
+        chain: Option<&str>,
+    ) -> Result<crate::verify::Verification> {
         const PAGE: i64 = 1000;
-        let mut verifier = crate::verify::Verifier::new();
         let chains: Vec<String> = match chain {
             Some(chain) => vec![chain.to_owned()],
             None => with_pooled!(self, c => async {

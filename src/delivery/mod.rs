@@ -75,6 +75,12 @@ pub(crate) struct Settings {
     pub(crate) max_record_bytes: usize,
     /// This instance's name in the sinks' chain names.
     pub(crate) instance: String,
+    /// Checkpoints of every chain, when they are on, and the file they
+    /// are copied to.
+    pub(crate) checkpoints: Option<(
+        Arc<crate::chain::checkpoint::Policy>,
+        Option<Arc<worker::CheckpointCopy>>,
+    )>,
 }
 
 /// Where the pipeline is in its life, shared by the emitting side and
@@ -247,6 +253,10 @@ impl Delivery {
                 chain_id: format!("{}/{name}", settings.instance),
                 chaining: worker::Chaining::Unknown,
                 gap: worker::PendingGap::default(),
+                checkpoints: settings
+                    .checkpoints
+                    .as_ref()
+                    .map(|(policy, copy)| worker::Checkpointing::new(policy.clone(), copy.clone())),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("fabric-audit-{name}"))

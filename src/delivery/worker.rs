@@ -33,6 +33,7 @@ use super::metrics::SinkMetrics;
 use super::pool::RecordPool;
 use super::queue::{Barrier, Item, SinkQueue};
 use super::{Lifecycle, RateLimit};
+use crate::chain::checkpoint::{self, Why};
 use crate::chain::{self, Chain, Linker};
 use crate::sink::{Batch, ChainHead, Sink, SinkError};
 use crate::verify::GAP_ACTION;
@@ -75,6 +76,70 @@ pub(crate) struct Worker {
     pub(crate) chaining: Chaining,
     /// Records of the chain lost since its last gap record.
     pub(crate) gap: PendingGap,
+    /// The chain's checkpoints, when they are on.
+    pub(crate) checkpoints: Option<Checkpointing>,
+}
+
+/// A worker's checkpoints of its chain (see `chain::checkpoint`).
+#[derive(Debug)]
+pub(crate) struct Checkpointing {
+    policy: Arc<checkpoint::Policy>,
+    /// Where each checkpoint record is copied as well.
+    copy: Option<Arc<CheckpointCopy>>,
+    /// The chain's `seq` at its last checkpoint (or where this run resumed
+    /// it): nothing new since, no checkpoint.
+    last_seq: u64,
+    last_at: Instant,
+    /// SHA-256 of the last signature, which the next checkpoint links to.
+    link: Option<chain::Hash>,
+    /// This run continued a stored chain and has not checkpointed yet.
+    resumed: bool,
+}
+
+impl Checkpointing {
+    pub(crate) fn new(policy: Arc<checkpoint::Policy>, copy: Option<Arc<CheckpointCopy>>) -> Self {
+        Self {
+            policy,
+            copy,
+            last_seq: 0,
+            last_at: Instant::now(),
+            link: None,
+            resumed: false,
+        }
+    }
+}
+
+/// A file every worker appends its checkpoint records to (as JSON lines),
+/// kept apart from the sinks' stores.
+#[derive(Debug)]
+pub(crate) struct CheckpointCopy {
+    path: std::path::PathBuf,
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl CheckpointCopy {
+    /// Opens (or creates) `path` for appending.
+    pub(crate) fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    /// Appends the record's line and waits until it is on disk.
+    fn append(&self, record: &AuditRecord) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut line = Vec::with_capacity(1024);
+        record.write_json(&mut line);
+        line.push(b'\n');
+        let file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (&*file).write_all(&line)?;
+        file.sync_data()
+    }
 }
 
 /// What a chain's next gap record reports: records that took a `seq` and
@@ -135,6 +200,7 @@ impl Worker {
                 let failed = self.write(&mut batch, true);
                 self.note_failed(&batch, failed);
                 batch.drain(..).for_each(|r| self.pool.recycle(r));
+                self.checkpoint_if_due(false);
             }
             if let Some(barrier) = barrier {
                 barrier.reach(self.queue.failed());
@@ -152,10 +218,13 @@ impl Worker {
                 // its record over: look again in a moment.
                 self.queue.sleep(HANDOVER_POLL);
             } else {
+                // Idle: a checkpoint may be due by time.
+                self.checkpoint_if_due(false);
                 self.queue.sleep(self.config.interval);
             }
         }
         self.write_gap_if_due();
+        self.checkpoint_if_due(true);
         if let Err(e) = crate::quiet::muted(|| self.sink.close()) {
             self.queue.record_error(&e, false);
             warn_failed(&self.queue.name, &e, "closing");
@@ -212,6 +281,12 @@ impl Worker {
                 // A stored hash that is not one was tampered with:
                 // continue after it all the same (verification names it).
                 let head = chain::from_hex(&hash).unwrap_or(chain::GENESIS);
+                if let Some(checkpoints) = &mut self.checkpoints {
+                    // What the last run wrote after its last checkpoint is
+                    // anchored by this run's first.
+                    checkpoints.last_seq = seq;
+                    checkpoints.resumed = true;
+                }
                 Chaining::On(Linker::new(Chain::resume(id, seq, head)))
             }
         })
@@ -271,6 +346,67 @@ impl Worker {
             // Still to report, with the gap record's own `seq`.
             self.gap = reported;
             self.note_failed(&record, failed);
+        }
+    }
+
+    /// Writes a checkpoint record into the chain, alone and uncounted, when
+    /// one is due: the run's first after resuming a stored chain, every N
+    /// records, every interval while records come, and at shutdown
+    /// (`closing`). Nothing new since the last one: none. A checkpoint
+    /// that cannot be written leaves a gap (reported by the next gap
+    /// record) and is tried again at the next batch.
+    fn checkpoint_if_due(&mut self, closing: bool) {
+        let (Chaining::On(linker), Some(cp)) = (&self.chaining, &mut self.checkpoints) else {
+            return;
+        };
+        let chain = linker.chain();
+        let since = chain.seq().saturating_sub(cp.last_seq);
+        if since == 0 {
+            return;
+        }
+        let why = Why {
+            resumed: cp.resumed,
+            last: closing,
+        };
+        let periodic =
+            since >= cp.policy.every_records || cp.last_at.elapsed() >= cp.policy.every;
+        if !(periodic || why.resumed || why.last) {
+            return;
+        }
+        // The next is due after at most N records, a batch's worth past
+        // the threshold and a gap record.
+        let due_within = cp
+            .policy
+            .every_records
+            .saturating_add(self.config.batch_size as u64)
+            .saturating_add(1);
+        let link = cp.link;
+        let record = checkpoint::record(chain, &cp.policy, due_within, why, &mut cp.link);
+        let mut record = [Arc::new(record)];
+        let failed = self.write(&mut record, false);
+        let Some(cp) = &mut self.checkpoints else {
+            return;
+        };
+        cp.last_at = Instant::now();
+        if failed > 0 {
+            // Not stored: the next one links to the one before.
+            cp.link = link;
+            self.note_failed(&record, failed);
+            return;
+        }
+        cp.last_seq = record[0].seq().unwrap_or(cp.last_seq);
+        cp.resumed = false;
+        if let Some(copy) = &cp.copy {
+            if let Err(e) = copy.append(&record[0]) {
+                let error = crate::error::Chain(&e);
+                tracing::warn!(
+                    target: "fabric_audit",
+                    sink = self.queue.name.as_str(),
+                    path = %copy.path.display(),
+                    %error,
+                    "cannot copy a checkpoint"
+                );
+            }
         }
     }
 

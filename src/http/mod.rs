@@ -93,6 +93,10 @@ where
     Router::new()
         .route(openapi::PATH, get(openapi::serve))
         .route("/api/v1/audit", guarded(&api, get(list::<A>)))
+        .route(
+            "/api/v1/audit/checkpoints",
+            guarded(&api, get(checkpoints::<A>)),
+        )
         .route("/api/v1/audit/{id}", guarded(&api, get(get_one::<A>)))
         .with_state(api)
 }
@@ -144,17 +148,54 @@ async fn list<A: Authorizer>(
     Extension(Authorized(caller)): Extension<Authorized>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<PageBody>, ApiError> {
+    let params = params::parse(query.as_deref())?;
+    page(&api, &caller, params).await
+}
+
+/// The chains' checkpoint records (action `fabric_audit.checkpoint`),
+/// newest first, a page at a time: for an auditor who verifies an export
+/// against them. Filtered by time only (`from`, `to`), paged as the list.
+async fn checkpoints<A: Authorizer>(
+    State(api): State<Arc<Api<A>>>,
+    Extension(Authorized(caller)): Extension<Authorized>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<PageBody>, ApiError> {
+    let mut params = params::parse(query.as_deref())?;
+    let q = &params.query;
+    let other = [
+        ("actor_id", q.actor_id.is_some()),
+        ("actor_type", q.actor_type.is_some()),
+        ("action", q.action.is_some()),
+        ("resource_type", q.resource_type.is_some()),
+        ("resource_id", q.resource_id.is_some()),
+        ("has_flag", q.has_flag.is_some()),
+    ];
+    if let Some((name, _)) = other.iter().find(|(_, given)| *given) {
+        return Err(ApiError::bad_request(&format!(
+            "`{name}` does not filter checkpoints: only `from`, `to`, `limit`, `cursor` and `count` do"
+        )));
+    }
+    params.query = params.query.action(crate::verify::CHECKPOINT_ACTION);
+    page(&api, &caller, params).await
+}
+
+/// A page of `params`' records, the read audited first.
+async fn page<A: Authorizer>(
+    api: &Api<A>,
+    caller: &Caller,
+    params: params::ListParams,
+) -> Result<Json<PageBody>, ApiError> {
     let params::ListParams {
         query,
         given,
         count,
-    } = params::parse(query.as_deref())?;
+    } = params;
     // The filters as given, one `filter.NAME` field per parameter.
     macro_rules! audit_read {
         ($($name:ident),*) => {
             audit!(
                 action = "audit.read",
-                actor = &caller,
+                actor = caller,
                 count = count.then_some(true),
                 $(filter.$name = given.$name.as_deref(),)*
             )

@@ -148,6 +148,21 @@ fn build() -> Value {
             "schema": {"type": "boolean", "default": false}
         })))
         .collect();
+    // The checkpoints' route takes the time filters and the paging ones.
+    let checkpoint_parameters: Vec<Value> = parameters
+        .iter()
+        .filter(|p| {
+            matches!(
+                p["name"].as_str(),
+                Some("from" | "to" | "limit" | "cursor" | "count")
+            )
+        })
+        .cloned()
+        .collect();
+    let checkpoints_ok = json!({"200": {
+        "description": "A page of checkpoint records (action `fabric_audit.checkpoint`), newest first.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}
+    }});
     let list_ok = json!({"200": {
         "description": "A page of records, newest first.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}
@@ -173,6 +188,12 @@ fn build() -> Value {
                 "summary": "Records matching every filter given, newest first, a page at a time.",
                 "parameters": parameters,
                 "responses": guarded_responses(list_ok.as_object().cloned().unwrap_or_default())
+            }},
+            "/api/v1/audit/checkpoints": {"get": {
+                "operationId": "listCheckpoints",
+                "summary": "The hash chains' checkpoint records, newest first, a page at a time: each states a chain's `seq` and head hash and, when the service signs them, carries a signed note (`detail.note`).",
+                "parameters": checkpoint_parameters,
+                "responses": guarded_responses(checkpoints_ok.as_object().cloned().unwrap_or_default())
             }},
             "/api/v1/audit/{id}": {"get": {
                 "operationId": "getAuditRecord",

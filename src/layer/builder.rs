@@ -9,7 +9,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer as _;
 
 use super::{AuditFilter, AuditLayer};
-use crate::delivery::worker::WorkerConfig;
+use crate::chain::checkpoint::{self, SigningKey};
+use crate::delivery::worker::{CheckpointCopy, WorkerConfig};
 use crate::delivery::{Delivery, Overflow, Settings};
 use crate::sink::{FileSink, Sink};
 use crate::{AuditHandle, Error, Result, Retention};
@@ -73,7 +74,45 @@ pub struct AuditLayerBuilder {
     max_record_bytes: usize,
     /// This instance's name in chain names; `None`: the host's name.
     instance: Option<String>,
+    checkpoints: CheckpointSettings,
 }
+
+/// What the builder knows of checkpoints; on when any is set.
+#[derive(Default)]
+struct CheckpointSettings {
+    key: Option<KeySource>,
+    every: Option<(u64, Duration)>,
+    copy: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for CheckpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("CheckpointSettings")
+            .field(
+                "key",
+                &match &self.key {
+                    None => "none".to_owned(),
+                    Some(KeySource::Key(key)) => key.public_key().to_string(),
+                    Some(KeySource::File(path)) => path.display().to_string(),
+                },
+            )
+            .field("every", &self.every)
+            .field("copy", &self.copy)
+            .finish()
+    }
+}
+
+enum KeySource {
+    Key(std::sync::Arc<SigningKey>),
+    /// Read at `build`.
+    File(PathBuf),
+}
+
+/// A checkpoint after at most this many records, by default.
+const CHECKPOINT_EVERY_RECORDS: u64 = 10_000;
+/// And at least this often while records come, by default.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
 impl AuditLayerBuilder {
     pub(crate) fn new() -> Self {
@@ -100,6 +139,7 @@ impl AuditLayerBuilder {
             shutdown_timeout: Duration::from_secs(30),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             instance: None,
+            checkpoints: CheckpointSettings::default(),
         }
     }
 
@@ -153,9 +193,9 @@ impl AuditLayerBuilder {
     }
 
     /// Applies the settings of `config`: `queue_maxsize`, the file sink at
-    /// `log_file` keeping `log_retention_days`, and (with a database
-    /// feature) the database sink at `database_url` keeping
-    /// `db_retention_days`.
+    /// `log_file` keeping `log_retention_days`, (with a database feature)
+    /// the database sink at `database_url` keeping `db_retention_days`, and
+    /// the checkpoints' `checkpoint_*` settings.
     #[cfg(feature = "config")]
     pub fn config(self, config: &crate::AuditConfig) -> Self {
         let builder = Self {
@@ -169,10 +209,23 @@ impl AuditLayerBuilder {
             ..builder
         }
         .database(&config.database_url);
-        builder
+        let mut builder = builder
             .queue_capacity(config.queue_maxsize)
             .max_record_bytes(config.max_record_bytes)
-            .file(&config.log_file)
+            .file(&config.log_file);
+        if let Some(path) = &config.checkpoint_key_file {
+            builder = builder.checkpoint_key_file(path);
+        }
+        if let Some(path) = &config.checkpoint_copy {
+            builder = builder.checkpoint_copy(path);
+        }
+        if builder.checkpoints.key.is_some() || builder.checkpoints.copy.is_some() {
+            builder = builder.checkpoint_every(
+                config.checkpoint_every_records,
+                Duration::from_secs(config.checkpoint_every_secs),
+            );
+        }
+        builder
     }
 
     /// Adds a sink under `name` (used in reports and warnings; unique).
@@ -291,6 +344,69 @@ impl AuditLayerBuilder {
         }
     }
 
+    /// Signs each chain's checkpoints with `key` (and turns checkpoints
+    /// on; see [`checkpoint_every`](Self::checkpoint_every)).
+    ///
+    /// A checkpoint is a record of action
+    /// [`CHECKPOINT_ACTION`](crate::verify::CHECKPOINT_ACTION) that each
+    /// sink's worker writes into its chain: it states the `seq` and hash of
+    /// the record before it, and, signed, proves that the holder of the key
+    /// saw the chain so far. Someone who can write the store but has not
+    /// the key cannot then rewrite the chain before the last checkpoint
+    /// unnoticed, nor remove checkpoints (the next one is due by a `seq`
+    /// it states). Verifiers hold the public key
+    /// ([`verify::Verifier::keys`](crate::verify::Verifier::keys),
+    /// `fabric-audit verify --keys`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fabric_audit::{checkpoint::SigningKey, AuditLayer};
+    ///
+    /// let key = SigningKey::generate("billing.example.com")?;
+    /// let builder = AuditLayer::builder().file("logs/audit.jsonl").checkpoint_key(key);
+    /// # Ok::<(), fabric_audit::Error>(())
+    /// ```
+    pub fn checkpoint_key(mut self, key: SigningKey) -> Self {
+        self.checkpoints.key = Some(KeySource::Key(std::sync::Arc::new(key)));
+        self
+    }
+
+    /// As [`checkpoint_key`](Self::checkpoint_key), with the key read from
+    /// the file at `path` when the layer is built (`fabric-audit keygen`
+    /// writes one; the `checkpoint_key_file` setting).
+    pub fn checkpoint_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.checkpoints.key = Some(KeySource::File(path.into()));
+        self
+    }
+
+    /// How often each chain is checkpointed: after at most `records`
+    /// records, and every `interval` while records come (an idle chain
+    /// gets none), and always at a restart (anchoring what the previous
+    /// run wrote after its last checkpoint) and at shutdown. The default is
+    /// 10 000 records and one minute. Calling it turns checkpoints on,
+    /// unsigned unless a key is set too: an unsigned checkpoint only
+    /// restates the chain (whoever can rewrite the chain can rewrite it),
+    /// unless it is copied elsewhere ([`checkpoint_copy`](Self::checkpoint_copy)).
+    ///
+    /// Checkpoints are off unless a key, a copy or this is set.
+    pub fn checkpoint_every(mut self, records: u64, interval: Duration) -> Self {
+        self.checkpoints.every = Some((records, interval));
+        self
+    }
+
+    /// Also appends each checkpoint record, as a JSON line, to the file at
+    /// `path` (and turns checkpoints on): a store apart from the sinks',
+    /// so that whoever controls a sink's store cannot rewrite its history
+    /// and its checkpoints together, nor cut its tail unnoticed
+    /// (`fabric-audit verify --checkpoints`,
+    /// [`verify::Verifier::witness`](crate::verify::Verifier::witness)).
+    /// Put it on another volume or machine (or ship it off the host).
+    pub fn checkpoint_copy(mut self, path: impl Into<PathBuf>) -> Self {
+        self.checkpoints.copy = Some(path.into());
+        self
+    }
+
     /// Opens the sinks, starts one worker thread per sink, and returns the
     /// layer (wrapped in its [`AuditFilter`]) with the handle that flushes
     /// and shuts it down.
@@ -332,10 +448,56 @@ impl AuditLayerBuilder {
             shutdown_timeout: self.shutdown_timeout,
             max_record_bytes: self.max_record_bytes,
             instance: self.instance.take().unwrap_or_else(host_name),
+            checkpoints: self.checkpoint_policy()?,
         };
         let delivery = Delivery::start(self.sinks, settings)?;
         let layer = AuditLayer::new(delivery.clone()).with_filter(AuditFilter::default());
         Ok((layer, AuditHandle::new(delivery)))
+    }
+
+    /// The checkpoint policy, when checkpoints are on: reads the key file
+    /// and opens the copy.
+    #[allow(clippy::type_complexity)]
+    fn checkpoint_policy(
+        &mut self,
+    ) -> Result<
+        Option<(
+            std::sync::Arc<checkpoint::Policy>,
+            Option<std::sync::Arc<CheckpointCopy>>,
+        )>,
+    > {
+        let settings = std::mem::take(&mut self.checkpoints);
+        if settings.key.is_none() && settings.every.is_none() && settings.copy.is_none() {
+            return Ok(None);
+        }
+        let (every_records, every) = settings
+            .every
+            .unwrap_or((CHECKPOINT_EVERY_RECORDS, CHECKPOINT_EVERY));
+        if every_records == 0 || every.is_zero() {
+            return Err(Error::config(
+                "`checkpoint_every` needs at least one record and a non-zero interval",
+            ));
+        }
+        let key = match settings.key {
+            None => None,
+            Some(KeySource::Key(key)) => Some(key),
+            Some(KeySource::File(path)) => Some(std::sync::Arc::new(SigningKey::from_file(path)?)),
+        };
+        let copy = match settings.copy {
+            None => None,
+            Some(path) => Some(std::sync::Arc::new(CheckpointCopy::open(&path).map_err(|e| {
+                Error::io(
+                    format!("cannot open the checkpoint copy {}", path.display()),
+                    e,
+                )
+            })?)),
+        };
+        let policy = checkpoint::Policy {
+            every_records,
+            every,
+            key,
+        };
+        Ok(Some((std::sync::Arc::new(policy), copy)))
     }
 
     fn validate(&self) -> Result<()> {
@@ -424,6 +586,7 @@ impl std::fmt::Debug for AuditLayerBuilder {
         .field("shutdown_timeout", &self.shutdown_timeout)
         .field("max_record_bytes", &self.max_record_bytes)
         .field("instance", &self.instance)
+        .field("checkpoints", &self.checkpoints)
         .finish()
     }
 }
