@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::chain::checkpoint::{self, NoteError, Stated};
 use crate::chain;
+use crate::chain::checkpoint::{self, NoteError, Stated};
 pub use crate::chain::Break;
 use crate::checkpoint::PublicKey;
 use crate::{AuditRecord, Error, Result};
@@ -369,8 +369,9 @@ impl Followed {
             return;
         };
         let cp = &mut self.checkpoints;
-        let mut matches =
-            stated.head_seq + 1 == seq && stated.head_seq == before_seq && stated.head == Some(before_head);
+        let mut matches = stated.head_seq + 1 == seq
+            && stated.head_seq == before_seq
+            && stated.head == Some(before_head);
         let note = match (stated.note, keys.is_empty()) {
             (None, true) => None,
             (None, false) => {
@@ -378,7 +379,9 @@ impl Followed {
                 None
             }
             (Some(note), true) => Some(checkpoint::read_unchecked(note).map(|c| (c, None))),
-            (Some(note), false) => Some(checkpoint::open(note, keys).map(|(c, link)| (c, Some(link)))),
+            (Some(note), false) => {
+                Some(checkpoint::open(note, keys).map(|(c, link)| (c, Some(link))))
+            }
         };
         match note {
             None => {}
@@ -395,13 +398,19 @@ impl Followed {
                     cp.link = Some(link);
                 }
             }
-            Some(Err(NoteError::UnknownKey(key))) => {
-                self.verifier.note(Break::UnknownKey { seq, key });
+            Some(Err(error)) => {
+                // The next checkpoint's link cannot be checked against it.
+                cp.link = None;
+                match error {
+                    NoteError::UnknownKey(key) => {
+                        self.verifier.note(Break::UnknownKey { seq, key })
+                    }
+                    NoteError::BadSignature(key) => {
+                        self.verifier.note(Break::BadSignature { seq, key });
+                    }
+                    NoteError::Malformed(_) => matches = false,
+                }
             }
-            Some(Err(NoteError::BadSignature(key))) => {
-                self.verifier.note(Break::BadSignature { seq, key });
-            }
-            Some(Err(NoteError::Malformed(_))) => matches = false,
         }
         if !matches {
             self.verifier.note(Break::CheckpointMismatch { seq });
@@ -558,5 +567,312 @@ fn check_file(path: &Path, verifier: &mut Verifier) -> Result<()> {
             Ok(record) => verifier.check_line(&record, text),
             Err(error) => verifier.unreadable(format!("{}:{number}", path.display()), error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::checkpoint::{Policy, SigningKey, Why};
+    use crate::chain::{Chain, Linker};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const EVERY: u64 = 50;
+    /// Checkpoints may come this many records late (a batch).
+    const BATCH: u64 = 10;
+
+    fn policy(key: Option<&Arc<SigningKey>>) -> Policy {
+        Policy {
+            every_records: EVERY,
+            every: Duration::from_secs(60),
+            key: key.cloned(),
+        }
+    }
+
+    /// `n` records of chain `api-1/file` as a worker writes them: a
+    /// checkpoint after each `EVERY` records, one at the end.
+    fn written(n: u64, key: Option<&Arc<SigningKey>>) -> Vec<AuditRecord> {
+        let mut records = Vec::new();
+        extend(&mut records, n, key, false);
+        records
+    }
+
+    /// `records` continued by a run of `n` records signed by `key` (the
+    /// run's first checkpoint marked `resumed` if asked).
+    fn extend(
+        records: &mut Vec<AuditRecord>,
+        n: u64,
+        key: Option<&Arc<SigningKey>>,
+        resumed: bool,
+    ) {
+        extend_every(records, n, EVERY, key, resumed);
+    }
+
+    /// As `extend`, checkpointing every `every` records.
+    fn extend_every(
+        records: &mut Vec<AuditRecord>,
+        n: u64,
+        every: u64,
+        key: Option<&Arc<SigningKey>>,
+        resumed: bool,
+    ) {
+        let mut linker = Linker::new(match records.last() {
+            None => Chain::new("api-1/file"),
+            Some(last) => Chain::resume(
+                "api-1/file",
+                last.seq().unwrap(),
+                chain::from_hex(last.hash().unwrap()).unwrap(),
+            ),
+        });
+        let mut link = None;
+        let mut since = 0;
+        let mut first = resumed;
+        for i in 0..n {
+            let mut record = AuditRecord::builder("invoice.sent").detail("n", i).build();
+            linker.link(&mut record);
+            records.push(record);
+            since += 1;
+            if since == every || i + 1 == n {
+                let why = Why {
+                    last: i + 1 == n,
+                    resumed: std::mem::take(&mut first),
+                };
+                let mut cp = checkpoint::record(
+                    linker.chain(),
+                    &policy(key),
+                    EVERY + BATCH + 1,
+                    why,
+                    &mut link,
+                );
+                linker.link(&mut cp);
+                records.push(cp);
+                since = 0;
+            }
+        }
+    }
+
+    /// Links `records` again from `from` (an index) on, as someone who can
+    /// write the store but holds no key would after changing one: the
+    /// chain's hashes are right again.
+    fn relink(records: &mut [AuditRecord], from: usize) {
+        let before = &records[from - 1];
+        let head = chain::from_hex(before.hash().unwrap()).unwrap();
+        let mut linker = Linker::new(Chain::resume("api-1/file", before.seq().unwrap(), head));
+        for record in &mut records[from..] {
+            linker.link(record);
+        }
+    }
+
+    fn verify(
+        records: &[AuditRecord],
+        keys: &[&Arc<SigningKey>],
+        copies: &[AuditRecord],
+    ) -> ChainReport {
+        let mut verifier = Verifier::new().keys(keys.iter().map(|k| k.public_key()));
+        for copy in copies {
+            verifier.witness(copy);
+        }
+        records.iter().for_each(|r| verifier.check(r));
+        let v = verifier.finish();
+        assert!(v.unreadable.is_empty(), "{v:?}");
+        assert_eq!(v.chains.len(), 1, "{v:?}");
+        v.chains.into_iter().next().unwrap()
+    }
+
+    fn key(name: &str) -> Arc<SigningKey> {
+        Arc::new(SigningKey::generate(name).unwrap())
+    }
+
+    fn index_of_seq(records: &[AuditRecord], seq: u64) -> usize {
+        records.iter().position(|r| r.seq() == Some(seq)).unwrap()
+    }
+
+    #[test]
+    fn signed_checkpoints_verify_with_their_key_and_are_counted() {
+        let k = key("api.example.com");
+        let records = written(120, Some(&k));
+        let report = verify(&records, &[&k], &[]);
+        assert_eq!(report.breaks, []);
+        // After 50, after 100, and at the end.
+        assert_eq!((report.checkpoints, report.signed_checkpoints), (3, 3));
+        assert_eq!(report.last_checkpoint, Some(123));
+        assert_eq!((report.unanchored, report.closed), (0, true));
+        // Without keys: compared with the chain, signatures not checked.
+        let report = verify(&records, &[], &[]);
+        assert_eq!(
+            (
+                report.breaks.len(),
+                report.checkpoints,
+                report.signed_checkpoints
+            ),
+            (0, 3, 0)
+        );
+        // Unsigned checkpoints are refused when signatures are required.
+        let unsigned = written(60, None);
+        assert_eq!(
+            verify(&unsigned, &[&k], &[]).breaks,
+            [Break::Unsigned { seq: 51 }, Break::Unsigned { seq: 62 }]
+        );
+    }
+
+    #[test]
+    fn a_rotated_key_keeps_older_checkpoints_valid_and_an_unknown_key_is_named() {
+        let old = key("api.example.com");
+        let new = key("api.example.com");
+        let mut records = written(60, Some(&old));
+        // The next run signs with the new key (a chain signed by both).
+        extend(&mut records, 60, Some(&new), false);
+        let report = verify(&records, &[&old, &new], &[]);
+        assert_eq!(report.breaks, []);
+        assert_eq!(report.signed_checkpoints, 4);
+        let report = verify(&records, &[&new], &[]);
+        assert_eq!(
+            report.breaks,
+            [
+                Break::UnknownKey {
+                    seq: 51,
+                    key: "api.example.com".into()
+                },
+                Break::UnknownKey {
+                    seq: 62,
+                    key: "api.example.com".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_changed_note_a_moved_checkpoint_and_a_broken_link_are_caught() {
+        let k = key("k");
+        let records = written(120, Some(&k));
+        let at = index_of_seq(&records, 51);
+
+        // The note's time changed, the chain linked again: the signature.
+        let mut changed = records.clone();
+        let note = match changed[at].detail_value("note") {
+            Some(crate::DetailValue::Str(s)) => s.replacen("time 20", "time 19", 1),
+            other => panic!("{other:?}"),
+        };
+        changed[at] = rebuild(&changed[at], "note", note.into());
+        relink(&mut changed, at);
+        // The later checkpoints name the heads before the change.
+        assert_eq!(
+            verify(&changed, &[&k], &[]).breaks,
+            [
+                Break::BadSignature {
+                    seq: 51,
+                    key: "k".into()
+                },
+                Break::CheckpointMismatch { seq: 102 },
+                Break::CheckpointMismatch { seq: 123 },
+            ]
+        );
+
+        // The stated head changed (and the chain linked again).
+        let mut moved = records.clone();
+        moved[at] = rebuild(&moved[at], "head_seq", 49.into());
+        relink(&mut moved, at);
+        assert_eq!(
+            verify(&moved, &[&k], &[]).breaks,
+            [51, 102, 123].map(|seq| Break::CheckpointMismatch { seq })
+        );
+
+        // A record before a checkpoint changed and everything linked again
+        // by someone without the key: the signed note names the old head.
+        let mut rewritten = records.clone();
+        rewritten[10] = rebuild(&rewritten[10], "n", 999.into());
+        relink(&mut rewritten, 10);
+        let breaks = verify(&rewritten, &[&k], &[]).breaks;
+        assert_eq!(
+            breaks[0],
+            Break::CheckpointMismatch { seq: 51 },
+            "{breaks:?}"
+        );
+    }
+
+    /// `record` with one detail value replaced (its chain fields kept).
+    fn rebuild(record: &AuditRecord, key: &str, value: serde_json::Value) -> AuditRecord {
+        let mut json = serde_json::to_value(record).unwrap();
+        json["detail"][key] = value;
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn checkpoints_removed_from_a_rewritten_chain_are_missed() {
+        let k = key("k");
+        let records = written(200, Some(&k));
+        // Rewritten from record 60 on without the key: the checkpoints
+        // after it, which would name the old heads, dropped.
+        let mut forged: Vec<AuditRecord> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| *i < 60 || r.action() != CHECKPOINT_ACTION)
+            .map(|(_, r)| r.clone())
+            .collect();
+        forged[60] = rebuild(&forged[60], "n", 999.into());
+        relink(&mut forged, 60);
+        assert_eq!(
+            verify(&forged, &[&k], &[]).breaks,
+            [Break::MissingCheckpoint {
+                after: 51,
+                by: 51 + EVERY + BATCH + 1
+            }]
+        );
+        // A restart explains a late checkpoint: the run's first is marked.
+        // (Killed after 60 records, then a run that checkpoints late.)
+        let mut resumed = records[..60].to_vec();
+        extend_every(&mut resumed, EVERY + BATCH + 5, u64::MAX, Some(&k), true);
+        assert_eq!(resumed.last().unwrap().seq(), Some(126));
+        assert_eq!(verify(&resumed, &[&k], &[]).breaks, []);
+        // Without the mark, the same is a missing checkpoint.
+        let mut late = records[..60].to_vec();
+        extend_every(&mut late, EVERY + BATCH + 5, u64::MAX, Some(&k), false);
+        assert_eq!(
+            verify(&late, &[&k], &[]).breaks,
+            [Break::MissingCheckpoint {
+                after: 51,
+                by: 51 + EVERY + BATCH + 1
+            }]
+        );
+    }
+
+    #[test]
+    fn a_copy_kept_elsewhere_catches_a_cut_tail_and_a_rewrite() {
+        let k = key("k");
+        let records = written(120, Some(&k));
+        let copies: Vec<AuditRecord> = records
+            .iter()
+            .filter(|r| r.action() == CHECKPOINT_ACTION)
+            .cloned()
+            .collect();
+        assert_eq!(verify(&records, &[&k], &copies).breaks, []);
+        // Cut after the first checkpoint: the chain alone still verifies.
+        let cut = &records[..=index_of_seq(&records, 51)];
+        assert_eq!(verify(cut, &[&k], &[]).breaks, []);
+        assert_eq!(
+            verify(cut, &[&k], &copies).breaks,
+            [Break::Truncated { from: 52, to: 123 }]
+        );
+        // Rewritten from its last checkpoint on (the checkpoint forged
+        // unsigned): the copy differs.
+        let mut rewritten = records.clone();
+        let last = rewritten.len() - 1;
+        rewritten[last - 3] = rebuild(&rewritten[last - 3], "n", 999.into());
+        relink(&mut rewritten, last - 3);
+        let breaks = verify(&rewritten, &[], &copies).breaks;
+        assert!(
+            breaks.contains(&Break::WitnessMismatch { seq: 123 }),
+            "{breaks:?}"
+        );
+        // A chain gone entirely, though copies name it.
+        assert_eq!(
+            {
+                let mut verifier = Verifier::new();
+                copies.iter().for_each(|c| verifier.witness(c));
+                verifier.finish().chains[0].breaks.clone()
+            },
+            [Break::Truncated { from: 1, to: 123 }]
+        );
     }
 }

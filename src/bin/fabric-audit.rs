@@ -328,7 +328,9 @@ fn print_verification(v: &fabric_audit::verify::Verification, json: bool) -> any
                     "  missing checkpoint: none after seq {after} though one was due by seq {by}"
                 ),
                 Break::Truncated { from, to } => {
-                    println!("  truncated: seq {from}..{to} gone (a checkpoint copy names seq {to})")
+                    println!(
+                        "  truncated: seq {from}..{to} gone (a checkpoint copy names seq {to})"
+                    )
                 }
                 Break::WitnessMismatch { seq } => {
                     println!("  differs from its checkpoint copy: seq {seq}")
@@ -441,7 +443,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let verifier = verifier(keys.as_deref(), checkpoints.as_deref())?;
             let verification = match files {
                 Some(path) => {
-                    blocking(move || fabric_audit::verify::verify_files_with(verifier, path)).await?
+                    blocking(move || fabric_audit::verify::verify_files_with(verifier, path))
+                        .await?
                 }
                 None => {
                     let (config, url) = db.resolve()?;
@@ -494,8 +497,8 @@ fn verifier(
 /// public key beside it.
 fn keygen(name: &str, out: &Path) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let key = fabric_audit::checkpoint::SigningKey::generate(name)
-        .map_err(|e| Usage(e.to_string()))?;
+    let key =
+        fabric_audit::checkpoint::SigningKey::generate(name).map_err(|e| Usage(e.to_string()))?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -591,7 +591,11 @@ mod tests {
         );
         // After a rotation the verifier holds both keys: old notes still open.
         assert!(open(&note, &[new.public_key(), old.public_key()]).is_ok());
-        assert!(open(&new.sign(&checkpoint()).0, &[new.public_key(), old.public_key()]).is_ok());
+        assert!(open(
+            &new.sign(&checkpoint()).0,
+            &[new.public_key(), old.public_key()]
+        )
+        .is_ok());
     }
 
     #[test]

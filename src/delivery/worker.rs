@@ -136,7 +136,10 @@ impl CheckpointCopy {
         let mut line = Vec::with_capacity(1024);
         record.write_json(&mut line);
         line.push(b'\n');
-        let file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (&*file).write_all(&line)?;
         file.sync_data()
     }
@@ -352,7 +355,8 @@ impl Worker {
     /// Writes a checkpoint record into the chain, alone and uncounted, when
     /// one is due: the run's first after resuming a stored chain, every N
     /// records, every interval while records come, and at shutdown
-    /// (`closing`). Nothing new since the last one: none. A checkpoint
+    /// (`closing`: always, so that the run's last record says it ended
+    /// cleanly). Otherwise nothing new since the last one: none. A checkpoint
     /// that cannot be written leaves a gap (reported by the next gap
     /// record) and is tried again at the next batch.
     fn checkpoint_if_due(&mut self, closing: bool) {
@@ -361,15 +365,16 @@ impl Worker {
         };
         let chain = linker.chain();
         let since = chain.seq().saturating_sub(cp.last_seq);
-        if since == 0 {
+        // Nothing new since the last checkpoint: none, except at shutdown,
+        // whose checkpoint marks the run's end.
+        if since == 0 && !closing {
             return;
         }
         let why = Why {
             resumed: cp.resumed,
             last: closing,
         };
-        let periodic =
-            since >= cp.policy.every_records || cp.last_at.elapsed() >= cp.policy.every;
+        let periodic = since >= cp.policy.every_records || cp.last_at.elapsed() >= cp.policy.every;
         if !(periodic || why.resumed || why.last) {
             return;
         }

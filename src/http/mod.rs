@@ -171,7 +171,7 @@ async fn checkpoints<A: Authorizer>(
         ("has_flag", q.has_flag.is_some()),
     ];
     if let Some((name, _)) = other.iter().find(|(_, given)| *given) {
-        return Err(ApiError::bad_request(&format!(
+        return Err(ApiError::bad_request(format!(
             "`{name}` does not filter checkpoints: only `from`, `to`, `limit`, `cursor` and `count` do"
         )));
     }

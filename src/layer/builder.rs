@@ -485,12 +485,14 @@ impl AuditLayerBuilder {
         };
         let copy = match settings.copy {
             None => None,
-            Some(path) => Some(std::sync::Arc::new(CheckpointCopy::open(&path).map_err(|e| {
-                Error::io(
-                    format!("cannot open the checkpoint copy {}", path.display()),
-                    e,
-                )
-            })?)),
+            Some(path) => Some(std::sync::Arc::new(CheckpointCopy::open(&path).map_err(
+                |e| {
+                    Error::io(
+                        format!("cannot open the checkpoint copy {}", path.display()),
+                        e,
+                    )
+                },
+            )?)),
         };
         let policy = checkpoint::Policy {
             every_records,

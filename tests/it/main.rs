@@ -7,6 +7,7 @@ mod support;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod app_fit;
 mod chain;
+mod checkpoints;
 #[cfg(feature = "cli")]
 mod cli;
 mod compile;

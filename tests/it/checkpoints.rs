@@ -1,0 +1,477 @@
+//! Signed checkpoints: written by each chain's worker every N records,
+//! every interval, at a restart and at shutdown; checked by `verify` with
+//! the signers' public keys and against copies kept elsewhere.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fabric_audit::checkpoint::{PublicKey, SigningKey};
+use fabric_audit::verify::{verify_files_with, Break, ChainReport, Verifier, CHECKPOINT_ACTION};
+use fabric_audit::{audit, AuditLayer, AuditRecord, Batch, ChainHead, FileSink, Sink, SinkError};
+
+use crate::support::{pipeline, Collect};
+
+/// One run of instance `api-1` with a file sink in `dir`, checkpointed
+/// every 100 records, signed by `key`, copied to `dir/../copy.jsonl`.
+fn run(dir: &Path, key: SigningKey, n: u64) {
+    let file = FileSink::builder(dir.join("audit.jsonl")).build().unwrap();
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .instance("api-1")
+            .sink("file", file)
+            .batch_size(16)
+            .checkpoint_key(key)
+            .checkpoint_every(100, Duration::from_secs(3600))
+            .checkpoint_copy(copy_path(dir)),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0..n {
+            audit!(action = "invoice.sent", n = i);
+        }
+    });
+    let report = audit.shutdown_blocking();
+    assert!(report.is_lossless(), "{report}");
+    // Checkpoints are the chain's own: not counted as the user's records.
+    assert_eq!(report.sink("file").unwrap().written(), n, "{report}");
+}
+
+fn copy_path(dir: &Path) -> std::path::PathBuf {
+    dir.parent().unwrap().join("copy.jsonl")
+}
+
+fn copies(dir: &Path) -> Vec<AuditRecord> {
+    std::fs::read_to_string(copy_path(dir))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(dir: &Path, keys: &[&SigningKey], with_copies: bool) -> ChainReport {
+    let mut verifier = Verifier::new().keys(keys.iter().map(|k| k.public_key()));
+    if with_copies {
+        copies(dir).iter().for_each(|c| verifier.witness(c));
+    }
+    let v = verify_files_with(verifier, dir).unwrap();
+    assert!(v.unreadable.is_empty(), "{v:?}");
+    assert_eq!(v.chains.len(), 1, "{v:?}");
+    v.chains.into_iter().next().unwrap()
+}
+
+fn key(name: &str) -> SigningKey {
+    SigningKey::generate(name).unwrap()
+}
+
+fn same(key: &SigningKey) -> SigningKey {
+    SigningKey::parse(&key.to_secret_text()).unwrap()
+}
+
+#[test]
+fn a_file_sinks_checkpoints_verify_across_a_restart_and_a_key_rotation() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    let (old, new) = (key("api.example.com"), key("api.example.com"));
+    run(&dir, same(&old), 250);
+    let first = verify(&dir, &[&old], true);
+    assert_eq!(first.breaks, []);
+    // Every 100 records (a batch late at most) and at shutdown: 3.
+    assert_eq!((first.checkpoints, first.signed_checkpoints), (3, 3));
+    assert!(first.closed && first.unanchored == 0, "{first:?}");
+    assert_eq!(first.last_seq, Some(253));
+
+    // The key is rotated; the next run continues the chain.
+    run(&dir, same(&new), 30);
+    let both = verify(&dir, &[&old, &new], true);
+    assert_eq!(both.breaks, []);
+    // The restart's checkpoint (after its first batch) and the shutdown's.
+    assert_eq!((both.checkpoints, both.signed_checkpoints), (5, 5));
+    assert_eq!(both.last_seq, Some(285));
+    assert!(both.closed);
+    assert_eq!(copies(&dir).len(), 5);
+    let record = copies(&dir).pop().unwrap();
+    assert_eq!(record.action(), CHECKPOINT_ACTION);
+    assert_eq!(record.seq(), Some(285));
+
+    // Without the old key its checkpoints are signed by an unknown key.
+    let new_only = verify(&dir, &[&new], false);
+    let unknown = |seq| Break::UnknownKey {
+        seq,
+        key: "api.example.com".into(),
+    };
+    let old_seqs: Vec<u64> = copies(&dir)[..3].iter().map(|r| r.seq().unwrap()).collect();
+    assert_eq!(
+        new_only.breaks,
+        old_seqs.iter().map(|&seq| unknown(seq)).collect::<Vec<_>>()
+    );
+}
+
+/// The chain alone cannot show that its newest records were deleted; the
+/// copy of its last checkpoint, kept elsewhere, can.
+#[test]
+fn a_cut_tail_is_caught_by_the_checkpoint_copy_only() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    let k = key("k");
+    run(&dir, same(&k), 150);
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Cut right after the first checkpoint (a chain that verifies alone).
+    let first = lines
+        .iter()
+        .position(|l| l.contains(CHECKPOINT_ACTION))
+        .unwrap();
+    std::fs::write(&file, lines[..=first].join("\n") + "\n").unwrap();
+    let alone = verify(&dir, &[&k], false);
+    assert_eq!(alone.breaks, []);
+    assert_eq!(alone.unanchored, 0);
+    let last = copies(&dir).last().unwrap().seq().unwrap();
+    let with_copy = verify(&dir, &[&k], true);
+    assert_eq!(
+        with_copy.breaks,
+        [Break::Truncated {
+            from: first as u64 + 2,
+            to: last
+        }]
+    );
+}
+
+/// A sink of the user's that keeps a chain, collecting what it is given.
+struct ChainedCollect(Collect);
+
+impl Sink for ChainedCollect {
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        self.0.clone().write(batch)
+    }
+
+    fn chain_head(&mut self, _chain: &str) -> Result<ChainHead, SinkError> {
+        Ok(ChainHead::Empty)
+    }
+}
+
+#[test]
+fn a_chain_is_checkpointed_by_time_while_records_come_and_once_at_shutdown() {
+    let collect = Collect::default();
+    let (dispatch, audit) = pipeline(
+        AuditLayer::builder()
+            .instance("api-1")
+            .sink("mine", ChainedCollect(collect.clone()))
+            .checkpoint_every(1_000_000, Duration::from_millis(20)),
+    );
+    tracing::dispatcher::with_default(&dispatch, || audit!(action = "invoice.sent"));
+    // The record, then a checkpoint once the interval has passed.
+    collect.wait_for(2);
+    let records = collect.records();
+    assert_eq!(records[1].action(), CHECKPOINT_ACTION, "{records:?}");
+    assert_eq!(records[1].seq(), Some(2));
+    // A checkpoint follows only new records: a second one is checkpointed
+    // in turn.
+    tracing::dispatcher::with_default(&dispatch, || audit!(action = "invoice.sent"));
+    collect.wait_for(4);
+    let report = audit.shutdown_blocking();
+    assert!(report.is_lossless(), "{report}");
+    let records = collect.records();
+    let actions: Vec<&str> = records.iter().map(|r| r.action()).collect();
+    assert_eq!(
+        actions,
+        [
+            "invoice.sent",
+            CHECKPOINT_ACTION,
+            "invoice.sent",
+            CHECKPOINT_ACTION,
+            CHECKPOINT_ACTION
+        ]
+    );
+    // The last, at shutdown, says so.
+    assert_eq!(
+        records[4].detail_value("final"),
+        Some(fabric_audit::DetailValue::Bool(true))
+    );
+    assert_eq!(records[3].detail_value("final"), None);
+    let mut verifier = Verifier::new();
+    records.iter().for_each(|r| verifier.check(r));
+    let v = verifier.finish();
+    assert!(v.is_intact(), "{v:?}");
+    assert_eq!(v.chains[0].checkpoints, 3);
+    assert!(v.chains[0].closed);
+    assert!(!v.signatures_checked);
+}
+
+#[test]
+fn bad_checkpoint_settings_are_refused_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = |builder: fabric_audit::AuditLayerBuilder| {
+        builder
+            .instance("api-1")
+            .sink("mine", ChainedCollect(Collect::default()))
+            .build::<tracing_subscriber::Registry>()
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let missing = dir.path().join("no-such.key");
+    let error = build(AuditLayer::builder().checkpoint_key_file(&missing));
+    assert!(error.contains("no-such.key"), "{error}");
+    let not_a_key = dir.path().join("public.key");
+    let public = key("k").public_key().to_string();
+    std::fs::write(&not_a_key, &public).unwrap();
+    let error = build(AuditLayer::builder().checkpoint_key_file(&not_a_key));
+    assert!(error.contains("not a checkpoint signing key"), "{error}");
+    assert!(!error.contains(&public), "{error}");
+    let error = build(AuditLayer::builder().checkpoint_every(0, Duration::from_secs(1)));
+    assert!(error.contains("checkpoint_every"), "{error}");
+    let error = build(AuditLayer::builder().checkpoint_every(10, Duration::ZERO));
+    assert!(error.contains("checkpoint_every"), "{error}");
+    let error = build(AuditLayer::builder().checkpoint_copy(dir.path().join("none/x.jsonl")));
+    assert!(error.contains("checkpoint copy"), "{error}");
+    for bad in ["", "has space", "a+b", "é", "\0", &"x\n".repeat(10)] {
+        assert!(SigningKey::generate(bad).is_err(), "{bad:?}");
+    }
+    for bad in ["", "\0", &"A".repeat(1 << 20), "k+00000000+AQ=="] {
+        assert!(PublicKey::parse(bad).is_err(), "{bad:?}");
+        assert!(SigningKey::parse(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn keygen_and_verify_with_keys_and_copies_from_the_cli() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let key_path = root.path().join("audit.key");
+    let made = cli(&[
+        "keygen",
+        "--name",
+        "api.example.com",
+        "--out",
+        key_path.to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let public = String::from_utf8(made.stdout).unwrap();
+    let pub_path = root.path().join("audit.key.pub");
+    assert_eq!(std::fs::read_to_string(&pub_path).unwrap(), public);
+    assert!(public.starts_with("api.example.com+"), "{public}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Never over an existing key; a bad name is one readable line.
+    let again = cli(&["keygen", "--name", "x", "--out", key_path.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    let key = SigningKey::from_file(&key_path).unwrap();
+    let bad = cli(&[
+        "keygen",
+        "--name",
+        "has space",
+        "--out",
+        root.path().join("b").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).lines().count(),
+        1,
+        "{bad:?}"
+    );
+
+    let dir = root.path().join("logs");
+    run(&dir, key, 120);
+    let (dir_arg, pub_arg) = (dir.to_str().unwrap(), pub_path.to_str().unwrap());
+    let copy_arg = copy_path(&dir);
+    let copy_arg = copy_arg.to_str().unwrap();
+    let ok = cli(&[
+        "verify",
+        "--files",
+        dir_arg,
+        "--keys",
+        pub_arg,
+        "--checkpoints",
+        copy_arg,
+    ]);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}");
+    assert!(out.contains("chain api-1/file: 122 records, seq 1..122, 2 checkpoint(s) (2 signed, last at seq 122, closed at shutdown): intact"), "{out}");
+
+    // Another key file: the checkpoints' key is unknown to it.
+    let other = root.path().join("other.pub");
+    std::fs::write(
+        &other,
+        format!(
+            "# rotated\n{}\n",
+            SigningKey::generate("x").unwrap().public_key()
+        ),
+    )
+    .unwrap();
+    let unknown = cli(&[
+        "verify",
+        "--files",
+        dir_arg,
+        "--keys",
+        other.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let json: serde_json::Value =
+        serde_json::from_slice(unknown.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(json["chains"][0]["breaks"][0]["kind"], "unknown_key");
+    assert_eq!(json["signatures_checked"], true);
+
+    // A key file with a bad line, a copy file with a bad line: one line, 2.
+    std::fs::write(&other, "not a key\n").unwrap();
+    let bad_keys = cli(&[
+        "verify",
+        "--files",
+        dir_arg,
+        "--keys",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(bad_keys.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad_keys.stderr).contains("other.pub:1"),
+        "{bad_keys:?}"
+    );
+    std::fs::write(&other, "{\"not\": \"a record\"}\n").unwrap();
+    let bad_copy = cli(&[
+        "verify",
+        "--files",
+        dir_arg,
+        "--checkpoints",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(bad_copy.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad_copy.stderr).contains("other.pub:1"),
+        "{bad_copy:?}"
+    );
+}
+
+/// The database sink's chain is checkpointed in its table; the query API
+/// serves the checkpoints to an auditor, who verifies the database with
+/// them.
+#[cfg(all(feature = "http", feature = "sqlite"))]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_databases_checkpoints_verify_and_are_served_by_the_query_api() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use fabric_audit::http::{self, BearerTokens, AUDIT_READ};
+    use fabric_audit::Store;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let db = crate::db::sqlite();
+    let k = key("db.example.com");
+    let public = k.public_key();
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let (dispatch, audit) = pipeline(
+            AuditLayer::builder()
+                .instance("api-1")
+                .database(&url)
+                .batch_size(50)
+                .checkpoint_key(k)
+                .checkpoint_every(100, Duration::from_secs(3600)),
+        );
+        tracing::dispatcher::with_default(&dispatch, || {
+            for i in 0..300 {
+                audit!(action = "invoice.sent", n = i);
+            }
+        });
+        let report = audit.shutdown_blocking();
+        assert!(report.is_lossless(), "{report}");
+    })
+    .await
+    .unwrap();
+
+    let store = Store::connect(&db.url).await.unwrap();
+    let v = store
+        .verify_with(Verifier::new().keys([public.clone()]), None)
+        .await
+        .unwrap();
+    assert!(v.is_intact(), "{v:?}");
+    let chain = &v.chains[0];
+    assert_eq!(chain.chain, "api-1/database");
+    // After ~100, ~200 and ~300 records (a batch late at most), and at
+    // shutdown; the third comes only if the records crossed 300 first.
+    assert!((3..=4).contains(&chain.checkpoints), "{chain:?}");
+    assert_eq!(chain.signed_checkpoints, chain.checkpoints);
+    assert!(chain.closed);
+
+    let app: axum::Router = http::router(
+        store,
+        BearerTokens::new().token("auditor", "secret", [AUDIT_READ]),
+    );
+    let get = |uri: &str| {
+        let request = Request::get(uri)
+            .header("authorization", "Bearer secret")
+            .body(Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            )
+        }
+    };
+    let (status, page) = get("/api/v1/audit/checkpoints?limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i["action"] == CHECKPOINT_ACTION));
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = get(&format!(
+        "/api/v1/audit/checkpoints?cursor={cursor}&count=true"
+    ))
+    .await;
+    let served: Vec<AuditRecord> = items
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .map(|i| serde_json::from_value(i.clone()).unwrap())
+        .collect();
+    assert_eq!(served.len() as u64, chain.checkpoints);
+    // The served checkpoints, as copies, agree with the database.
+    let mut verifier = Verifier::new().keys([public]);
+    served.iter().for_each(|c| verifier.witness(c));
+    let again = Store::connect(&db.url)
+        .await
+        .unwrap()
+        .verify_with(verifier, None)
+        .await
+        .unwrap();
+    assert!(again.is_intact(), "{again:?}");
+    // Other filters do not apply to checkpoints: a 400 naming one.
+    let (status, error) = get("/api/v1/audit/checkpoints?action=invoice.sent").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`action`"),
+        "{error}"
+    );
+    // Without the permission: refused as the rest of the API.
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/api/v1/audit/checkpoints")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
