@@ -6,7 +6,9 @@
 //! hand-rolled synchronous writer.
 //!
 //! `pipeline_unchained` is the pipeline with the file sink's hash chain
-//! off: what chaining costs.
+//! off: what chaining costs. `pipeline_checkpointed` adds signed
+//! checkpoints at their defaults (every 10 000 records and every minute,
+//! Ed25519): what checkpointing costs on top.
 //!
 //! `cargo bench --bench file_sink` prints events/s and the ratios at the end.
 
@@ -56,6 +58,24 @@ fn file_sink(c: &mut Criterion) {
         })
     });
 
+    // With signed checkpoints at their defaults: what they cost on top.
+    let key = fabric_audit::checkpoint::SigningKey::generate("bench").unwrap();
+    let key_text = key.to_secret_text();
+    group.bench_function("pipeline_checkpointed", |b| {
+        b.iter_custom(|iters| {
+            support::sum_of_runs(iters, || {
+                let dir = tempfile::tempdir().unwrap();
+                let key = fabric_audit::checkpoint::SigningKey::parse(&key_text).unwrap();
+                let builder = AuditLayer::builder()
+                    .file(dir.path().join("audit.jsonl"))
+                    .checkpoint_key(key);
+                let (elapsed, report) = support::emit_and_flush(builder, EVENTS);
+                assert_eq!(report.sink("file").unwrap().written(), EVENTS, "{report}");
+                elapsed
+            })
+        })
+    });
+
     // The same without hash chains: what chaining costs.
     group.bench_function("pipeline_unchained", |b| {
         b.iter_custom(|iters| {
@@ -97,7 +117,12 @@ criterion_group!(benches, file_sink);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    for bench in ["pipeline", "pipeline_unchained", "serde_json_bufwriter"] {
+    for bench in [
+        "pipeline",
+        "pipeline_checkpointed",
+        "pipeline_unchained",
+        "serde_json_bufwriter",
+    ] {
         if let Some(ns) = support::median_ns("file_sink", bench) {
             println!("{bench}: {:.0} events/s", EVENTS as f64 / (ns / 1e9));
         }
@@ -108,5 +133,13 @@ fn main() {
     }
     if let Some(r) = support::print_ratio("file_sink", "pipeline_unchained", "pipeline") {
         println!("hash chains: chained throughput = {r:.3}x the unchained pipeline's");
+    }
+    if let Some(r) = support::print_ratio("file_sink", "pipeline", "pipeline_checkpointed") {
+        println!("checkpoints: checkpointed throughput = {r:.3}x the chained pipeline's");
+    }
+    if let Some(r) =
+        support::print_ratio("file_sink", "pipeline_unchained", "pipeline_checkpointed")
+    {
+        println!("chains and checkpoints: throughput = {r:.3}x the unchained pipeline's");
     }
 }

@@ -120,7 +120,7 @@ mod cfg;
 pub use crate::config::{AuditConfig, TokenConfig};
 cfg_db! {
     pub use crate::db::{
-        migrate, purge, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder,
+        migrate, purge, purge_signed, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder,
         Imported, Page, Store, StoreBuilder, Total,
     };
 }

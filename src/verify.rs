@@ -58,6 +58,10 @@ pub struct Verifier {
     /// Copies of checkpoint records kept elsewhere, by chain: the stored
     /// chain must hold each, unchanged.
     witnessed: BTreeMap<String, BTreeMap<u64, Witnessed>>,
+    /// What retention purges stated they removed, by chain: the newest
+    /// cut each statement that holds (signed by a known key, if keys are
+    /// given) allows.
+    purged: BTreeMap<String, Vec<(u64, chain::Hash)>>,
 }
 
 /// A checkpoint record as its copy states it.
@@ -74,6 +78,10 @@ struct Followed {
     first_seq: Option<u64>,
     gaps: Vec<Gap>,
     checkpoints: Checkpoints,
+    /// The chain's first record read, when it is a checkpoint after a
+    /// purged prefix: its `seq` and the head it states (which its own
+    /// hash is checked against).
+    anchor: Option<(u64, chain::Hash)>,
 }
 
 /// A chain's checkpoints, as the verifier has met them.
@@ -199,6 +207,39 @@ impl Verifier {
         );
     }
 
+    /// Adds what a retention purge stated it removed from `chain`: its
+    /// records before `below_seq`, the last of which hashed to `head`.
+    /// With keys, the statement counts only when `note` is it, signed by
+    /// one of them; otherwise it is listed as unreadable and the records
+    /// stay missing.
+    #[cfg(db)]
+    pub(crate) fn purge_statement(
+        &mut self,
+        statement: &checkpoint::PurgeStatement,
+        note: Option<&str>,
+    ) {
+        let place = || {
+            format!(
+                "the purge statement of {} below seq {}",
+                statement.chain, statement.below_seq
+            )
+        };
+        if !self.keys.is_empty() {
+            let checked = match note {
+                None => Err("it is not signed".to_owned()),
+                Some(note) => statement.check(note, &self.keys).map_err(|e| e.to_string()),
+            };
+            if let Err(error) = checked {
+                self.unreadable(place(), error);
+                return;
+            }
+        }
+        self.purged
+            .entry(statement.chain.clone())
+            .or_default()
+            .push((statement.below_seq, statement.head));
+    }
+
     /// Checks the next stored record. Records of different chains may come
     /// interleaved; each chain's must come in stored order.
     pub fn check(&mut self, record: &AuditRecord) {
@@ -233,11 +274,21 @@ impl Verifier {
                 first_seq: None,
                 gaps: Vec::new(),
                 checkpoints: Checkpoints::default(),
+                anchor: None,
             }),
         };
+        let first = followed.first_seq.is_none();
         followed.first_seq = followed.first_seq.or(record.seq());
+        if first && record.action() == CHECKPOINT_ACTION {
+            followed.anchor_on(record, &mut self.buf);
+        }
         let before = followed.verifier.head();
-        let before = (before.seq(), *before.head());
+        let mut before = (before.seq(), *before.head());
+        if let Some((seq, head)) = followed.anchor.filter(|_| first) {
+            // What came before the first record read is gone: it is
+            // compared with the head it states (`anchor_on`).
+            before = (seq - 1, head);
+        }
         followed.verifier.check_record(record, &mut self.buf);
         if let (Some(seq), Some(copies)) = (record.seq(), self.witnessed.get_mut(name)) {
             if let Some(copy) = copies.get_mut(&seq) {
@@ -291,11 +342,13 @@ impl Verifier {
                         first_seq: None,
                         gaps: Vec::new(),
                         checkpoints: Checkpoints::default(),
+                        anchor: None,
                     },
                 );
             }
         }
         let mut witnessed = self.witnessed;
+        let mut purged = self.purged;
         let chains = self
             .chains
             .into_iter()
@@ -321,6 +374,9 @@ impl Verifier {
                         to,
                     });
                 }
+                let purged_below = purged
+                    .remove(&chain)
+                    .and_then(|cuts| followed.explain_purge(&cuts));
                 let checkpoints = &followed.checkpoints;
                 let last_checkpoint = checkpoints.last.map(|(seq, _)| seq);
                 let (records, breaks) = followed.verifier.finish();
@@ -339,6 +395,7 @@ impl Verifier {
                         .unwrap_or(0)
                         .saturating_sub(last_checkpoint.unwrap_or(0)),
                     closed: checkpoints.closed,
+                    purged_below,
                 }
             })
             .collect();
@@ -352,6 +409,50 @@ impl Verifier {
 }
 
 impl Followed {
+    /// The chain's first record read is a checkpoint: if records before it
+    /// are gone, its hash is checked against the head it states (the only
+    /// link left to them), and it anchors the chain for a purge.
+    fn anchor_on(&mut self, record: &AuditRecord, buf: &mut Vec<u8>) {
+        let (Some(seq), Some(stated)) = (record.seq(), Stated::read(record)) else {
+            return;
+        };
+        let Some(head) = stated
+            .head
+            .filter(|_| seq > 1 && stated.head_seq + 1 == seq)
+        else {
+            return;
+        };
+        let stored = record.hash().and_then(chain::from_hex);
+        if stored != Some(chain::hash_record(&head, record, buf)) {
+            self.verifier.note(Break::Modified { seq });
+            return;
+        }
+        self.anchor = Some((seq, head));
+    }
+
+    /// Takes the chain's missing prefix (`deleted: 1..first − 1`) out of
+    /// its breaks when a purge statement covers it: one that cut the chain
+    /// at its first record read (a checkpoint stating the same head), or
+    /// later (records the purge had not removed yet). Returns the `seq`
+    /// before which records were purged. A prefix only partly covered
+    /// stays a break from where the statements end.
+    fn explain_purge(&mut self, cuts: &[(u64, chain::Hash)]) -> Option<u64> {
+        let first = self.first_seq.filter(|&f| f > 1)?;
+        let covers = |&&(below, head): &&(u64, chain::Hash)| {
+            below > first || (below == first && self.anchor == Some((first, head)))
+        };
+        let below = match cuts.iter().find(covers) {
+            Some(_) => first,
+            None => cuts
+                .iter()
+                .map(|&(below, _)| below)
+                .filter(|&below| below < first)
+                .max()?,
+        };
+        self.verifier.replace_prefix(below, first);
+        Some(below)
+    }
+
     /// Checks a checkpoint record against the chain it stands in: the head
     /// it states is the record before it, and its note (if any) states the
     /// same, is signed by a known key and links to the chain's previous
@@ -498,6 +599,10 @@ pub struct ChainReport {
     pub unanchored: u64,
     /// Whether its last record is the checkpoint written at shutdown.
     pub closed: bool,
+    /// Its records before this `seq` were removed by the retention purge,
+    /// as a purge statement says (signed by a known key, when keys are
+    /// given) and the checkpoint it cut at confirms: not a break.
+    pub purged_below: Option<u64>,
 }
 
 /// A stored line or row that is not a record.

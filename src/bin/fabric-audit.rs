@@ -275,10 +275,13 @@ fn print_verification(v: &fabric_audit::verify::Verification, json: bool) -> any
         return Ok(());
     }
     for chain in &v.chains {
-        let span = match (chain.first_seq, chain.last_seq) {
+        let mut span = match (chain.first_seq, chain.last_seq) {
             (Some(first), Some(last)) => format!(", seq {first}..{last}"),
             _ => String::new(),
         };
+        if let Some(below) = chain.purged_below {
+            span.push_str(&format!(" (purged below seq {below})"));
+        }
         let state = match chain.breaks.len() {
             0 => "intact".to_owned(),
             n => format!("{n} break(s)"),
@@ -400,7 +403,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 println!("nothing to purge: db_retention_days is forever");
                 return Ok(());
             };
-            let deleted = blocking(move || fabric_audit::purge(&url, retention)).await?;
+            // The cuts of hash chains are stated signed, by the service's key.
+            let key = match &config.checkpoint_key_file {
+                Some(path) => Some(
+                    fabric_audit::checkpoint::SigningKey::from_file(path)
+                        .map_err(|e| Usage(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let deleted =
+                blocking(move || fabric_audit::purge_signed(&url, retention, key.as_ref())).await?;
             println!("purged {deleted} records older than {days} days");
         }
         Command::Query {

@@ -266,7 +266,11 @@ impl SigningKey {
     /// The checkpoint as a signed note, and SHA-256 of its signature (what
     /// the next checkpoint links to as `prev`).
     pub(crate) fn sign(&self, checkpoint: &Checkpoint) -> (String, Hash) {
-        let body = checkpoint.body();
+        self.sign_body(&checkpoint.body())
+    }
+
+    /// Any note body (lines, each ending in a newline) as a signed note.
+    fn sign_body(&self, body: &str) -> (String, Hash) {
         let signature = self.key.sign(body.as_bytes());
         let mut blob = key_hash(&self.name, &self.key.verifying_key())
             .to_be_bytes()
@@ -387,11 +391,17 @@ fn split_key(text: &str) -> Option<(&str, u32, Vec<u8>)> {
 /// signature that the next checkpoint links to. Every signature line by a
 /// known key must verify; at least one must be by a known key.
 pub(crate) fn open(note: &str, keys: &[PublicKey]) -> Result<(Checkpoint, Hash), NoteError> {
+    let (body, link) = open_body(note, keys)?;
+    Ok((Checkpoint::parse(body)?, link))
+}
+
+/// Checks the signatures of any signed note against `keys`: its body, and
+/// SHA-256 of the first good signature.
+fn open_body<'a>(note: &'a str, keys: &[PublicKey]) -> Result<(&'a str, Hash), NoteError> {
     let split = note
         .rfind("\n\n")
         .ok_or(NoteError::Malformed("no signature block"))?;
     let (body, signatures) = (&note[..split + 1], &note[split + 2..]);
-    let checkpoint = Checkpoint::parse(body)?;
     let mut link = None;
     let mut unknown = None;
     for line in signatures.lines() {
@@ -425,7 +435,7 @@ pub(crate) fn open(note: &str, keys: &[PublicKey]) -> Result<(Checkpoint, Hash),
         link.get_or_insert_with(|| Sha256::digest(&blob[4..]).into());
     }
     match (link, unknown) {
-        (Some(link), _) => Ok((checkpoint, link)),
+        (Some(link), _) => Ok((body, link)),
         (None, Some(name)) => Err(NoteError::UnknownKey(name)),
         (None, None) => Err(NoteError::Malformed("no signature")),
     }
@@ -531,6 +541,61 @@ pub(crate) fn record(
         builder = builder.detail("note", note);
     }
     builder.build()
+}
+
+/// What a retention purge removed from a chain: its records before
+/// `below_seq`, whose last one hashed to `head` (as the checkpoint record
+/// at `below_seq` states), because they were older than `cutoff`. Signed
+/// as a note of its own:
+///
+/// ```text
+/// fabric-audit-purge/<chain>
+/// <below_seq>
+/// <head, base64>
+/// time <when>
+/// cutoff <records before this had expired>
+/// records <how many>
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PurgeStatement {
+    pub(crate) chain: String,
+    pub(crate) below_seq: u64,
+    pub(crate) head: Hash,
+    pub(crate) time: DateTime<Utc>,
+    pub(crate) cutoff: DateTime<Utc>,
+    pub(crate) records: u64,
+}
+
+impl PurgeStatement {
+    fn body(&self) -> String {
+        let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        format!(
+            "fabric-audit-purge/{}\n{}\n{}\ntime {}\ncutoff {}\nrecords {}\n",
+            self.chain,
+            self.below_seq,
+            BASE64.encode(self.head),
+            at(&self.time),
+            at(&self.cutoff),
+            self.records
+        )
+    }
+
+    /// The statement as a signed note.
+    pub(crate) fn sign(&self, key: &SigningKey) -> String {
+        key.sign_body(&self.body()).0
+    }
+
+    /// Whether `note` is this statement, signed by one of `keys`.
+    pub(crate) fn check(&self, note: &str, keys: &[PublicKey]) -> Result<(), NoteError> {
+        let (body, _) = open_body(note, keys)?;
+        // The note's time and cutoff are kept to the microsecond, as the
+        // table keeps them.
+        if body == self.body() {
+            Ok(())
+        } else {
+            Err(NoteError::Malformed("the note states another purge"))
+        }
+    }
 }
 
 /// Why a checkpoint is written, beyond its period.

@@ -382,6 +382,26 @@ impl Verifier {
     }
 
     /// The chain's head after the records checked so far.
+    /// Replaces the break for the missing records before the chain's first
+    /// record read (`deleted: 1..first − 1`) by the part of them before
+    /// `below` was not purged: `deleted: below..first − 1`, or nothing.
+    pub(crate) fn replace_prefix(&mut self, below: u64, first: u64) {
+        let prefix = Break::Deleted {
+            from: 1,
+            to: first - 1,
+        };
+        if let Some(at) = self.breaks.iter().position(|b| *b == prefix) {
+            if below >= first {
+                self.breaks.remove(at);
+            } else {
+                self.breaks[at] = Break::Deleted {
+                    from: below,
+                    to: first - 1,
+                };
+            }
+        }
+    }
+
     pub(crate) fn head(&self) -> &Chain {
         &self.chain
     }

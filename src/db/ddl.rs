@@ -37,16 +37,19 @@ pub(crate) const SQLITE: &[Step] = steps!("sqlite":
     "2026-11-27-000001_create_audit_events",
     "2026-11-28-000001_close_append_only_gaps",
     "2026-12-02-000001_add_hash_chains",
+    "2026-12-02-000003_add_purge_statements",
 );
 #[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &[Step] = steps!("postgres":
     "2026-11-27-000001_create_audit_events",
     "2026-12-02-000001_add_hash_chains",
+    "2026-12-02-000003_add_purge_statements",
 );
 #[cfg(feature = "mysql")]
 pub(crate) const MYSQL: &[Step] = steps!("mysql":
     "2026-11-27-000001_create_audit_events",
     "2026-12-02-000001_add_hash_chains",
+    "2026-12-02-000003_add_purge_statements",
 );
 
 /// The columns the sink writes and the store reads, per table.
@@ -54,6 +57,8 @@ const COLUMNS: &[(&str, &[&str])] = &[
     ("audit_events", EVENT_COLUMNS),
     ("audit_event_flags", &["flag", "timestamp_us", "event_id"]),
 ];
+// `audit_purges` is not among them: only the purge and `verify` use it,
+// and a role granted the two tables above (to read and append) writes on.
 
 /// The migrations of this connection's backend.
 pub(crate) fn steps(conn: &Conn) -> &'static [Step] {

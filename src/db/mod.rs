@@ -18,6 +18,6 @@ mod write;
 pub(crate) use self::query::{parse_pairs, with_parameters, Given};
 pub use self::query::{AuditQuery, Cursor, Page, Total};
 pub use self::migrate::{migrate, schema_sql};
-pub use self::purge::purge;
+pub use self::purge::{purge, purge_signed};
 pub use self::sink::{DatabaseSink, DatabaseSinkBuilder, Imported};
 pub use self::store::{Store, StoreBuilder};

@@ -16,12 +16,19 @@ use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Conn, Role};
 use super::{migrate, write};
+use crate::chain::checkpoint::{PurgeStatement, SigningKey};
 use crate::{Error, Result, Retention};
 
 /// Deletes the records older than `retention` from the database at `url`
 /// (applying the migrations first, where they can run); returns how many.
 /// What the sink's purge thread does at start-up and daily, for a
 /// maintenance job or the CLI. [`Retention::FOREVER`] deletes nothing.
+///
+/// A hash chain with checkpoints is cut at its newest checkpoint before
+/// the cutoff, which stays and anchors the rest (its older records go, the
+/// few after it wait for the next purge), and the cut is stated in the
+/// table `audit_purges` (unsigned here; see [`purge_signed`]), so that
+/// `verify` reports the purged prefix as purged, not deleted.
 ///
 /// Never deletes a record less than `retention` older than the newest one
 /// stored, whatever the clock says.
@@ -33,6 +40,16 @@ use crate::{Error, Result, Retention};
 /// As for [`DatabaseSinkBuilder::build`](crate::DatabaseSinkBuilder::build), or a purge that fails (a role
 /// without `DELETE`).
 pub fn purge(url: &str, retention: Retention) -> Result<usize> {
+    purge_signed(url, retention, None)
+}
+
+/// As [`purge`], signing what it states of each chain it cuts with `key`
+/// (the service's checkpoint key): see [`purge`]'s notes on chains.
+///
+/// # Errors
+///
+/// As for [`purge`].
+pub fn purge_signed(url: &str, retention: Retention, key: Option<&SigningKey>) -> Result<usize> {
     let backend = Backend::parse(url)?;
     // Migrates (where it can), or names what the schema lacks.
     crate::DatabaseSink::builder(url).keep_forever().build()?;
@@ -40,7 +57,7 @@ pub fn purge(url: &str, retention: Retention) -> Result<usize> {
         return Ok(0);
     };
     let mut conn = migrate::connect(&backend, Role::Purge)?;
-    purge_all(&mut conn, days, (Pacing::default().clock)(), || true)
+    purge_all(&mut conn, days, (Pacing::default().clock)(), key, || true)
         .map_err(|e| Error::database("cannot purge expired audit records").because(e))
 }
 
@@ -89,18 +106,83 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Purges every expired record, a chunk per transaction, calling `between`
 /// after each full chunk (to pause; `false` stops early). Returns how many
 /// were deleted.
+///
+/// A chain with checkpoints is cut at its newest checkpoint before the
+/// cutoff: its records before that checkpoint go, the checkpoint stays
+/// and anchors what remains (it states the hash of the record before it),
+/// and the cut is stated first in `audit_purges` (signed with `key`, if
+/// given), so that verification tells it from a deletion by someone else.
+/// The records between that checkpoint and the cutoff wait for the next
+/// purge. Other records (unchained, or of chains without checkpoints) go
+/// by time alone.
 pub(crate) fn purge_all(
     conn: &mut Conn,
     retention_days: u32,
     now_us: i64,
+    key: Option<&SigningKey>,
     mut between: impl FnMut() -> bool,
 ) -> Result<usize, BoxError> {
     let Some(cutoff) = cutoff(now_us, write::newest(conn)?, retention_days) else {
         return Ok(0);
     };
+    let checkpointed = write::checkpointed_chains(conn)?;
     let mut total = 0;
+    for chain in &checkpointed {
+        let Some((below_seq, detail)) = write::chain_cut(conn, chain, cutoff)? else {
+            continue;
+        };
+        let records = write::count_below(conn, chain, below_seq, cutoff)?;
+        if records == 0 {
+            continue;
+        }
+        let head = serde_json::from_str::<serde_json::Value>(&detail)
+            .ok()
+            .and_then(|d| d.get("head")?.as_str().and_then(crate::chain::from_hex));
+        let Some(head) = head else {
+            // A checkpoint that states no head anchors nothing: keep the
+            // chain whole (verification names the checkpoint).
+            continue;
+        };
+        let statement = PurgeStatement {
+            chain: chain.clone(),
+            below_seq: u64::try_from(below_seq).unwrap_or(0),
+            head,
+            time: crate::record::time::datetime(now_us),
+            cutoff: crate::record::time::datetime(cutoff),
+            records: u64::try_from(records).unwrap_or(0),
+        };
+        write::state_purge(
+            conn,
+            &write::PurgeRow {
+                chain: chain.clone(),
+                below_seq,
+                head: crate::chain::to_hex(&head),
+                cutoff_us: cutoff,
+                purged_at_us: now_us,
+                records,
+                note: key.map(|key| statement.sign(key)),
+            },
+        )?;
+        let which = write::Expired::Chain {
+            chain,
+            below_seq,
+        };
+        loop {
+            let deleted = write::purge_chunk(conn, cutoff, which)?;
+            total += deleted;
+            if deleted < write::PURGE_CHUNK as usize {
+                break;
+            }
+            if !between() {
+                return Ok(total);
+            }
+        }
+    }
+    let which = write::Expired::ByTime {
+        keep_chains: &checkpointed,
+    };
     loop {
-        let deleted = write::purge_chunk(conn, cutoff)?;
+        let deleted = write::purge_chunk(conn, cutoff, which)?;
         total += deleted;
         if deleted < write::PURGE_CHUNK as usize || !between() {
             return Ok(total);
@@ -154,7 +236,12 @@ impl Purger {
     /// `retention_days`: now, then every `pacing.interval`.
     ///
     /// Warnings go to the dispatcher that is current here.
-    pub(crate) fn spawn(backend: Backend, retention_days: u32, pacing: Pacing) -> Self {
+    pub(crate) fn spawn(
+        backend: Backend,
+        retention_days: u32,
+        pacing: Pacing,
+        key: Option<Arc<SigningKey>>,
+    ) -> Self {
         let shared = Arc::new(Shared::default());
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let thread = {
@@ -163,7 +250,7 @@ impl Purger {
                 .name("fabric-audit-purge".into())
                 .spawn(move || {
                     tracing::dispatcher::with_default(&dispatch, || {
-                        run(&backend, retention_days, pacing, &shared);
+                        run(&backend, retention_days, pacing, key.as_deref(), &shared);
                     });
                     shared.update(|s| s.finished = true);
                 })
@@ -232,12 +319,18 @@ impl std::fmt::Debug for Purger {
     }
 }
 
-fn run(backend: &Backend, retention_days: u32, pacing: Pacing, shared: &Shared) {
+fn run(
+    backend: &Backend,
+    retention_days: u32,
+    pacing: Pacing,
+    key: Option<&SigningKey>,
+    shared: &Shared,
+) {
     let mut conn: Option<Conn> = None;
     let mut warned: Option<Instant> = None;
     loop {
         let result = conn_or_connect(backend, &mut conn).and_then(|conn| {
-            purge_all(conn, retention_days, (pacing.clock)(), || {
+            purge_all(conn, retention_days, (pacing.clock)(), key, || {
                 !shared.sleep(pacing.pause)
             })
         });
@@ -279,6 +372,164 @@ fn conn_or_connect<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Retention keeps a chain verifiable, told apart from deletions, on
+    /// SQLite (the SQL is the same DSL on every backend).
+    #[cfg(feature = "sqlite")]
+    mod anchors {
+        use std::sync::Arc;
+
+        use crate::chain::checkpoint::{self, Policy, SigningKey, Why};
+        use crate::chain::{Chain, Linker};
+        use crate::db::write::{self, Expired};
+        use crate::db::backend::{Backend, Role};
+        use crate::db::migrate;
+        use crate::verify::{Break, ChainReport, Verification, Verifier};
+        use crate::{AuditRecord, Batch, DatabaseSink, Retention, Sink, Store};
+
+        const DAY: i64 = 86_400_000_000;
+
+        fn aged(record: AuditRecord, days: i64, i: i64) -> AuditRecord {
+            let at = chrono::Utc::now().timestamp_micros() - days * DAY + i;
+            let mut json = serde_json::to_value(&record).unwrap();
+            json["timestamp"] = crate::record::time::datetime(at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into();
+            serde_json::from_value(json).unwrap()
+        }
+
+        /// Chain `api-1/database`: runs of 100 records aged 60, 50 and 10
+        /// days, each closed by a signed checkpoint (seqs 101, 202, 303),
+        /// then 10 records of today; chain `api-2/database` without
+        /// checkpoints, 20 records aged 60 days and 20 of today; 10
+        /// unchained records aged 60 days.
+        fn records(key: &Arc<SigningKey>) -> Vec<Arc<AuditRecord>> {
+            let policy = Policy {
+                every_records: 100,
+                every: std::time::Duration::from_secs(60),
+                key: Some(key.clone()),
+            };
+            let mut out = Vec::new();
+            let mut linker = Linker::new(Chain::new("api-1/database"));
+            let mut link = None;
+            let mut i = 0;
+            for (days, n, checkpointed) in [(60, 100, true), (50, 100, true), (10, 100, true), (0, 10, false)] {
+                for _ in 0..n {
+                    i += 1;
+                    let mut record = aged(AuditRecord::builder("invoice.sent").build(), days, i);
+                    linker.link(&mut record);
+                    out.push(Arc::new(record));
+                }
+                if checkpointed {
+                    i += 1;
+                    let cp = checkpoint::record(linker.chain(), &policy, 200, Why::default(), &mut link);
+                    let mut cp = aged(cp, days, i);
+                    linker.link(&mut cp);
+                    out.push(Arc::new(cp));
+                }
+            }
+            let mut other = Linker::new(Chain::new("api-2/database"));
+            for (days, n) in [(60, 20), (0, 20)] {
+                for _ in 0..n {
+                    i += 1;
+                    let mut record = aged(AuditRecord::builder("invoice.sent").build(), days, i);
+                    other.link(&mut record);
+                    out.push(Arc::new(record));
+                }
+            }
+            for _ in 0..10 {
+                i += 1;
+                out.push(Arc::new(aged(AuditRecord::builder("old").build(), 60, i)));
+            }
+            out
+        }
+
+        fn seeded(key: &Arc<SigningKey>) -> (tempfile::TempDir, String) {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+            let mut sink = DatabaseSink::builder(&url).keep_forever().build().unwrap();
+            sink.write(&Batch::new(&records(key))).unwrap();
+            (dir, url)
+        }
+
+        fn verify(url: &str, keys: &[&Arc<SigningKey>]) -> Verification {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let store = Store::connect(url).await.unwrap();
+                let verifier = Verifier::new().keys(keys.iter().map(|k| k.public_key()));
+                store.verify_with(verifier, None).await.unwrap()
+            })
+        }
+
+        fn chain<'v>(v: &'v Verification, name: &str) -> &'v ChainReport {
+            v.chains.iter().find(|c| c.chain == name).unwrap()
+        }
+
+        #[test]
+        fn a_purge_cuts_a_chain_at_a_checkpoint_and_verify_tells_it_from_a_deletion() {
+            let key = Arc::new(SigningKey::generate("db.example.com").unwrap());
+            let (_dir, url) = seeded(&key);
+            assert!(verify(&url, &[&key]).is_intact());
+
+            let deleted = super::super::purge_signed(&url, Retention::days(30).unwrap(), Some(&key)).unwrap();
+            // api-1 before its checkpoint at seq 202, api-2's and the
+            // unchained records by time.
+            assert_eq!(deleted, 201 + 20 + 10);
+            let v = verify(&url, &[&key]);
+            assert!(v.unreadable.is_empty(), "{v:?}");
+            let api1 = chain(&v, "api-1/database");
+            assert_eq!(api1.breaks, [], "{api1:?}");
+            assert_eq!((api1.first_seq, api1.purged_below), (Some(202), Some(202)));
+            assert_eq!(api1.records, 112);
+            // Without checkpoints a chain's purged prefix cannot be told
+            // from a deletion.
+            let api2 = chain(&v, "api-2/database");
+            assert_eq!(api2.breaks, [Break::Deleted { from: 1, to: 20 }]);
+            assert_eq!(api2.purged_below, None);
+            // Nothing more to purge, nothing more stated.
+            assert_eq!(super::super::purge_signed(&url, Retention::days(30).unwrap(), Some(&key)).unwrap(), 0);
+            assert!(chain(&verify(&url, &[&key]), "api-1/database").breaks.is_empty());
+
+            // Verified with another key only, the statement is not taken.
+            let other = Arc::new(SigningKey::generate("db.example.com").unwrap());
+            let v = verify(&url, &[&other]);
+            assert!(v.unreadable.iter().any(|u| u.place.contains("purge statement of api-1/database below seq 202")), "{v:?}");
+            assert!(chain(&v, "api-1/database").breaks.contains(&Break::Deleted { from: 1, to: 201 }));
+        }
+
+        #[test]
+        fn the_same_deletion_without_the_purge_or_its_signature_is_a_break() {
+            let key = Arc::new(SigningKey::generate("db.example.com").unwrap());
+            // Deleted as the purge would, but nothing stated.
+            let (_dir, url) = seeded(&key);
+            let mut conn = migrate::connect(&Backend::parse(&url).unwrap(), Role::Purge).unwrap();
+            let which = Expired::Chain { chain: "api-1/database", below_seq: 202 };
+            while write::purge_chunk(&mut conn, i64::MAX, which).unwrap() > 0 {}
+            let v = verify(&url, &[&key]);
+            let api1 = chain(&v, "api-1/database");
+            assert_eq!(api1.breaks, [Break::Deleted { from: 1, to: 201 }]);
+            assert_eq!(api1.purged_below, None);
+
+            // Purged without the key: the statement is unsigned. Without
+            // keys it is taken; with keys it is not.
+            let (_dir, url) = seeded(&key);
+            super::super::purge_signed(&url, Retention::days(30).unwrap(), None).unwrap();
+            assert_eq!(chain(&verify(&url, &[]), "api-1/database").purged_below, Some(202));
+            let v = verify(&url, &[&key]);
+            assert!(v.unreadable.iter().any(|u| u.error.contains("not signed")), "{v:?}");
+            assert!(!v.is_intact());
+
+            // More deleted than the purge stated: the rest is a break.
+            let (_dir, url) = seeded(&key);
+            super::super::purge_signed(&url, Retention::days(30).unwrap(), Some(&key)).unwrap();
+            let mut conn = migrate::connect(&Backend::parse(&url).unwrap(), Role::Purge).unwrap();
+            let which = Expired::Chain { chain: "api-1/database", below_seq: 303 };
+            while write::purge_chunk(&mut conn, i64::MAX, which).unwrap() > 0 {}
+            let api1 = verify(&url, &[&key]).chains.into_iter().find(|c| c.chain == "api-1/database").unwrap();
+            assert_eq!(api1.breaks, [Break::Deleted { from: 202, to: 302 }]);
+            assert_eq!(api1.purged_below, Some(202));
+        }
+    }
 
     #[test]
     fn the_cutoff_never_passes_the_newest_record_minus_the_retention() {

@@ -36,4 +36,17 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(audit_events, audit_event_flags);
+diesel::table! {
+    /// One row per retention purge of a hash chain: what it removed.
+    audit_purges (chain, below_seq) {
+        chain -> Text,
+        below_seq -> BigInt,
+        head -> Text,
+        cutoff_us -> BigInt,
+        purged_at_us -> BigInt,
+        records -> BigInt,
+        note -> Nullable<Text>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(audit_events, audit_event_flags, audit_purges);

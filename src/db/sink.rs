@@ -1,5 +1,6 @@
 //! The database sink: batched, idempotent inserts, with retention.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -9,6 +10,7 @@ use super::migrate;
 use super::purge::{Pacing, Purger};
 use super::row::NewRecord;
 use super::write::{self, Check, Outcome};
+use crate::chain::checkpoint::SigningKey;
 use crate::sink::{Batch, ChainHead, Sink, SinkError};
 use crate::{Error, Result, Retention};
 
@@ -68,6 +70,8 @@ pub struct DatabaseSink {
     /// Whether the migrations have run (or the tables were found without
     /// them) and the purge thread is started.
     prepared: bool,
+    /// Signs what the purge states of each chain it cuts.
+    purge_key: Option<Arc<SigningKey>>,
 }
 
 /// Builds a [`DatabaseSink`]; made by [`DatabaseSink::builder`].
@@ -82,6 +86,7 @@ pub struct DatabaseSinkBuilder {
     retention: Result<Retention, u32>,
     pacing: Pacing,
     apply_migrations: bool,
+    purge_key: Option<Arc<SigningKey>>,
 }
 
 /// What [`DatabaseSink::import`] did with a batch of records.
@@ -108,6 +113,7 @@ impl DatabaseSink {
             retention: Retention::days(30).map_err(|_| 30),
             pacing: Pacing::default(),
             apply_migrations: true,
+            purge_key: None,
         }
     }
 
@@ -178,7 +184,12 @@ impl DatabaseSink {
         }
         self.prepared = true;
         if let Some(days) = self.retention.as_days() {
-            self.purger = Some(Purger::spawn(self.backend.clone(), days, self.pacing));
+            self.purger = Some(Purger::spawn(
+                self.backend.clone(),
+                days,
+                self.pacing,
+                self.purge_key.clone(),
+            ));
         }
         Ok(())
     }
@@ -316,6 +327,22 @@ impl DatabaseSinkBuilder {
         }
     }
 
+    /// Signs, with the checkpoint key, what the purge states of each hash
+    /// chain it cuts (see [`purge`](crate::purge)), so that `verify` with
+    /// the public key accepts the purged prefix. The layer's own database
+    /// sink gets the layer's key
+    /// ([`AuditLayerBuilder::checkpoint_key`](crate::AuditLayerBuilder::checkpoint_key)).
+    pub fn purge_key(self, key: SigningKey) -> Self {
+        self.purge_key_shared(Arc::new(key))
+    }
+
+    pub(crate) fn purge_key_shared(self, key: Arc<SigningKey>) -> Self {
+        Self {
+            purge_key: Some(key),
+            ..self
+        }
+    }
+
     /// How often the purge runs, and its pause between chunks.
     #[cfg(test)]
     pub(crate) fn pacing(self, pacing: Pacing) -> Self {
@@ -366,6 +393,7 @@ impl DatabaseSinkBuilder {
             purger: None,
             apply_migrations: self.apply_migrations,
             prepared: false,
+            purge_key: self.purge_key,
         })
     }
 }

@@ -351,6 +351,36 @@ impl Store {
         chain: Option<&str>,
     ) -> Result<crate::verify::Verification> {
         const PAGE: i64 = 1000;
+        // What retention purges removed, as they stated it.
+        let statements: Result<Vec<super::write::PurgeRow>> = async {
+            Ok(with_pooled!(self, c => async {
+                let mut rows = super::schema::audit_purges::table
+                    .select(super::write::PurgeRow::as_select())
+                    .into_boxed();
+                if let Some(chain) = chain {
+                    rows = rows.filter(super::schema::audit_purges::chain.eq(chain));
+                }
+                rows.load(c).await
+            }))
+        }
+        .await;
+        // Without them (a schema without the table, a role that may not
+        // read it) a purged prefix shows as deleted; say why.
+        let statements = statements.unwrap_or_else(|error| {
+            verifier.unreadable("the purge statements (audit_purges)", crate::error::Chain(&error));
+            Vec::new()
+        });
+        for row in statements {
+            let statement = crate::chain::checkpoint::PurgeStatement {
+                below_seq: u64::try_from(row.below_seq).unwrap_or(0),
+                head: crate::chain::from_hex(&row.head).unwrap_or(crate::chain::GENESIS),
+                time: crate::record::time::datetime(row.purged_at_us),
+                cutoff: crate::record::time::datetime(row.cutoff_us),
+                records: u64::try_from(row.records).unwrap_or(0),
+                chain: row.chain,
+            };
+            verifier.purge_statement(&statement, row.note.as_deref());
+        }
         let chains: Vec<String> = match chain {
             Some(chain) => vec![chain.to_owned()],
             None => with_pooled!(self, c => async {

@@ -253,18 +253,46 @@ pub(crate) fn newest(conn: &mut Conn) -> QueryResult<Option<i64>> {
         .first::<Option<i64>>(c))
 }
 
+/// Which expired records a purge chunk deletes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Expired<'a> {
+    /// Records before the cutoff, except those of these chains (which are
+    /// cut at their checkpoints instead), oldest first.
+    ByTime { keep_chains: &'a [String] },
+    /// The chain's records before `below_seq` (and the cutoff), in `seq`
+    /// order.
+    Chain { chain: &'a str, below_seq: i64 },
+}
+
 /// The body of [`purge_chunk`], inside its transaction.
 macro_rules! delete_expired {
-    ($c:ident, $cutoff_us:expr) => {{
-        let expired: Vec<(String, i64)> = audit_events::table
-            .select((audit_events::id, audit_events::timestamp_us))
-            .filter(audit_events::timestamp_us.lt($cutoff_us))
-            .order((audit_events::timestamp_us, audit_events::id))
+    ($c:ident, $cutoff_us:expr, $which:expr) => {{
+        use audit_events::dsl as e;
+        let mut query = e::audit_events
+            .select((e::id, e::timestamp_us))
+            .filter(e::timestamp_us.lt($cutoff_us))
             .limit(PURGE_CHUNK)
-            .load($c)?;
-        match expired.last() {
+            .into_boxed();
+        query = match $which {
+            Expired::ByTime { keep_chains } if keep_chains.is_empty() => {
+                query.order((e::timestamp_us, e::id))
+            }
+            Expired::ByTime { keep_chains } => query
+                .filter(
+                    e::chain
+                        .is_null()
+                        .or(e::chain.assume_not_null().ne_all(keep_chains)),
+                )
+                .order((e::timestamp_us, e::id)),
+            Expired::Chain { chain, below_seq } => query
+                .filter(e::chain.eq(chain))
+                .filter(e::seq.lt(below_seq))
+                .order((e::seq, e::id)),
+        };
+        let expired: Vec<(String, i64)> = query.load($c)?;
+        match expired.iter().map(|&(_, t)| t).max() {
             None => Ok(0),
-            Some(&(_, newest)) => {
+            Some(newest) => {
                 let ids: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
                 diesel::delete(
                     audit_event_flags::table
@@ -285,24 +313,100 @@ macro_rules! delete_expired {
 /// purge's connection has the function `fabric_audit_purge` registered
 /// (see [`Backend::connect`](super::backend::Backend::connect)), on
 /// PostgreSQL and MySQL because the transaction or session says so.
-pub(crate) fn purge_chunk(conn: &mut Conn, cutoff_us: i64) -> QueryResult<usize> {
+pub(crate) fn purge_chunk(conn: &mut Conn, cutoff_us: i64, which: Expired<'_>) -> QueryResult<usize> {
     match conn {
         #[cfg(feature = "sqlite")]
-        Conn::Sqlite(c) => c.immediate_transaction(|c| delete_expired!(c, cutoff_us)),
+        Conn::Sqlite(c) => c.immediate_transaction(|c| delete_expired!(c, cutoff_us, which)),
         #[cfg(feature = "postgres")]
         Conn::Postgres(c) => c.transaction(|c| {
             // Transaction-local: reset at COMMIT or ROLLBACK.
             diesel::sql_query("SET LOCAL fabric_audit.purge = 'on'").execute(c)?;
-            delete_expired!(c, cutoff_us)
+            delete_expired!(c, cutoff_us, which)
         }),
         #[cfg(feature = "mysql")]
         Conn::Mysql(c) => c.transaction(|c| {
             diesel::sql_query("SET @fabric_audit_purge = 1").execute(c)?;
-            let deleted = (|| delete_expired!(c, cutoff_us))();
+            let deleted = (|| delete_expired!(c, cutoff_us, which))();
             diesel::sql_query("SET @fabric_audit_purge = 0").execute(c)?;
             deleted
         }),
     }
+}
+
+/// The chains that have checkpoint records: the purge cuts them at a
+/// checkpoint, so that what remains verifies.
+pub(crate) fn checkpointed_chains(conn: &mut Conn) -> QueryResult<Vec<String>> {
+    use audit_events::dsl as e;
+    with_conn!(conn, c => e::audit_events
+        .filter(e::action.eq(crate::verify::CHECKPOINT_ACTION))
+        .filter(e::chain.is_not_null())
+        .select(e::chain.assume_not_null())
+        .distinct()
+        .load::<String>(c))
+}
+
+/// Where the purge cuts `chain`: its newest checkpoint record before
+/// `cutoff_us` (its `seq` and `detail`), if any.
+pub(crate) fn chain_cut(
+    conn: &mut Conn,
+    chain: &str,
+    cutoff_us: i64,
+) -> QueryResult<Option<(i64, String)>> {
+    use audit_events::dsl as e;
+    with_conn!(conn, c => e::audit_events
+        .filter(e::chain.eq(chain))
+        .filter(e::action.eq(crate::verify::CHECKPOINT_ACTION))
+        .filter(e::timestamp_us.lt(cutoff_us))
+        .filter(e::seq.is_not_null())
+        .order(e::seq.desc())
+        .select((e::seq.assume_not_null(), e::detail))
+        .first::<(i64, String)>(c)
+        .optional())
+}
+
+/// How many of `chain`'s records before `below_seq` and the cutoff are
+/// still stored.
+pub(crate) fn count_below(
+    conn: &mut Conn,
+    chain: &str,
+    below_seq: i64,
+    cutoff_us: i64,
+) -> QueryResult<i64> {
+    use audit_events::dsl as e;
+    with_conn!(conn, c => e::audit_events
+        .filter(e::chain.eq(chain))
+        .filter(e::seq.lt(below_seq))
+        .filter(e::timestamp_us.lt(cutoff_us))
+        .count()
+        .get_result::<i64>(c))
+}
+
+/// A row of `audit_purges`.
+#[derive(Debug, Insertable, Queryable, Selectable)]
+#[diesel(table_name = super::schema::audit_purges)]
+pub(crate) struct PurgeRow {
+    pub(crate) chain: String,
+    pub(crate) below_seq: i64,
+    pub(crate) head: String,
+    pub(crate) cutoff_us: i64,
+    pub(crate) purged_at_us: i64,
+    pub(crate) records: i64,
+    pub(crate) note: Option<String>,
+}
+
+/// Stores the statement of a purge, unless one for the same cut is there
+/// (a purge cut short and run again).
+pub(crate) fn state_purge(conn: &mut Conn, row: &PurgeRow) -> QueryResult<()> {
+    use super::schema::audit_purges::dsl as p;
+    let stated: i64 = with_conn!(conn, c => p::audit_purges
+        .filter(p::chain.eq(&row.chain))
+        .filter(p::below_seq.eq(row.below_seq))
+        .count()
+        .get_result(c))?;
+    if stated == 0 {
+        with_conn!(conn, c => diesel::insert_into(p::audit_purges).values(row).execute(c))?;
+    }
+    Ok(())
 }
 
 /// The `seq` and `hash` of `chain`'s record with the highest `seq`: where

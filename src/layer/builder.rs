@@ -420,12 +420,20 @@ impl AuditLayerBuilder {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
+        let checkpoints = self.checkpoint_policy()?;
         #[cfg(db)]
         if let Some(url) = self.database.take() {
-            let database = crate::DatabaseSink::builder(url)
+            let mut database = crate::DatabaseSink::builder(url)
                 .retention(self.database_retention)
-                .apply_migrations(self.apply_migrations)
-                .build_lazy()?;
+                .apply_migrations(self.apply_migrations);
+            if let Some(key) = checkpoints
+                .as_ref()
+                .and_then(|(policy, _)| policy.key.clone())
+            {
+                // The purge states its cuts of the chains under the same key.
+                database = database.purge_key_shared(key);
+            }
+            let database = database.build_lazy()?;
             self.sinks
                 .insert(0, ("database".to_owned(), Box::new(database)));
         }
@@ -448,7 +456,7 @@ impl AuditLayerBuilder {
             shutdown_timeout: self.shutdown_timeout,
             max_record_bytes: self.max_record_bytes,
             instance: self.instance.take().unwrap_or_else(host_name),
-            checkpoints: self.checkpoint_policy()?,
+            checkpoints,
         };
         let delivery = Delivery::start(self.sinks, settings)?;
         let layer = AuditLayer::new(delivery.clone()).with_filter(AuditFilter::default());
