@@ -177,7 +177,7 @@ pub mod sinks {
 /// verify them.
 ///
 /// Each sink's chain is checkpointed by its worker (see
-/// [`AuditLayerBuilder::checkpoints`]): a record of action
+/// [`AuditLayerBuilder::checkpoint_key`]): a record of action
 /// [`verify::CHECKPOINT_ACTION`] that states the `seq` and hash of the
 /// record before it and, when a [`SigningKey`](checkpoint::SigningKey) is
 /// configured, carries the same as a C2SP signed note signed with
