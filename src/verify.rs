@@ -62,6 +62,22 @@ pub struct Verifier {
     /// cut each statement that holds (signed by a known key, if keys are
     /// given) allows.
     purged: BTreeMap<String, Vec<(u64, chain::Hash)>>,
+    /// Told the records checked so far, every [`PROGRESS_EVERY`].
+    progress: Progress,
+    checked: u64,
+}
+
+/// How often [`Verifier::progress`]'s function is called, in records.
+pub const PROGRESS_EVERY: u64 = 10_000;
+
+/// A function told how far a verification is.
+#[derive(Default)]
+struct Progress(Option<Box<dyn FnMut(u64) + Send>>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 /// A checkpoint record as its copy states it.
@@ -173,6 +189,15 @@ impl Verifier {
         self
     }
 
+    /// Calls `report` with the number of records checked so far, every
+    /// [`PROGRESS_EVERY`] records (for a progress display on large
+    /// inputs; `fabric-audit verify` shows one).
+    #[must_use]
+    pub fn progress(mut self, report: impl FnMut(u64) + Send + 'static) -> Self {
+        self.progress = Progress(Some(Box::new(report)));
+        self
+    }
+
     /// Adds the copy of a checkpoint record kept in another store (see
     /// `AuditLayerBuilder::checkpoint_copy`): the chain must hold that
     /// record unchanged, so that a chain cut short or rewritten from its
@@ -254,6 +279,12 @@ impl Verifier {
     }
 
     fn check_stored(&mut self, record: &AuditRecord, line: Option<&[u8]>) {
+        self.checked += 1;
+        if self.checked % PROGRESS_EVERY == 0 {
+            if let Some(report) = &mut self.progress.0 {
+                report(self.checked);
+            }
+        }
         let Some(name) = record.chain() else {
             self.unchained += 1;
             return;
@@ -791,6 +822,20 @@ mod tests {
 
     fn index_of_seq(records: &[AuditRecord], seq: u64) -> usize {
         records.iter().position(|r| r.seq() == Some(seq)).unwrap()
+    }
+
+    #[test]
+    fn progress_is_told_every_ten_thousand_records() {
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = told.clone();
+        let mut verifier = Verifier::new().progress(move |n| seen.lock().unwrap().push(n));
+        let records = written(25_000, None);
+        records.iter().for_each(|r| verifier.check(r));
+        let v = verifier.finish();
+        assert!(v.is_intact());
+        // 25 000 records and their 500 checkpoints.
+        assert_eq!(v.chains[0].records, 25_500);
+        assert_eq!(*told.lock().unwrap(), [10_000, 20_000]);
     }
 
     #[test]

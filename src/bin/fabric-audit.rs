@@ -481,7 +481,16 @@ fn verifier(
     keys: Option<&Path>,
     checkpoints: Option<&Path>,
 ) -> anyhow::Result<fabric_audit::verify::Verifier> {
-    let mut verifier = fabric_audit::verify::Verifier::new();
+    // Large inputs show how far they are (on a terminal only).
+    let bar = indicatif::ProgressBar::new_spinner()
+        .with_message("records verified")
+        .with_finish(indicatif::ProgressFinish::AndClear);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {human_pos} {msg} ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let mut verifier =
+        fabric_audit::verify::Verifier::new().progress(move |checked| bar.set_position(checked));
     if let Some(path) = keys {
         let keys = fabric_audit::checkpoint::PublicKey::from_file(path)
             .map_err(|e| Usage(e.to_string()))?;
