@@ -36,6 +36,13 @@ macro_rules! define_rows {
             pub(crate) fn stores(&self, event: &NewEvent<'_>) -> bool {
                 true $(&& Cell::cell(&self.$column) == Cell::cell(&event.$column))*
             }
+
+            /// The row `event` stores, as it reads back.
+            fn stored(event: &NewEvent<'_>) -> Self {
+                Self {
+                    $($column: ToRead::to_read(&event.$column),)*
+                }
+            }
         }
     };
 }
@@ -77,6 +84,55 @@ macro_rules! define_text_columns {
 }
 
 crate::record::fields::with_text_fields!(define_text_columns!());
+
+/// A column's value to insert as the same column read back.
+trait ToRead<R> {
+    fn to_read(&self) -> R;
+}
+
+impl ToRead<String> for String {
+    fn to_read(&self) -> String {
+        self.clone()
+    }
+}
+
+impl ToRead<String> for Cow<'_, str> {
+    fn to_read(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ToRead<Option<String>> for Option<Cow<'_, str>> {
+    fn to_read(&self) -> Option<String> {
+        self.as_ref().map(|s| s.to_string())
+    }
+}
+
+impl ToRead<i64> for i64 {
+    fn to_read(&self) -> i64 {
+        *self
+    }
+}
+
+impl ToRead<Option<i64>> for Option<i64> {
+    fn to_read(&self) -> Option<i64> {
+        *self
+    }
+}
+
+/// The record as the database sink stores it and the store reads it
+/// back, when that is not `record` itself: a value cut to fit its column
+/// (and the detail that says so). `None` when nothing is cut, which is
+/// told without building the row for the usual small record.
+pub(crate) fn stored_form(record: &AuditRecord) -> Option<AuditRecord> {
+    if !stored::may_cut(record) {
+        return None;
+    }
+    let new = NewRecord::new(record);
+    let row = EventRow::stored(&new.event);
+    let back = row.into_record().ok()?;
+    (back != *record).then_some(back)
+}
 
 /// The value of a column, whatever its Rust type in a row: for the
 /// generated code above, which handles every column alike.

@@ -12,7 +12,7 @@ use super::row::NewRecord;
 use super::write::{self, Check, Outcome};
 use crate::chain::checkpoint::SigningKey;
 use crate::sink::{Batch, ChainHead, Sink, SinkError};
-use crate::{Error, Result, Retention};
+use crate::{AuditRecord, Error, Result, Retention};
 
 /// How long [`Sink::close`] waits for the purge thread to finish its chunk.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
@@ -244,6 +244,12 @@ impl Sink for DatabaseSink {
     /// tables exist from start-up, not from the first record.
     fn open(&mut self) -> Result<(), SinkError> {
         self.prepare().map_err(SinkError::transient)
+    }
+
+    /// A value longer than its column is cut (see the crate docs on the
+    /// stored form): the chain hashes the record as it will read back.
+    fn stored_form(&mut self, record: &AuditRecord) -> Option<AuditRecord> {
+        super::row::stored_form(record)
     }
 
     /// The database sink chains its records; a new run continues after

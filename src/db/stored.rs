@@ -107,6 +107,28 @@ pub(crate) fn store(value: &str, limit: Limit) -> Stored<'_> {
     }
 }
 
+/// Whether storing `record` may cut one of its values (then its stored
+/// form differs from it): a text field that could pass its column's
+/// limit once escaped, flags or detail that could pass theirs. Cheap and
+/// conservative: `false` means nothing is cut.
+pub(crate) fn may_cut(record: &AuditRecord) -> bool {
+    // Escaping at most doubles a text; a text's characters are at most its
+    // bytes.
+    let field_may = |field: Field| {
+        record.get(field).is_some_and(|value| match limit(field) {
+            Limit::Chars(n) | Limit::Bytes(n) => value.len() * 2 > n,
+        })
+    };
+    if Field::ALL.into_iter().any(field_may) {
+        return true;
+    }
+    // JSON escapes at most sextuple a text (`\u0000`); each flag, detail
+    // key and number adds a bounded overhead.
+    let text: usize = record.text_len();
+    let entries = record.actor_flags().count() + record.detail().count();
+    text.saturating_mul(6).saturating_add(entries.saturating_mul(64)) > LONG_BYTES
+}
+
 /// The stored form of a filter value for a short column (and of a flag in
 /// the flags table).
 pub(crate) fn short(value: &str) -> Cow<'_, str> {

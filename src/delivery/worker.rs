@@ -260,10 +260,14 @@ impl Worker {
                 self.chaining = self.resume()?;
             }
             if let Chaining::On(linker) = &mut self.chaining {
-                // Another sink may hold the same record: it is copied then.
-                batch
-                    .iter_mut()
-                    .for_each(|record| linker.link(Arc::make_mut(record)));
+                for record in batch.iter_mut() {
+                    // What the sink will store is what is hashed.
+                    if let Some(stored) = self.sink.stored_form(record) {
+                        *record = Arc::new(stored);
+                    }
+                    // Another sink may hold the same record: it is copied then.
+                    linker.link(Arc::make_mut(record));
+                }
             }
             *linked = true;
         }

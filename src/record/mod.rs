@@ -184,6 +184,12 @@ impl AuditRecord {
             .map(|(key, value)| (self.str(*key), self.value(value)))
     }
 
+    /// Bytes of text the record holds, in all its fields.
+    #[cfg(db)]
+    pub(crate) fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     /// The detail field named `key`.
     pub fn detail_value(&self, key: &str) -> Option<DetailValue<'_>> {
         self.detail().find(|(k, _)| *k == key).map(|(_, v)| v)

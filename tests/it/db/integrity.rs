@@ -16,7 +16,55 @@ on_every_backend!(
     every_way_of_overwriting_a_row_is_refused,
     an_import_keeps_the_producers_chain_fields,
     database_chains_verify_and_name_each_tampering,
+    values_the_database_cuts_are_hashed_as_stored,
 );
+
+/// A value longer than its column is cut when stored (and the detail says
+/// so): the chain hashes what is stored, so the table verifies; the file
+/// sink beside it keeps and hashes the whole value.
+async fn values_the_database_cuts_are_hashed_as_stored(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = fabric_audit::FileSink::builder(dir.path().join("audit.jsonl"))
+        .build()
+        .unwrap();
+    let (dispatch, audit) = crate::support::pipeline(
+        fabric_audit::AuditLayer::builder()
+            .instance("web-1")
+            .max_record_bytes(1 << 20)
+            .sink("database", sink(&db.url).await)
+            .sink("file", file),
+    );
+    let long = "é".repeat(300);
+    let with_nul = format!("{}\0{}", "a".repeat(200), "b".repeat(200));
+    let agent = "x".repeat(70_000);
+    let flags: Vec<String> = (0..3_000).map(|i| format!("flag-{i:020}")).collect();
+    tokio::task::spawn_blocking(move || {
+        tracing::dispatcher::with_default(&dispatch, || {
+            fabric_audit::audit!(action = "short", n = 1);
+            fabric_audit::audit!(action = long.as_str(), resource_id = with_nul.as_str());
+            fabric_audit::audit!(action = "agent", user_agent = agent.as_str(), actor_flags = ?flags);
+            fabric_audit::audit!(action = "short", n = 2);
+        })
+    })
+    .await
+    .unwrap();
+    let report = audit.shutdown().await;
+    assert!(report.is_lossless(), "{report}");
+    let store = Store::connect(&db.url).await.unwrap();
+    let v = store.verify(None).await.unwrap();
+    assert!(v.is_intact(), "{v:?}");
+    assert_eq!(v.chains[0].records, 4);
+    let stored = walk(&store, AuditQuery::new()).await;
+    let cut = stored.iter().find(|r| r.action().starts_with('é')).unwrap();
+    assert_eq!(cut.action().chars().count(), 255);
+    assert!(
+        cut.detail_value("fabric_audit.stored_as").is_some(),
+        "{cut:?}"
+    );
+    let files = fabric_audit::verify::verify_files(dir.path()).unwrap();
+    assert!(files.is_intact(), "{files:?}");
+    assert_eq!(files.chains[0].records, 4);
+}
 
 async fn a_record_skipped_as_stored_adds_no_flags(db: TestDb) {
     let id = Uuid::now_v7();
