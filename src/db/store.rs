@@ -351,6 +351,9 @@ impl Store {
         chain: Option<&str>,
     ) -> Result<crate::verify::Verification> {
         const PAGE: i64 = 1000;
+        if let Some(chain) = chain {
+            verifier.only_chain(chain);
+        }
         // What retention purges removed, as they stated it.
         let statements: Result<Vec<super::write::PurgeRow>> = async {
             Ok(with_pooled!(self, c => async {

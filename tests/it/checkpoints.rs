@@ -453,6 +453,31 @@ async fn a_databases_checkpoints_verify_and_are_served_by_the_query_api() {
         .await
         .unwrap();
     assert!(again.is_intact(), "{again:?}");
+    // A copy of another chain's checkpoint is no concern of a verification
+    // of one chain; of all chains, it names a chain cut to nothing.
+    let mut other = serde_json::to_value(&served[0]).unwrap();
+    other["chain"] = "api-2/database".into();
+    let other: AuditRecord = serde_json::from_value(other).unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    let mut verifier = Verifier::new();
+    verifier.witness(&other);
+    let one = store
+        .verify_with(verifier, Some("api-1/database"))
+        .await
+        .unwrap();
+    assert!(one.is_intact(), "{one:?}");
+    let mut verifier = Verifier::new();
+    verifier.witness(&other);
+    let all = store.verify_with(verifier, None).await.unwrap();
+    let cut = all
+        .chains
+        .iter()
+        .find(|c| c.chain == "api-2/database")
+        .unwrap();
+    assert!(
+        matches!(cut.breaks[..], [Break::Truncated { from: 1, .. }]),
+        "{cut:?}"
+    );
     // Other filters do not apply to checkpoints: a 400 naming one.
     let (status, error) = get("/api/v1/audit/checkpoints?action=invoice.sent").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
