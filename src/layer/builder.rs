@@ -401,7 +401,9 @@ impl AuditLayerBuilder {
     /// and its checkpoints together, nor cut its tail unnoticed
     /// (`fabric-audit verify --checkpoints`,
     /// [`verify::Verifier::witness`](crate::verify::Verifier::witness)).
-    /// Put it on another volume or machine (or ship it off the host).
+    /// Put it on another volume or machine (or ship it off the host), and
+    /// not in a file sink's directory: `verify` reads every `*.jsonl` file
+    /// there as the sink's records.
     pub fn checkpoint_copy(mut self, path: impl Into<PathBuf>) -> Self {
         self.checkpoints.copy = Some(path.into());
         self
