@@ -190,8 +190,9 @@ impl SigningKey {
             return Err(bad_name(name));
         }
         let mut seed = [0; 32];
-        getrandom::fill(&mut seed)
-            .map_err(|e| Error::config("no randomness to make a key from").because(e))?;
+        getrandom::fill(&mut seed).map_err(|e| {
+            Error::config("no randomness to make a key from").because(e.to_string())
+        })?;
         Ok(Self::from_seed(name, seed))
     }
 
