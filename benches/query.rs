@@ -214,9 +214,12 @@ fn load(rt: &tokio::runtime::Runtime, target: &Target) -> Store {
     let store = rt.block_on(Store::connect(&target.url)).unwrap();
     let newest = |store: &Store| {
         let page = rt.block_on(store.query(&AuditQuery::new().limit(1).unwrap()));
-        page.ok()
-            .and_then(|p| p.items.first().and_then(|r| r.detail_value("n")))
-            .map(|v| v.to_json())
+        page.ok().and_then(|p| {
+            p.items
+                .first()
+                .and_then(|r| r.detail_value("n"))
+                .map(|v| v.to_json())
+        })
     };
     if newest(&store) == Some(serde_json::json!(target.rows - 1)) {
         return store;
