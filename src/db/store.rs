@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::backend::Backend;
 use super::classify;
+use super::merge;
 use super::query::{ActionFilter, AuditQuery, Cursor, Page, Total};
 use super::row::EventRow;
 use super::schema::{audit_event_flags, audit_events};
@@ -184,6 +185,23 @@ fn timed_out(timeout: Duration) -> Error {
         "the audit database did not answer within {} ms",
         timeout.as_millis()
     ))
+}
+
+/// A page of at most `size` records from up to `size + 1` rows, newest
+/// first: one more row means another page.
+fn page_of(rows: Vec<EventRow>, size: usize) -> Result<Page> {
+    let more = rows.len() > size;
+    let items = rows
+        .into_iter()
+        .take(size)
+        .map(|r| r.into_record())
+        .collect::<Result<Vec<_>>>()?;
+    let next_cursor = if more {
+        items.last().map(Cursor::after)
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
 }
 
 /// A pool of [`POOL_SIZE`] connections; they are opened on first use.
@@ -440,6 +458,9 @@ impl Store {
     async fn query_stored(&self, query: &AuditQuery) -> Result<Page> {
         let size = query.page_size() as usize;
         let limit = size as i64 + 1;
+        if let Some(page) = self.merged_page(query, limit).await? {
+            return page_of(page, size);
+        }
         let common = self.is_common_prefix(query).await?;
         let rows: Vec<EventRow> = with_pooled!(self, c => async {
             match &query.has_flag {
@@ -461,18 +482,52 @@ impl Store {
                 }
             }
         });
-        let more = rows.len() > size;
-        let items = rows
-            .into_iter()
-            .take(size)
-            .map(|r| r.into_record())
-            .collect::<Result<Vec<_>>>()?;
-        let next_cursor = if more {
-            items.last().map(Cursor::after)
-        } else {
-            None
+        page_of(rows, size)
+    }
+
+    /// The first `limit` rows of a query with an action prefix (and no
+    /// flag), newest first, as a merge of the ranges of the actions under
+    /// it (see [`merge`]); `None` for other queries, and for a prefix over
+    /// more than [`merge::MAX_ARMS`] actions.
+    async fn merged_page(&self, query: &AuditQuery, limit: i64) -> Result<Option<Vec<EventRow>>> {
+        let Some(ActionFilter::Range(low, high)) = query.action_filter() else {
+            return Ok(None);
         };
-        Ok(Page { items, next_cursor })
+        if query.has_flag.is_some() {
+            return Ok(None);
+        }
+        let dialect = self.dialect();
+        let rows: Option<Vec<EventRow>> = with_pooled!(self, c => async {
+            let actions: Vec<String> = merge::actions_in(&low, &high).load(c).await?;
+            if actions.len() > merge::MAX_ARMS {
+                return Ok(None);
+            }
+            if actions.is_empty() {
+                return Ok(Some(Vec::new()));
+            }
+            let ids: Vec<(i64, String)> =
+                merge::merged_ids(query, &actions, limit, dialect).load(c).await?;
+            let ids: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
+            let mut rows: Vec<EventRow> = audit_events::table
+                .filter(audit_events::id.eq_any(&ids))
+                .select(EventRow::as_select())
+                .load(c)
+                .await?;
+            // In the merge's order, which is the page's.
+            rows.sort_by_key(|r| ids.iter().position(|id| id == r.id()));
+            Ok(Some(rows))
+        });
+        Ok(rows)
+    }
+
+    /// How this store's backend writes a merge.
+    fn dialect(&self) -> merge::Dialect {
+        match &self.pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(_) => merge::Dialect::Merging,
+            #[allow(unreachable_patterns)] // without the sqlite feature
+            _ => merge::Dialect::Bounded,
+        }
     }
 
     /// How many records match `query`'s filters (its cursor and limit
