@@ -32,18 +32,21 @@ use super::stored;
 /// by the older plans.
 pub(crate) const MAX_ARMS: usize = 64;
 
-/// How a backend writes a merge.
+/// The backend a statement is written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dialect {
-    /// One `ORDER BY … LIMIT` over plain arms, which SQLite merges lazily
+    /// Plain arms under one `ORDER BY … LIMIT`, which SQLite merges lazily
     /// (it takes no parentheses around an arm).
-    Merging,
-    /// Each arm in parentheses with its own `ORDER BY … LIMIT`.
-    /// PostgreSQL merges such arms (Merge Append) but not plain ones,
-    /// whose pulled-up `action = $1` leaves the index order unused;
-    /// MariaDB sorts a `UNION ALL` only after reading every arm, which the
-    /// arms' limits bound.
-    Bounded,
+    Sqlite,
+    /// Each arm in parentheses with its own `ORDER BY … LIMIT`: PostgreSQL
+    /// merges such arms (Merge Append) but not plain ones, whose pulled-up
+    /// `action = $1` leaves the index order unused.
+    Postgres,
+    /// Bounded arms as for PostgreSQL: MariaDB sorts a `UNION ALL` only
+    /// after reading every arm, which the arms' limits bound. It lists the
+    /// actions by `DISTINCT`, which it reads as a skip scan ("index for
+    /// group-by"), while its recursive form reads the whole range.
+    Mysql,
 }
 
 /// A piece of a statement.
@@ -118,9 +121,19 @@ where
 
 /// The distinct stored actions in `[low, high)`, in order, at most
 /// [`MAX_ARMS`] + 1 of them: a skip scan of the action index, one seek
-/// per action.
-pub(crate) fn actions_in(low: &str, high: &str) -> Statement<Text> {
+/// per action (SQLite and PostgreSQL read `DISTINCT` as a scan of the
+/// whole range, hence the recursive form).
+pub(crate) fn actions_in(low: &str, high: &str, dialect: Dialect) -> Statement<Text> {
     let mut s = Statement::new();
+    if dialect == Dialect::Mysql {
+        s.sql("SELECT DISTINCT action FROM audit_events WHERE action >= ")
+            .text(low)
+            .sql(" AND action < ")
+            .text(high)
+            .sql(" ORDER BY action LIMIT ")
+            .int(MAX_ARMS as i64 + 1);
+        return s;
+    }
     s.sql(
         "WITH RECURSIVE under_prefix (action, n) AS (\
          SELECT (SELECT MIN(action) FROM audit_events WHERE action >= ",
@@ -142,6 +155,35 @@ pub(crate) fn actions_in(low: &str, high: &str) -> Statement<Text> {
     s
 }
 
+/// The (time, id) of the first `limit` records of `query`, its action
+/// prefix `[low, high)` checked on the newest `scan` records of its other
+/// filters only: when these hold `limit` matches (a common prefix), they
+/// are the page, found without listing the actions. `query` has no
+/// `has_flag`.
+pub(crate) fn newest_in_range(
+    query: &AuditQuery,
+    low: &str,
+    high: &str,
+    limit: i64,
+    scan: i64,
+) -> Statement<(BigInt, Text)> {
+    let mut s = Statement::new();
+    s.sql(
+        "SELECT timestamp_us, id FROM (\
+         SELECT timestamp_us, id, action FROM audit_events WHERE 1 = 1",
+    );
+    arm_filters(&mut s, query);
+    s.sql(" ORDER BY timestamp_us DESC, id DESC LIMIT ")
+        .int(scan)
+        .sql(") newest WHERE action >= ")
+        .text(low)
+        .sql(" AND action < ")
+        .text(high)
+        .sql(" ORDER BY timestamp_us DESC, id DESC LIMIT ")
+        .int(limit);
+    s
+}
+
 /// The (time, id) of the first `limit` records of `query`, newest first,
 /// its action prefix given as the `actions` under it: one arm per action.
 /// `query` has no `has_flag`.
@@ -154,7 +196,7 @@ pub(crate) fn merged_ids(
     let mut s = Statement::new();
     // One action is one range: a parenthesized arm alone would carry two
     // ORDER BYs, which PostgreSQL refuses.
-    let bounded = dialect == Dialect::Bounded && actions.len() > 1;
+    let bounded = dialect != Dialect::Sqlite && actions.len() > 1;
     for (i, action) in actions.iter().enumerate() {
         if i > 0 {
             s.sql(" UNION ALL ");
@@ -232,7 +274,7 @@ mod tests {
             .actor_id(hostile)
             .resource_type(hostile)
             .action("a.");
-        let s = merged_ids(&query, &[hostile.to_owned()], 51, Dialect::Merging);
+        let s = merged_ids(&query, &[hostile.to_owned()], 51, Dialect::Sqlite);
         assert!(!sql(&s).contains(hostile));
         let texts = s
             .pieces
@@ -240,7 +282,11 @@ mod tests {
             .filter(|p| matches!(p, Piece::Text(t) if t == hostile))
             .count();
         assert_eq!(texts, 3);
-        assert!(!sql(&actions_in(hostile, hostile)).contains(hostile));
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::Mysql] {
+            assert!(!sql(&actions_in(hostile, hostile, dialect)).contains(hostile));
+        }
+        let probe = newest_in_range(&query, hostile, hostile, 51, 408);
+        assert!(!sql(&probe).contains(hostile));
     }
 
     #[test]
@@ -251,7 +297,7 @@ mod tests {
         });
         let actions = ["a.x".to_owned(), "a.y".to_owned()];
         assert_eq!(
-            sql(&merged_ids(&query, &actions, 51, Dialect::Merging)),
+            sql(&merged_ids(&query, &actions, 51, Dialect::Sqlite)),
             "SELECT timestamp_us, id FROM audit_events WHERE action = ? AND actor_id = ? \
              AND timestamp_us <= ? AND (timestamp_us < ? OR (timestamp_us = ? AND id < ?)) \
              UNION ALL SELECT timestamp_us, id FROM audit_events WHERE action = ? AND actor_id = ? \
@@ -262,13 +308,13 @@ mod tests {
             &AuditQuery::new(),
             &actions,
             51,
-            Dialect::Bounded,
+            Dialect::Postgres,
         ));
         let one = sql(&merged_ids(
             &AuditQuery::new(),
             &actions[..1],
             51,
-            Dialect::Bounded,
+            Dialect::Postgres,
         ));
         assert_eq!(
             one,
