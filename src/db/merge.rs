@@ -4,16 +4,20 @@
 //! newest first is cheap when the prefix matches a few percent of the
 //! rows: reading the action index's range and sorting it reads every
 //! match, walking the time index reads every row until a page matches.
-//! But a prefix covers few distinct actions, and each action's entries
-//! in the index `(action, timestamp_us, id)` are already newest first. So
-//! the store first lists the actions under the prefix (a skip scan: one
-//! index seek per action, in one recursive statement), then merges their
-//! ranges: a `UNION ALL` of one arm per action, each reading its range
-//! backwards from the cursor, under one `ORDER BY … LIMIT`. SQLite and
-//! PostgreSQL merge the arms (a compound merge, a Merge Append), reading
-//! about a page of index entries in all; MariaDB, which cannot, reads at
-//! most a page per arm (see [`Dialect`]). The merge yields only (time, id) pairs,
-//! from the index alone; the page's rows are read by id afterwards.
+//! So the store tries the walk, bounded: [`newest_in_range`] checks the
+//! prefix on the newest 8 pages' worth of records of the other filters,
+//! which holds a page when the prefix is common (a quarter of the rows
+//! and up, the page is exact then). Otherwise, a prefix covers few
+//! distinct actions, and each action's entries in the index
+//! `(action, timestamp_us, id)` are already newest first. So the store
+//! lists the actions under the prefix ([`actions_in`], a skip scan: one
+//! index seek per action), then merges their ranges ([`merged_ids`]): a
+//! `UNION ALL` of one arm per action, each reading its range backwards
+//! from the cursor, under one `ORDER BY … LIMIT`. SQLite and PostgreSQL
+//! merge the arms (a compound merge, a Merge Append), reading about a page
+//! of index entries in all; MariaDB, which cannot, reads at most a page
+//! per arm (see [`Dialect`]). Both yield (time, id) pairs only; the page's
+//! rows are read by id afterwards.
 //!
 //! The statements are text from this file's fixed fragments, every value
 //! bound, and are safe for the connections' statement caches: one
@@ -126,11 +130,13 @@ where
 pub(crate) fn actions_in(low: &str, high: &str, dialect: Dialect) -> Statement<Text> {
     let mut s = Statement::new();
     if dialect == Dialect::Mysql {
-        s.sql("SELECT DISTINCT action FROM audit_events WHERE action >= ")
+        // In the column's collation: as the driver binds them, MariaDB
+        // read the whole range instead of skipping.
+        s.sql("SELECT DISTINCT action FROM audit_events WHERE action >= CONVERT(")
             .text(low)
-            .sql(" AND action < ")
+            .sql(" USING utf8mb4) COLLATE utf8mb4_bin AND action < CONVERT(")
             .text(high)
-            .sql(" ORDER BY action LIMIT ")
+            .sql(" USING utf8mb4) COLLATE utf8mb4_bin ORDER BY action LIMIT ")
             .int(MAX_ARMS as i64 + 1);
         return s;
     }

@@ -486,9 +486,10 @@ impl Store {
     }
 
     /// The first `limit` rows of a query with an action prefix (and no
-    /// flag), newest first, as a merge of the ranges of the actions under
-    /// it (see [`merge`]); `None` for other queries, and for a prefix over
-    /// more than [`merge::MAX_ARMS`] actions.
+    /// flag), newest first: from the newest records of its other filters
+    /// when they hold a page, else as a merge of the ranges of the actions
+    /// under the prefix (see [`merge`]). `None` for other queries, and for
+    /// a prefix over more than [`merge::MAX_ARMS`] actions.
     async fn merged_page(&self, query: &AuditQuery, limit: i64) -> Result<Option<Vec<EventRow>>> {
         let Some(ActionFilter::Range(low, high)) = query.action_filter() else {
             return Ok(None);
@@ -631,7 +632,9 @@ impl Store {
     /// keep what matches (fast when it is common). SQLite keeps no value
     /// statistics to choose, and PostgreSQL chose badly with other filters
     /// combined (measured in `benches/query.rs`), so the store looks: it
-    /// counts the range, up to a cap, in the covering action index.
+    /// counts the range, up to a cap, in the covering action index. Pages
+    /// use it only where the merge does not serve them (with `has_flag`,
+    /// or over more than [`merge::MAX_ARMS`] actions); counts always.
     async fn is_common_prefix(&self, query: &AuditQuery) -> Result<bool> {
         const COMMON: i64 = 2000;
         let Some(ActionFilter::Range(low, high)) = query.action_filter() else {
