@@ -5,8 +5,8 @@
 //! rows: reading the action index's range and sorting it reads every
 //! match, walking the time index reads every row until a page matches.
 //! So the store tries the walk, bounded: [`newest_in_range`] checks the
-//! prefix on the newest 8 pages' worth of records of the other filters,
-//! which holds a page when the prefix is common (a quarter of the rows
+//! prefix on the newest 4 pages' worth of records of the other filters,
+//! which holds a page when the prefix is common (a third of the rows
 //! and up, the page is exact then). Otherwise, a prefix covers few
 //! distinct actions, and each action's entries in the index
 //! `(action, timestamp_us, id)` are already newest first. So the store
@@ -48,8 +48,7 @@ pub(crate) enum Dialect {
     Postgres,
     /// Bounded arms as for PostgreSQL: MariaDB sorts a `UNION ALL` only
     /// after reading every arm, which the arms' limits bound. It lists the
-    /// actions by `DISTINCT`, which it reads as a skip scan ("index for
-    /// group-by"), while its recursive form reads the whole range.
+    /// actions a step at a time ([`next_action`]).
     Mysql,
 }
 
@@ -126,20 +125,10 @@ where
 /// The distinct stored actions in `[low, high)`, in order, at most
 /// [`MAX_ARMS`] + 1 of them: a skip scan of the action index, one seek
 /// per action (SQLite and PostgreSQL read `DISTINCT` as a scan of the
-/// whole range, hence the recursive form).
-pub(crate) fn actions_in(low: &str, high: &str, dialect: Dialect) -> Statement<Text> {
+/// whole range, hence the recursive form). Not for MariaDB: see
+/// [`next_action`].
+pub(crate) fn actions_in(low: &str, high: &str) -> Statement<Text> {
     let mut s = Statement::new();
-    if dialect == Dialect::Mysql {
-        // In the column's collation: as the driver binds them, MariaDB
-        // read the whole range instead of skipping.
-        s.sql("SELECT DISTINCT action FROM audit_events WHERE action >= CONVERT(")
-            .text(low)
-            .sql(" USING utf8mb4) COLLATE utf8mb4_bin AND action < CONVERT(")
-            .text(high)
-            .sql(" USING utf8mb4) COLLATE utf8mb4_bin ORDER BY action LIMIT ")
-            .int(MAX_ARMS as i64 + 1);
-        return s;
-    }
     s.sql(
         "WITH RECURSIVE under_prefix (action, n) AS (\
          SELECT (SELECT MIN(action) FROM audit_events WHERE action >= ",
@@ -158,6 +147,23 @@ pub(crate) fn actions_in(low: &str, high: &str, dialect: Dialect) -> Statement<T
     )
     .int(MAX_ARMS as i64)
     .sql(") SELECT action FROM under_prefix WHERE action IS NOT NULL ORDER BY action");
+    s
+}
+
+/// The first stored action in `[low, high)` after `after`, if any: one
+/// step of the skip scan, for MariaDB. Its recursive form re-read the
+/// range from its start on every step, and its skip scan for `DISTINCT`
+/// (which it uses from its command line) was not chosen for the driver's
+/// prepared statements: 20 ms for 20 000 entries under a prefix.
+pub(crate) fn next_action(after: Option<&str>, low: &str, high: &str) -> Statement<Text> {
+    let mut s = Statement::new();
+    match after {
+        Some(after) => s.sql("SELECT action FROM audit_events WHERE action > ").text(after),
+        None => s.sql("SELECT action FROM audit_events WHERE action >= ").text(low),
+    };
+    s.sql(" AND action < ")
+        .text(high)
+        .sql(" ORDER BY action LIMIT 1");
     s
 }
 
@@ -288,9 +294,8 @@ mod tests {
             .filter(|p| matches!(p, Piece::Text(t) if t == hostile))
             .count();
         assert_eq!(texts, 3);
-        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::Mysql] {
-            assert!(!sql(&actions_in(hostile, hostile, dialect)).contains(hostile));
-        }
+        assert!(!sql(&actions_in(hostile, hostile)).contains(hostile));
+        assert!(!sql(&next_action(Some(hostile), hostile, hostile)).contains(hostile));
         let probe = newest_in_range(&query, hostile, hostile, 51, 408);
         assert!(!sql(&probe).contains(hostile));
     }

@@ -501,12 +501,25 @@ impl Store {
         // A common prefix fills a page from the newest records of the
         // other filters; reading that many costs about what listing a
         // prefix's many actions would.
-        let scan = limit * 8;
+        let scan = limit * 4;
         let rows: Option<Vec<EventRow>> = with_pooled!(self, c => async {
             let mut ids: Vec<(i64, String)> =
                 merge::newest_in_range(query, &low, &high, limit, scan).load(c).await?;
             if (ids.len() as i64) < limit {
-                let actions: Vec<String> = merge::actions_in(&low, &high, dialect).load(c).await?;
+                let mut actions: Vec<String> = Vec::new();
+                if dialect == merge::Dialect::Mysql {
+                    while actions.len() <= merge::MAX_ARMS {
+                        let after = actions.last().map(String::as_str);
+                        let next: Vec<String> =
+                            merge::next_action(after, &low, &high).load(c).await?;
+                        match next.into_iter().next() {
+                            Some(action) => actions.push(action),
+                            None => break,
+                        }
+                    }
+                } else {
+                    actions = merge::actions_in(&low, &high).load(c).await?;
+                }
                 if actions.len() > merge::MAX_ARMS {
                     return Ok(None);
                 }
