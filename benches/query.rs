@@ -15,7 +15,8 @@
 //! on the servers; `…_10m` for 10M), so reruns start at once. After a load
 //! the PostgreSQL table is `VACUUM ANALYZE`d, as autovacuum would do.
 //!
-//! `cargo bench --features mysql --bench query` prints the latency table;
+//! `cargo bench --all-features --bench query` prints the latency table
+//! (add `-- nothing` to skip criterion's runs of each first page after it);
 //! `FABRIC_AUDIT_BENCH_BACKENDS=sqlite,postgres` picks backends (default
 //! all three), `FABRIC_AUDIT_BENCH_SAMPLES` the runs per shape (200).
 
