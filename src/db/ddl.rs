@@ -37,18 +37,21 @@ pub(crate) const SQLITE: &[Step] = steps!("sqlite":
     "2026-11-27-000001_create_audit_events",
     "2026-11-28-000001_close_append_only_gaps",
     "2026-12-02-000001_add_hash_chains",
+    "2026-12-02-000002_index_actor_actions",
     "2026-12-02-000003_add_purge_statements",
 );
 #[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &[Step] = steps!("postgres":
     "2026-11-27-000001_create_audit_events",
     "2026-12-02-000001_add_hash_chains",
+    "2026-12-02-000002_index_actor_actions",
     "2026-12-02-000003_add_purge_statements",
 );
 #[cfg(feature = "mysql")]
 pub(crate) const MYSQL: &[Step] = steps!("mysql":
     "2026-11-27-000001_create_audit_events",
     "2026-12-02-000001_add_hash_chains",
+    "2026-12-02-000002_index_actor_actions",
     "2026-12-02-000003_add_purge_statements",
 );
 

@@ -4,6 +4,7 @@
 pub(crate) mod backend;
 mod classify;
 mod ddl;
+mod merge;
 mod migrate;
 mod purge;
 pub(crate) mod query;

@@ -14,6 +14,7 @@ mod hostile;
 mod integrity;
 mod network;
 mod paging;
+mod prefix;
 mod retention;
 mod schema;
 pub(crate) mod support;
