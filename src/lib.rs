@@ -121,7 +121,7 @@ pub use crate::config::{AuditConfig, TokenConfig};
 cfg_db! {
     pub use crate::db::{
         migrate, purge, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder,
-        Imported, Page, Store, StoreBuilder, Total,
+        Imported, ImportedFile, Page, RecordFile, Store, StoreBuilder, Total,
     };
 }
 pub use crate::delivery::Overflow;

@@ -4,6 +4,7 @@
 pub(crate) mod backend;
 mod classify;
 mod ddl;
+mod import;
 mod migrate;
 mod purge;
 pub(crate) mod query;
@@ -16,6 +17,7 @@ mod write;
 
 #[cfg(feature = "http")]
 pub(crate) use self::query::{parse_pairs, with_parameters, Given};
+pub use self::import::{ImportedFile, RecordFile};
 pub use self::query::{AuditQuery, Cursor, Page, Total};
 pub use self::migrate::{migrate, schema_sql};
 pub use self::purge::purge;
