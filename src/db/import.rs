@@ -29,6 +29,11 @@ const MAX_LINE: u64 = 16 << 20;
 /// a few tens of MB.
 const ROWS_PER_TRANSACTION: usize = 20_000;
 
+/// Bytes of lines per transaction at most: records with large details
+/// make smaller transactions, not more memory. (20 000 records of the
+/// file sink's usual size are about 8 MiB.)
+const BYTES_PER_TRANSACTION: usize = 8 << 20;
+
 /// A JSON-lines file of audit records whose every line parsed: the only
 /// kind of file [`DatabaseSink::import_file`] takes.
 ///
@@ -220,10 +225,12 @@ fn read_chunks(file: &RecordFile, chunks: mpsc::SyncSender<Result<Chunk>>) {
             records: Vec::with_capacity(ROWS_PER_TRANSACTION),
             lines: Vec::with_capacity(ROWS_PER_TRANSACTION),
         };
+        let mut bytes = 0;
         let end = loop {
             match lines.next() {
                 Ok(Some((at, line))) => match parse(&file.path, at, line) {
                     Ok(record) => {
+                        bytes += line.len();
                         chunk.records.push(Arc::new(record));
                         chunk.lines.push(at);
                     }
@@ -232,7 +239,7 @@ fn read_chunks(file: &RecordFile, chunks: mpsc::SyncSender<Result<Chunk>>) {
                 Ok(None) => break Some(Ok(())),
                 Err(e) => break Some(Err(changed(e))),
             }
-            if chunk.records.len() == ROWS_PER_TRANSACTION {
+            if chunk.records.len() == ROWS_PER_TRANSACTION || bytes >= BYTES_PER_TRANSACTION {
                 break None;
             }
         };
