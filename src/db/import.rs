@@ -204,6 +204,16 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// In id order, which is time order: the rows of a shuffled file then
+    /// go into each index in key order, page after page. Stable: copies of
+    /// one id keep their order, and the first is the one stored.
+    fn sort_by_id(&mut self) {
+        let mut pairs: Vec<(Arc<AuditRecord>, u64)> =
+            self.records.drain(..).zip(self.lines.drain(..)).collect();
+        pairs.sort_by_key(|(record, _)| record.id());
+        (self.records, self.lines) = pairs.into_iter().unzip();
+    }
+
     /// The line of each record by id (the last, if one is there twice: a
     /// conflict is found at the later copy): built only when something
     /// went wrong.
@@ -243,6 +253,7 @@ fn read_chunks(file: &RecordFile, chunks: mpsc::SyncSender<Result<Chunk>>) {
                 break None;
             }
         };
+        chunk.sort_by_id();
         if !chunk.records.is_empty() && chunks.send(Ok(chunk)).is_err() {
             return;
         }
