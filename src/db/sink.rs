@@ -142,6 +142,23 @@ impl DatabaseSink {
         })
     }
 
+    /// Runs `pragmas` on the sink's connection if it is SQLite's (other
+    /// backends: nothing): an import's settings, for this connection only.
+    /// A connection made after a failure goes without them.
+    pub(super) fn sqlite_pragmas(&mut self, pragmas: &str) -> Result<()> {
+        self.prepare()?;
+        let conn = self
+            .connection()
+            .map_err(|e| Error::database("cannot connect to the database").because(e))?;
+        #[cfg(feature = "sqlite")]
+        if let Conn::Sqlite(c) = conn {
+            diesel::connection::SimpleConnection::batch_execute(c, pragmas)
+                .map_err(|e| Error::database("cannot set up the import").because(e))?;
+        }
+        let _ = (conn, pragmas);
+        Ok(())
+    }
+
     fn insert(&mut self, batch: &Batch<'_>, check: Check) -> Result<Outcome, SinkError> {
         self.prepare().map_err(SinkError::transient)?;
         let records: Vec<NewRecord<'_>> = batch.iter().map(NewRecord::new).collect();
