@@ -27,19 +27,19 @@ const MAX_LINE: u64 = 16 << 20;
 /// transaction dirties takes many rows (on SQLite, a commit writes every
 /// dirty page once), small enough that two of them in memory stay within
 /// a few tens of MB.
-const ROWS_PER_TRANSACTION: usize = 20_000;
+const ROWS_PER_TRANSACTION: usize = 10_000;
 
 /// Bytes of lines per transaction at most: records with large details
-/// make smaller transactions, not more memory. (20 000 records of the
-/// file sink's usual size are about 8 MiB.)
-const BYTES_PER_TRANSACTION: usize = 8 << 20;
+/// make smaller transactions, not more memory. (10 000 records of the
+/// file sink's usual size are 3 to 6 MiB.)
+const BYTES_PER_TRANSACTION: usize = 4 << 20;
 
-/// The import's SQLite connection keeps up to 64 MiB of pages (the
+/// The import's SQLite connection keeps up to 32 MiB of pages (the
 /// default is 2 MiB): a transaction of thousands of records touches pages
 /// all over the indexes, and every page read back from the file costs a
 /// system call. Journal and sync settings stay the sink's (WAL, NORMAL):
 /// an import is as crash-safe as the sink's writes.
-const SQLITE_PRAGMAS: &str = "PRAGMA cache_size = -65536;";
+const SQLITE_PRAGMAS: &str = "PRAGMA cache_size = -32768;";
 
 /// A JSON-lines file of audit records whose every line parsed: the only
 /// kind of file [`DatabaseSink::import_file`] takes.

@@ -70,7 +70,7 @@ fn summary(read: usize, files: usize, stored: usize, present: usize, not: usize)
     )
 }
 
-/// More records than one transaction takes (20 000): the second run finds
+/// More records than two transactions take (10 000 each): the second run finds
 /// every one stored, and an edited record in the second transaction is
 /// named by its own line.
 #[test]

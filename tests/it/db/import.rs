@@ -62,7 +62,7 @@ async fn an_import_counts_what_it_stored_and_names_conflicting_lines(db: TestDb)
 }
 
 async fn an_import_cut_midway_is_finished_by_running_it_again(db: TestDb, port: u16) {
-    // One transaction takes 20 000 records: the cut comes in the second.
+    // A transaction takes 10 000 records: the cut comes in the third.
     const FIRST: usize = 20_000;
     const REST: usize = 50;
     let dir = tempfile::tempdir().unwrap();
