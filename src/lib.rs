@@ -120,8 +120,8 @@ mod cfg;
 pub use crate::config::{AuditConfig, TokenConfig};
 cfg_db! {
     pub use crate::db::{
-        migrate, purge, purge_signed, schema_sql, AuditQuery, Cursor, DatabaseSink, DatabaseSinkBuilder,
-        Imported, Page, Store, StoreBuilder, Total,
+        migrate, purge, purge_signed, schema_sql, AuditQuery, Cursor, DatabaseSink,
+        DatabaseSinkBuilder, Imported, ImportedFile, Page, RecordFile, Store, StoreBuilder, Total,
     };
 }
 pub use crate::delivery::Overflow;

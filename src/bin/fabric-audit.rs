@@ -4,15 +4,16 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
-use fabric_audit::{AuditConfig, AuditQuery, AuditRecord, Batch, DatabaseSink, Retention, Store};
+use fabric_audit::{AuditConfig, AuditQuery, AuditRecord, Retention, Store};
 
 #[cfg(feature = "nats")]
 #[path = "fabric-audit/collect.rs"]
 mod collect;
+#[path = "fabric-audit/import.rs"]
+mod import;
 #[path = "fabric-audit/serve.rs"]
 mod serve;
 
@@ -46,7 +47,9 @@ enum Command {
     Import {
         #[command(flatten)]
         db: Database,
-        /// Files to import; a file with a bad line is not imported at all.
+        /// Files to import, read twice and never whole: every line of
+        /// every file is checked before anything is written, and a file
+        /// with a bad line is not imported at all.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -441,7 +444,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Import { db, files } => {
             let (_, url) = db.resolve()?;
-            import(url, files).await?;
+            import::run(url, files).await?;
         }
         Command::Serve(args) => serve::run(args).await?,
         Command::Verify {
@@ -587,118 +590,6 @@ fn print_page(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A file's records, each with its line number.
-struct Loaded {
-    path: PathBuf,
-    records: Vec<Arc<AuditRecord>>,
-    lines: Vec<usize>,
-}
-
-impl Loaded {
-    /// The line of the record with this id (the last, if it is there twice:
-    /// a conflict is found at the later copy).
-    fn line_of(&self, id: uuid::Uuid) -> usize {
-        self.records
-            .iter()
-            .zip(&self.lines)
-            .rev()
-            .find(|(r, _)| r.id() == id)
-            .map_or(0, |(_, line)| *line)
-    }
-}
-
-/// Reads a whole file as records, or says which line is bad.
-fn read_records(path: &Path) -> anyhow::Result<Loaded> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    let mut loaded = Loaded {
-        path: path.to_owned(),
-        records: Vec::new(),
-        lines: Vec::new(),
-    };
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: AuditRecord = serde_json::from_str(line)
-            .map_err(|e| Usage(format!("{}:{}: {e}", path.display(), n + 1)))?;
-        loaded.records.push(Arc::new(record));
-        loaded.lines.push(n + 1);
-    }
-    Ok(loaded)
-}
-
-/// What an import did, over all its files.
-#[derive(Default)]
-struct ImportTotals {
-    stored: usize,
-    present: usize,
-    /// `file:line: …` for each record not imported.
-    problems: Vec<String>,
-}
-
-async fn import(url: String, files: Vec<PathBuf>) -> anyhow::Result<()> {
-    // Every file is read whole before anything is written: a file with a
-    // bad line is not imported at all. Records are stored by id, so an
-    // import run twice stores each record once; an id stored with other
-    // content is a conflict, reported with its file and line.
-    let mut loaded = Vec::new();
-    for path in &files {
-        loaded.push(read_records(path)?);
-    }
-    let read: usize = loaded.iter().map(|l| l.records.len()).sum();
-    let totals = tokio::task::spawn_blocking(move || -> anyhow::Result<ImportTotals> {
-        let mut sink = DatabaseSink::builder(&url).keep_forever().build()?;
-        let bar = indicatif::ProgressBar::new(read as u64);
-        if read < 10_000 {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        let mut totals = ImportTotals::default();
-        for file in &loaded {
-            for chunk in file.records.chunks(1000) {
-                let done = sink
-                    .import(&Batch::new(chunk))
-                    .with_context(|| format!("{}: writing to the database", file.path.display()))?;
-                totals.stored += done.stored;
-                totals.present += done.present;
-                let problems = done
-                    .conflicting
-                    .iter()
-                    .map(|id| (id, "is stored with other content"))
-                    .chain(
-                        done.refused
-                            .iter()
-                            .map(|id| (id, "was refused by the database")),
-                    );
-                for (id, what) in problems {
-                    totals.problems.push(format!(
-                        "{}:{}: record {id} {what}: not imported",
-                        file.path.display(),
-                        file.line_of(*id)
-                    ));
-                }
-                bar.inc(chunk.len() as u64);
-            }
-        }
-        bar.finish_and_clear();
-        Ok(totals)
-    })
-    .await??;
-    println!(
-        "read {read} records from {} file(s): {} stored, {} already present, {} not imported",
-        files.len(),
-        totals.stored,
-        totals.present,
-        totals.problems.len()
-    );
-    for problem in &totals.problems {
-        eprintln!("error: {problem}");
-    }
-    if !totals.problems.is_empty() {
-        bail!("{} record(s) not imported", totals.problems.len());
-    }
-    Ok(())
-}
-
 /// Serves the `metrics` facade's values for Prometheus on `addr`, for as
 /// long as the process runs.
 fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
@@ -716,10 +607,10 @@ fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
 #[cfg(all(test, unix))]
 mod tests {
     use std::os::unix::ffi::OsStringExt;
-    use std::sync::OnceLock;
+    use std::sync::{Arc, OnceLock};
 
     use axum::body::Body;
-    use fabric_audit::Sink;
+    use fabric_audit::{Batch, DatabaseSink, Sink};
     use http_body_util::BodyExt;
     use proptest::prelude::*;
     use tower::ServiceExt;

@@ -4,6 +4,7 @@
 pub(crate) mod backend;
 mod classify;
 mod ddl;
+mod import;
 mod merge;
 mod migrate;
 mod purge;
@@ -17,6 +18,7 @@ mod write;
 
 #[cfg(feature = "http")]
 pub(crate) use self::query::{parse_pairs, with_parameters, Given};
+pub use self::import::{ImportedFile, RecordFile};
 pub use self::query::{AuditQuery, Cursor, Page, Total};
 pub use self::migrate::{migrate, schema_sql};
 pub use self::purge::{purge, purge_signed};

@@ -148,6 +148,24 @@ impl DatabaseSink {
         })
     }
 
+    /// Runs `pragmas` on the sink's connection if it is SQLite's (other
+    /// backends: nothing): an import's settings, for this connection only.
+    /// A connection made after a failure goes without them.
+    #[cfg_attr(not(feature = "sqlite"), allow(unused_variables))]
+    pub(super) fn sqlite_pragmas(&mut self, pragmas: &str) -> Result<()> {
+        self.prepare()?;
+        let conn = self
+            .connection()
+            .map_err(|e| Error::database("cannot connect to the database").because(e))?;
+        match conn {
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(c) => diesel::connection::SimpleConnection::batch_execute(c, pragmas)
+                .map_err(|e| Error::database("cannot set up the import").because(e)),
+            #[allow(unreachable_patterns)] // with only the sqlite feature
+            _ => Ok(()),
+        }
+    }
+
     fn insert(&mut self, batch: &Batch<'_>, check: Check) -> Result<Outcome, SinkError> {
         self.prepare().map_err(SinkError::transient)?;
         let records: Vec<NewRecord<'_>> = batch.iter().map(NewRecord::new).collect();

@@ -9,7 +9,7 @@ use fabric_audit::{audit, AuditLayer, AuditRecord};
 
 use crate::support::pipeline;
 
-fn cli(args: &[&str]) -> Output {
+pub(crate) fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
         .args(args)
         .env_remove("FABRIC_AUDIT_DATABASE_URL")
@@ -17,7 +17,7 @@ fn cli(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -43,7 +43,7 @@ fn audit_file(dir: &Path, n: usize) -> std::path::PathBuf {
         .path()
 }
 
-fn count(url: &str) -> usize {
+pub(crate) fn count(url: &str) -> usize {
     let out = cli(&["query", "--database-url", url, "--json", "--limit", "1000"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let records: Vec<AuditRecord> = text(&out.stdout)

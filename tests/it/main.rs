@@ -19,6 +19,8 @@ mod delivery;
 mod file;
 #[cfg(all(feature = "http", feature = "sqlite"))]
 mod http;
+#[cfg(feature = "cli")]
+mod import;
 mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;

@@ -11,6 +11,7 @@ use crate::support::{pipeline, User};
 mod count;
 mod errors;
 mod hostile;
+mod import;
 mod integrity;
 mod network;
 mod paging;
