@@ -36,8 +36,13 @@ use super::stored;
 /// by the older plans.
 pub(crate) const MAX_ARMS: usize = 64;
 
-/// The backend a statement is written for.
+/// The backend a statement is written for (a build without a backend's
+/// feature never makes its variant).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    not(all(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(dead_code)
+)]
 pub(crate) enum Dialect {
     /// Plain arms under one `ORDER BY … LIMIT`, which SQLite merges lazily
     /// (it takes no parentheses around an arm).
