@@ -846,7 +846,8 @@ mod context {
             let response = app.clone().oneshot(request).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
         }
-        audit.shutdown().await;
+        let report = audit.shutdown().await;
+        assert_eq!(sink.len(), 1, "{report}");
         sink.only()
     }
 
