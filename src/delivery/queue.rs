@@ -337,6 +337,11 @@ impl SinkQueue {
         self.items.push(Item::Barrier(barrier.clone())).is_ok()
     }
 
+    /// Whether nothing (no record, no barrier) is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
     /// Counts whatever is still queued as dropped (after the worker is gone).
     pub(crate) fn drop_leftovers(&self) {
         while let Some(item) = self.items.pop() {

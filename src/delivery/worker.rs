@@ -215,7 +215,13 @@ impl Worker {
                 self.queue.space.notify();
             } else if self.lifecycle.is_closing() {
                 if self.lifecycle.intake.is_settled() {
-                    break;
+                    // The queue was found empty before the close and the
+                    // last handovers were seen: records queued in between
+                    // are still to write (they were once left as dropped).
+                    if self.queue.is_empty() {
+                        break;
+                    }
+                    continue;
                 }
                 // An emitter admitted before the close is still handing
                 // its record over: look again in a moment.
