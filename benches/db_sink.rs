@@ -20,6 +20,7 @@ use std::time::Duration;
 use criterion::{criterion_group, Criterion, Throughput};
 use diesel::prelude::*;
 use fabric_audit::{AuditLayer, DatabaseSink};
+use support::Scratch;
 
 const EVENTS: u64 = 200_000;
 
@@ -80,43 +81,6 @@ fn rows() -> Vec<Row> {
             user_agent: Some("bench/1.0".into()),
         })
         .collect()
-}
-
-/// A fresh database: a SQLite file, or a scratch PostgreSQL database.
-struct Scratch {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    pg_name: Option<String>,
-}
-
-impl Scratch {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        Self {
-            url,
-            _dir: Some(dir),
-            pg_name: None,
-        }
-    }
-
-    fn postgres() -> Option<Self> {
-        let name = format!("fa_bench_{}", uuid::Uuid::new_v4().simple());
-        let ok = support::psql(&format!("CREATE DATABASE {name}"));
-        ok.then(|| Self {
-            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-            _dir: None,
-            pg_name: Some(name),
-        })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Some(name) = &self.pg_name {
-            support::psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        }
-    }
 }
 
 /// Emits `EVENTS` events into a database sink (hash-chained or not) and

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, Criterion, Throughput};
 use fabric_audit::{AuditRecord, Batch, DatabaseSink, RecordFile, Sink};
+use support::Scratch;
 
 /// The layer's default batch: what the sink's worker writes at once.
 const SINK_BATCH: usize = 1024;
@@ -117,42 +118,12 @@ fn data_file(records: usize, shuffled: bool) -> PathBuf {
     path
 }
 
-/// A fresh database: a SQLite file, or a scratch PostgreSQL database.
-struct Scratch {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    pg_name: Option<String>,
-}
-
-impl Scratch {
-    fn sqlite() -> Option<Self> {
-        // Beside the data, not in /tmp (often a small tmpfs).
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
-        let dir = tempfile::tempdir_in(base).unwrap();
-        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        Some(Self {
-            url,
-            _dir: Some(dir),
-            pg_name: None,
-        })
-    }
-
-    fn postgres() -> Option<Self> {
-        let name = format!("fa_bench_{}", uuid::Uuid::new_v4().simple());
-        support::psql(&format!("CREATE DATABASE {name}")).then(|| Self {
-            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-            _dir: None,
-            pg_name: Some(name),
-        })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Some(name) = &self.pg_name {
-            support::psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        }
-    }
+/// A SQLite scratch database beside the data, not in /tmp (often a
+/// small tmpfs).
+fn sqlite_beside_data() -> Option<Scratch> {
+    Some(Scratch::sqlite_in(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"),
+    ))
 }
 
 /// Imports `path` into a fresh database, as `fabric-audit import` does
@@ -230,12 +201,14 @@ fn bench_import(c: &mut Criterion) {
     group.throughput(Throughput::Elements(SMALL as u64));
     group.bench_function("import_shuffled", |b| {
         b.iter_custom(|iters| {
-            support::sum_of_runs(iters, || import(&Scratch::sqlite().unwrap(), &path))
+            support::sum_of_runs(iters, || import(&sqlite_beside_data().unwrap(), &path))
         })
     });
     group.bench_function("sink", |b| {
         b.iter_custom(|iters| {
-            support::sum_of_runs(iters, || sink_baseline(&Scratch::sqlite().unwrap(), &path))
+            support::sum_of_runs(iters, || {
+                sink_baseline(&sqlite_beside_data().unwrap(), &path)
+            })
         })
     });
     group.finish();
@@ -247,6 +220,6 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     support::print_ratio("import_sqlite_20k", "sink", "import_shuffled");
-    full_size("sqlite", Scratch::sqlite);
+    full_size("sqlite", sqlite_beside_data);
     full_size("postgres", Scratch::postgres);
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use fabric_audit::{AuditRecord, Batch, DatabaseSink, NatsCollector, NatsSink, NatsStream, Sink};
+use support::Scratch;
 
 const URL: &str = "nats://127.0.0.1:4222";
 const RECORDS: usize = 50_000;
@@ -41,30 +42,10 @@ fn records() -> Vec<Arc<AuditRecord>> {
 }
 
 /// A migrated scratch PostgreSQL database, dropped with it.
-struct Scratch {
-    name: String,
-    url: String,
-}
-
-impl Scratch {
-    fn new() -> Option<Self> {
-        let name = format!("fa_bench_{}", uuid::Uuid::new_v4().simple());
-        if !support::psql(&format!("CREATE DATABASE {name}")) {
-            return None;
-        }
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        fabric_audit::migrate(&url).unwrap();
-        Some(Self { name, url })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        support::psql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
+fn migrated_postgres() -> Option<Scratch> {
+    let db = Scratch::postgres()?;
+    fabric_audit::migrate(&db.url).unwrap();
+    Some(db)
 }
 
 /// A fresh stream holding `records`.
@@ -85,7 +66,7 @@ fn filled_stream(records: &[Arc<AuditRecord>]) -> (NatsStream, String) {
 
 /// The collector drains a pre-filled stream into a fresh database.
 fn collector_run(rt: &tokio::runtime::Runtime, records: &[Arc<AuditRecord>]) -> Duration {
-    let db = Scratch::new().unwrap();
+    let db = migrated_postgres().unwrap();
     let (target, name) = filled_stream(records);
     let collector = NatsCollector::builder(target, &db.url)
         .progress_every(Duration::from_millis(10))
@@ -113,7 +94,7 @@ fn collector_run(rt: &tokio::runtime::Runtime, records: &[Arc<AuditRecord>]) -> 
 
 /// The database sink writes the same records into a fresh database.
 fn direct_run(records: &[Arc<AuditRecord>]) -> Duration {
-    let db = Scratch::new().unwrap();
+    let db = migrated_postgres().unwrap();
     support::timed(|| {
         let mut sink = DatabaseSink::builder(&db.url).build().unwrap();
         for chunk in records.chunks(BATCH) {
@@ -128,7 +109,7 @@ fn bench(c: &mut Criterion) {
         println!("{GROUP}: no NATS server on 127.0.0.1:4222, skipped");
         return;
     }
-    let Some(probe) = Scratch::new() else {
+    let Some(probe) = migrated_postgres() else {
         println!("{GROUP}: no PostgreSQL on 127.0.0.1:5432, skipped");
         return;
     };

@@ -134,6 +134,50 @@ pub(crate) fn psql(sql: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A scratch database for one run, removed with it: a SQLite file in a
+/// temporary directory, or a PostgreSQL database on the local server.
+pub(crate) struct Scratch {
+    pub(crate) url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl Scratch {
+    /// A SQLite database in a new temporary directory under `base`.
+    pub(crate) fn sqlite_in(base: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir_in(base).unwrap();
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        Self {
+            url,
+            _dir: Some(dir),
+            pg_name: None,
+        }
+    }
+
+    /// A SQLite database in a new temporary directory.
+    pub(crate) fn sqlite() -> Self {
+        Self::sqlite_in(&std::env::temp_dir())
+    }
+
+    /// A new PostgreSQL database; `None` where there is no server.
+    pub(crate) fn postgres() -> Option<Self> {
+        let name = format!("fa_bench_{}", uuid::Uuid::new_v4().simple());
+        psql(&format!("CREATE DATABASE {name}")).then(|| Self {
+            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            _dir: None,
+            pg_name: Some(name),
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
 /// A sink as it was before hash chains: every call forwarded but
 /// `chain_head`, so the worker links nothing. What chaining costs is the
 /// difference from the sink itself.
