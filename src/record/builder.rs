@@ -130,20 +130,60 @@ impl RecordBuilder {
 }
 
 /// A record's values as a reader found them (a JSON object, a row), before
-/// they are put into the record's buffer.
+/// they are put into the record's buffer. `S` is its text (borrowed from
+/// the input where it can be), `D` a detail value.
 #[derive(Debug)]
-pub(crate) struct Parts<S> {
+pub(crate) struct Parts<S, D = serde_json::Value> {
     pub(crate) id: Uuid,
     /// Microseconds since the Unix epoch, UTC.
     pub(crate) micros: i64,
     /// The text fields, by [`Field`] position.
     pub(crate) texts: [Option<S>; Field::COUNT],
-    pub(crate) flags: Vec<String>,
-    pub(crate) detail: Vec<(String, serde_json::Value)>,
+    pub(crate) flags: Vec<S>,
+    pub(crate) detail: Vec<(S, D)>,
     pub(crate) seq: Option<u64>,
 }
 
-impl<S: AsRef<str>> Parts<S> {
+/// A detail value as a reader found it.
+pub(crate) trait GivenValue {
+    /// Adds it to `record`'s detail under `key`.
+    fn push_into(self, key: &str, record: &mut AuditRecord);
+}
+
+impl GivenValue for serde_json::Value {
+    fn push_into(self, key: &str, record: &mut AuditRecord) {
+        record.push_json(key, self);
+    }
+}
+
+/// A detail value read from JSON without a `serde_json::Value` for the
+/// usual scalar: the same detail [`AuditRecord::push_json`] makes of it.
+#[derive(Debug)]
+pub(crate) enum Given<S> {
+    Str(S),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    /// `null`, an array or an object.
+    Json(serde_json::Value),
+}
+
+impl<S: AsRef<str>> GivenValue for Given<S> {
+    fn push_into(self, key: &str, record: &mut AuditRecord) {
+        let value = match self {
+            Given::Str(text) => return record.push_detail_str(key, text.as_ref()),
+            Given::I64(n) => Value::I64(n),
+            Given::U64(n) => Value::U64(n),
+            Given::F64(n) => Value::F64(n),
+            Given::Bool(b) => Value::Bool(b),
+            Given::Json(json) => return record.push_json(key, json),
+        };
+        record.push_detail(key, value);
+    }
+}
+
+impl<S: AsRef<str>, D: GivenValue> Parts<S, D> {
     /// The record these values make: the one way a record read back from
     /// JSON or from a row is built.
     pub(crate) fn into_record(self) -> AuditRecord {
@@ -157,10 +197,10 @@ impl<S: AsRef<str>> Parts<S> {
             }
         }
         for flag in &self.flags {
-            record.push_flag(flag);
+            record.push_flag(flag.as_ref());
         }
         for (key, value) in self.detail {
-            record.push_json(&key, value);
+            value.push_into(key.as_ref(), &mut record);
         }
         record
     }

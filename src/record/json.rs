@@ -26,7 +26,9 @@ use serde::de::{self, Deserialize, Deserializer};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use uuid::Uuid;
 
-use super::builder::Parts;
+use std::borrow::Cow;
+
+use super::builder::{Given, Parts};
 use super::fields::{Role, KEYS, NAMES};
 use super::{time, AuditRecord, Field, Value};
 
@@ -130,6 +132,122 @@ impl<'de> Deserialize<'de> for AuditRecord {
     }
 }
 
+/// A string read from JSON: borrowed from the input when it holds no
+/// escape (serde's own `Cow<str>` always copies), so that reading a record
+/// allocates for its buffer only.
+#[derive(Debug, Default)]
+struct Text<'de>(Cow<'de, str>);
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// A record's `detail` object read in its order, scalars without a
+/// `serde_json::Value` each.
+struct GivenDetail<'de>(Vec<(Text<'de>, Given<Text<'de>>)>);
+
+impl<'de> Deserialize<'de> for GivenDetail<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = GivenDetail<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry::<Text<'de>, GivenValue<'de>>()? {
+                    entries.push((entry.0, entry.1 .0));
+                }
+                Ok(GivenDetail(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// One detail value: a scalar as the record holds it, anything else as
+/// JSON (what `AuditRecord::push_json` makes of the same value).
+struct GivenValue<'de>(Given<Text<'de>>);
+
+impl<'de> Deserialize<'de> for GivenValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = GivenValue<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(GivenValue(Given::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(GivenValue(Given::I64(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                // As `serde_json::Number::as_i64` would first.
+                Ok(GivenValue(match i64::try_from(v) {
+                    Ok(v) => Given::I64(v),
+                    Err(_) => Given::U64(v),
+                }))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(GivenValue(Given::F64(v)))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(GivenValue(Given::Str(Text(Cow::Borrowed(v)))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(GivenValue(Given::Str(Text(Cow::Owned(v.to_owned())))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(GivenValue(Given::Str(Text(Cow::Owned(v)))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(GivenValue(Given::Json(serde_json::Value::Null)))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                self.visit_unit()
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                let json =
+                    serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(GivenValue(Given::Json(json)))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let json =
+                    serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(GivenValue(Given::Json(json)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// Reads the record's object key by key, each key once, no other key (what
 /// `#[serde(deny_unknown_fields)]` on a derived struct would do), into
 /// [`Parts`]: the same construction path as a row read back.
@@ -144,15 +262,15 @@ impl<'de> de::Visitor<'de> for RecordVisitor {
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<AuditRecord, A::Error> {
         let mut id: Option<Uuid> = None;
-        let mut timestamp: Option<String> = None;
-        let mut texts: [Option<String>; Field::COUNT] = Default::default();
+        let mut timestamp: Option<Text<'de>> = None;
+        let mut texts: [Option<Text<'de>>; Field::COUNT] = Default::default();
         // A text key given as `null` is "seen" too: a second one is a
         // duplicate all the same.
         let mut seen = [false; KEYS.len()];
-        let mut flags: Option<Vec<String>> = None;
-        let mut detail: Option<OrderedMap> = None;
+        let mut flags: Option<Vec<Text<'de>>> = None;
+        let mut detail: Option<GivenDetail<'de>> = None;
         let mut seq: Option<u64> = None;
-        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
             let Some(at) = KEYS.iter().position(|k| k.name == name) else {
                 return Err(de::Error::unknown_field(&name, NAMES));
             };
@@ -163,7 +281,7 @@ impl<'de> de::Visitor<'de> for RecordVisitor {
                 Role::Id => id = Some(map.next_value()?),
                 Role::Timestamp => timestamp = Some(map.next_value()?),
                 Role::Text(field) if field.is_required() => {
-                    texts[field as usize] = Some(map.next_value::<String>()?);
+                    texts[field as usize] = Some(map.next_value::<Text<'de>>()?);
                 }
                 Role::Text(field) => texts[field as usize] = map.next_value()?,
                 Role::Flags => flags = map.next_value()?,
@@ -187,14 +305,15 @@ impl<'de> de::Visitor<'de> for RecordVisitor {
             }
         }
         if texts[Field::Action as usize]
-            .as_deref()
-            .is_none_or(str::is_empty)
+            .as_ref()
+            .is_none_or(|action| action.0.is_empty())
         {
             return Err(de::Error::custom("`action` is empty"));
         }
-        let micros = time::parse_rfc3339(&timestamp).ok_or_else(|| {
+        let micros = time::parse_rfc3339(&timestamp.0).ok_or_else(|| {
             de::Error::custom(format_args!(
-                "`timestamp` is not an RFC 3339 timestamp: {timestamp:?}"
+                "`timestamp` is not an RFC 3339 timestamp: {:?}",
+                timestamp.0
             ))
         })?;
         let parts = Parts {
