@@ -33,17 +33,18 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+mod files;
+
+pub use self::files::{verify_files, verify_files_with};
 
 use crate::chain;
 use crate::chain::checkpoint::{self, NoteError, Stated};
 pub use crate::chain::Break;
 use crate::checkpoint::PublicKey;
-use crate::{AuditRecord, Error, Result};
+use crate::AuditRecord;
 
 /// Checks records, in stored order, against their chains.
 #[derive(Debug, Default)]
@@ -275,17 +276,39 @@ impl Verifier {
     /// Checks the next stored record. Records of different chains may come
     /// interleaved; each chain's must come in stored order.
     pub fn check(&mut self, record: &AuditRecord) {
-        self.check_stored(record, None);
+        self.check_stored(record, false, None);
     }
 
     /// Checks the next record read from a JSON line (without its newline):
     /// as [`check`](Self::check), and the line must be the bytes the sink
     /// wrote for it ([`Break::Reformatted`] otherwise).
     pub fn check_line(&mut self, record: &AuditRecord, line: &[u8]) {
-        self.check_stored(record, Some(line));
+        let reformatted = record.chain().is_some() && {
+            self.buf.clear();
+            record.write_json(&mut self.buf);
+            self.buf != line
+        };
+        self.check_stored(record, reformatted, None);
     }
 
-    fn check_stored(&mut self, record: &AuditRecord, line: Option<&[u8]>) {
+    /// Checks a record read and partly checked on another thread
+    /// (`files::Read`): whether its line was the one the sink wrote, and
+    /// its hash if it was computed there.
+    fn check_read(
+        &mut self,
+        record: &AuditRecord,
+        reformatted: bool,
+        hashed: Option<chain::Hashed>,
+    ) {
+        self.check_stored(record, reformatted, hashed);
+    }
+
+    fn check_stored(
+        &mut self,
+        record: &AuditRecord,
+        reformatted: bool,
+        hashed: Option<chain::Hashed>,
+    ) {
         self.checked += 1;
         if self.checked % PROGRESS_EVERY == 0 {
             if let Some(report) = &mut self.progress.0 {
@@ -297,14 +320,7 @@ impl Verifier {
             return;
         };
         // Read from a line that is not the one the sink wrote for it?
-        let reformatted = match (line, record.seq()) {
-            (Some(line), Some(seq)) => {
-                self.buf.clear();
-                record.write_json(&mut self.buf);
-                (self.buf != line).then_some(seq)
-            }
-            _ => None,
-        };
+        let reformatted = record.seq().filter(|_| reformatted);
         let followed = match self.chains.get_mut(name) {
             Some(followed) => followed,
             None => self.chains.entry(name.to_owned()).or_insert(Followed {
@@ -319,6 +335,8 @@ impl Verifier {
         followed.first_seq = followed.first_seq.or(record.seq());
         if first && record.action() == CHECKPOINT_ACTION {
             followed.anchor_on(record, &mut self.buf);
+        } else if let Some(cuts) = self.purged.get(name).filter(|_| first) {
+            followed.anchor_on_cut(record, cuts, &mut self.buf);
         }
         let before = followed.verifier.head();
         let mut before = (before.seq(), *before.head());
@@ -327,7 +345,9 @@ impl Verifier {
             // compared with the head it states (`anchor_on`).
             before = (seq - 1, head);
         }
-        followed.verifier.check_record(record, &mut self.buf);
+        followed
+            .verifier
+            .check_hashed(record, hashed, &mut self.buf);
         if let (Some(seq), Some(copies)) = (record.seq(), self.witnessed.get_mut(name)) {
             if let Some(copy) = copies.get_mut(&seq) {
                 copy.found = true;
@@ -458,6 +478,29 @@ impl Followed {
             .head
             .filter(|_| seq > 1 && stated.head_seq + 1 == seq)
         else {
+            return;
+        };
+        let stored = record.hash().and_then(chain::from_hex);
+        if stored != Some(chain::hash_record(&head, record, buf)) {
+            self.verifier.note(Break::Modified { seq });
+            return;
+        }
+        self.anchor = Some((seq, head));
+    }
+
+    /// Anchors the chain's first record read on the head a purge statement
+    /// gives for it (a file sink's purge deletes whole files, so the first
+    /// record kept is seldom a checkpoint): it must follow that head.
+    fn anchor_on_cut(
+        &mut self,
+        record: &AuditRecord,
+        cuts: &[(u64, chain::Hash)],
+        buf: &mut Vec<u8>,
+    ) {
+        let Some(seq) = record.seq().filter(|&seq| seq > 1) else {
+            return;
+        };
+        let Some(&(_, head)) = cuts.iter().find(|&&(below, _)| below == seq) else {
             return;
         };
         let stored = record.hash().and_then(chain::from_hex);
@@ -651,66 +694,6 @@ pub struct Unreadable {
     pub place: String,
     /// Why it could not be read.
     pub error: String,
-}
-
-/// Verifies the file sink's files: one file, or every `*.jsonl` file of a
-/// directory, in name (that is, date) order, each line a record.
-///
-/// # Errors
-///
-/// The path cannot be read (a missing file, a directory without access).
-pub fn verify_files(path: impl AsRef<Path>) -> Result<Verification> {
-    verify_files_with(Verifier::new(), path)
-}
-
-/// As [`verify_files`], with a verifier that holds the checkpoints' public
-/// keys or copies of checkpoints ([`Verifier::keys`],
-/// [`Verifier::witness`]).
-///
-/// # Errors
-///
-/// As for [`verify_files`].
-pub fn verify_files_with(mut verifier: Verifier, path: impl AsRef<Path>) -> Result<Verification> {
-    for file in files(path.as_ref())? {
-        check_file(&file, &mut verifier)?;
-    }
-    Ok(verifier.finish())
-}
-
-/// The files to read: `path` itself, or a directory's `*.jsonl` files by
-/// name.
-fn files(path: &Path) -> Result<Vec<PathBuf>> {
-    let cannot = |e| Error::io(format!("cannot read {}", path.display()), e);
-    if !path.is_dir() {
-        std::fs::metadata(path).map_err(cannot)?;
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(cannot)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-fn check_file(path: &Path, verifier: &mut Verifier) -> Result<()> {
-    let cannot = |e| Error::io(format!("cannot read {}", path.display()), e);
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(cannot)?);
-    let mut line = Vec::with_capacity(4096);
-    let mut number = 0_u64;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(cannot)? == 0 {
-            return Ok(());
-        }
-        number += 1;
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        match serde_json::from_slice::<AuditRecord>(text) {
-            Ok(record) => verifier.check_line(&record, text),
-            Err(error) => verifier.unreadable(format!("{}:{number}", path.display()), error),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -599,6 +599,60 @@ impl PurgeStatement {
     }
 }
 
+/// A purge statement as a line of a file sink's `<prefix>.purges` file:
+/// the file sink's counterpart of a row of `audit_purges`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementLine {
+    chain: String,
+    below_seq: u64,
+    /// 64 hex digits.
+    head: String,
+    /// RFC 3339, to the microsecond (what the note states).
+    time: String,
+    cutoff: String,
+    records: u64,
+    note: Option<String>,
+}
+
+impl PurgeStatement {
+    /// The statement, with its signed note if any, as one JSON line
+    /// (without the newline).
+    pub(crate) fn to_json_line(&self, note: Option<&str>) -> Vec<u8> {
+        let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let line = StatementLine {
+            chain: self.chain.clone(),
+            below_seq: self.below_seq,
+            head: super::to_hex(&self.head),
+            time: at(&self.time),
+            cutoff: at(&self.cutoff),
+            records: self.records,
+            note: note.map(str::to_owned),
+        };
+        // Strings and integers only: serializing cannot fail.
+        serde_json::to_vec(&line).unwrap_or_default()
+    }
+
+    /// A statement and its note read from a line `to_json_line` wrote.
+    pub(crate) fn from_json_line(line: &[u8]) -> Result<(Self, Option<String>), String> {
+        let line: StatementLine = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        let at = |what: &str, text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| format!("`{what}`: {e}"))
+        };
+        let statement = Self {
+            head: super::from_hex(&line.head).ok_or("`head` is not 64 lower-case hex digits")?,
+            time: at("time", &line.time)?,
+            cutoff: at("cutoff", &line.cutoff)?,
+            chain: line.chain,
+            below_seq: line.below_seq,
+            records: line.records,
+        };
+        Ok((statement, line.note))
+    }
+}
+
 /// Why a checkpoint is written, beyond its period.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Why {

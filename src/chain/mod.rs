@@ -70,6 +70,13 @@ pub(crate) fn hash_record(prev: &Hash, record: &AuditRecord, buf: &mut Vec<u8>) 
     hasher.finalize().into()
 }
 
+/// A record's hash computed ahead (on another thread) following `prev`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hashed {
+    pub(crate) prev: Hash,
+    pub(crate) hash: Hash,
+}
+
 /// Extends one sink's chain, on its worker thread: gives each record it is
 /// about to store its `chain`, the next `seq` and its `hash`.
 #[derive(Debug)]
@@ -123,12 +130,17 @@ pub(crate) fn to_hex(hash: &Hash) -> String {
 pub(crate) fn from_hex(text: &str) -> Option<Hash> {
     // Lower-case only: the one spelling a sink writes, so that a stored
     // hash edited to upper case is not read as the same hash.
-    if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
+    fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        }
     }
+    let text: &[u8; 64] = text.as_bytes().try_into().ok()?;
     let mut hash = [0; 32];
-    for (i, byte) in hash.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in hash.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     Some(hash)
 }
@@ -342,8 +354,26 @@ impl Verifier {
 
     /// Checks the next stored record (`buf` is scratch space).
     pub(crate) fn check_record(&mut self, record: &AuditRecord, buf: &mut Vec<u8>) {
+        self.check_hashed(record, None, buf);
+    }
+
+    /// As [`check_record`](Self::check_record), with the record's hash
+    /// already computed following some `prev`: used when `prev` is the
+    /// head it follows here, computed again otherwise.
+    pub(crate) fn check_hashed(
+        &mut self,
+        record: &AuditRecord,
+        hashed: Option<Hashed>,
+        buf: &mut Vec<u8>,
+    ) {
         let stored = record.hash().and_then(from_hex);
-        self.check_parts(record.seq(), stored, |prev| hash_record(prev, record, buf));
+        self.check_parts(record.seq(), stored, |prev| match hashed {
+            Some(Hashed {
+                prev: assumed,
+                hash,
+            }) if assumed == *prev => hash,
+            _ => hash_record(prev, record, buf),
+        });
     }
 
     /// The next record's `seq` and stored hash, and how to hash it after a
@@ -378,7 +408,8 @@ impl Verifier {
             self.breaks.push(Break::Modified { seq });
         }
         // Go on from what is stored, so that one bad record is named alone.
-        self.chain = Chain::resume(self.chain.id.clone(), seq, stored);
+        self.chain.seq = seq;
+        self.chain.head = stored;
     }
 
     /// The chain's head after the records checked so far.

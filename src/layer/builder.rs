@@ -445,9 +445,15 @@ impl AuditLayerBuilder {
             self.sinks.push(("nats".to_owned(), Box::new(nats)));
         }
         if let Some(path) = self.file.take() {
-            let file = FileSink::builder(path)
-                .retention(self.file_retention)
-                .build()?;
+            let mut file = FileSink::builder(path).retention(self.file_retention);
+            if let Some(key) = checkpoints
+                .as_ref()
+                .and_then(|(policy, _)| policy.key.clone())
+            {
+                // Retention states what it deleted under the same key.
+                file = file.purge_key_shared(key);
+            }
+            let file = file.build()?;
             self.sinks.insert(0, ("file".to_owned(), Box::new(file)));
         }
         self.validate()?;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use super::{Batch, ChainHead, Sink, SinkError};
+use crate::chain::checkpoint::{PurgeStatement, SigningKey};
 use crate::{Error, Result, Retention};
 
 type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -36,6 +37,19 @@ type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// again, its bytes kept in `….jsonl.torn` beside it. One file must have
 /// one writing process.
 ///
+/// # Retention and hash chains
+///
+/// Deleting expired files removes the start of the sink's hash chain, which
+/// [`verify`](crate::verify) would report as deleted records. So before it
+/// deletes them, the sink appends a *purge statement* to `{prefix}.purges`
+/// beside the files (`logs/audit.purges`; synced): the chain, the `seq` of
+/// the first record kept, the hash of the last record deleted, the time,
+/// the cutoff and how many lines were deleted, signed with the
+/// [`purge_key`](FileSinkBuilder::purge_key) if there is one. `verify`
+/// reads the statements and accepts a missing prefix that one of them
+/// covers and that the first record kept follows. When the statement
+/// cannot be written, nothing is deleted (and a warning says why).
+///
 /// # Examples
 ///
 /// ```
@@ -56,6 +70,8 @@ pub struct FileSink {
     names: FileNames,
     retention_days: Option<u32>,
     fsync: bool,
+    /// Signs the statements of what retention deleted.
+    purge_key: Option<Arc<SigningKey>>,
     clock: Clock,
     current: Option<OpenFile>,
     /// Length to cut the current day's file back to, after a failed write
@@ -82,6 +98,7 @@ pub struct FileSinkBuilder {
     path: PathBuf,
     retention_days: Option<u32>,
     fsync: bool,
+    purge_key: Option<Arc<SigningKey>>,
     clock: Clock,
 }
 
@@ -93,6 +110,7 @@ impl FileSink {
             path: path.as_ref().to_path_buf(),
             retention_days: Some(90),
             fsync: false,
+            purge_key: None,
             clock: Arc::new(Utc::now),
         }
     }
@@ -219,20 +237,80 @@ impl FileSink {
         let Some(oldest) = until.checked_sub_days(Days::new(days.into())) else {
             return;
         };
-        for (date, entry) in ours {
-            if date < oldest {
-                if let Err(error) = fs::remove_file(entry.path()) {
-                    crate::quiet::to_app(|| {
-                        tracing::warn!(
-                            target: "fabric_audit",
-                            file = %entry.path().display(),
-                            %error,
-                            "cannot delete an expired audit file"
-                        )
-                    });
-                }
+        let mut expired: Vec<(NaiveDate, PathBuf)> = ours
+            .into_iter()
+            .filter(|(date, _)| *date < oldest)
+            .map(|(date, entry)| (date, entry.path()))
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        expired.sort();
+        // The statement first: files deleted without one would show as
+        // records deleted by someone else.
+        if let Err(error) = self.state_purge(&expired, oldest) {
+            crate::quiet::to_app(|| {
+                tracing::warn!(
+                    target: "fabric_audit",
+                    file = %self.names.purges_path().display(),
+                    %error,
+                    "cannot record the purge of expired audit files: they are kept until it can"
+                )
+            });
+            return;
+        }
+        for (_, path) in expired {
+            if let Err(error) = fs::remove_file(&path) {
+                crate::quiet::to_app(|| {
+                    tracing::warn!(
+                        target: "fabric_audit",
+                        file = %path.display(),
+                        %error,
+                        "cannot delete an expired audit file"
+                    )
+                });
             }
         }
+    }
+
+    /// Appends the statement of a purge of `expired` (sorted by date) to
+    /// the purges file, and syncs it: where the chain continues after the
+    /// last record they hold. Nothing when that is not a chained record.
+    fn state_purge(&self, expired: &[(NaiveDate, PathBuf)], oldest: NaiveDate) -> io::Result<()> {
+        let Some((_, newest)) = expired.last() else {
+            return Ok(());
+        };
+        let Some(last) = last_chained_record(newest)? else {
+            return Ok(());
+        };
+        let (Some(chain), Some(seq), Some(head)) = (
+            last.chain(),
+            last.seq(),
+            last.hash().and_then(crate::chain::from_hex),
+        ) else {
+            return Ok(());
+        };
+        let mut records = 0;
+        for (_, path) in expired {
+            records += count_lines(path)?;
+        }
+        let statement = PurgeStatement {
+            chain: chain.to_owned(),
+            below_seq: seq + 1,
+            head,
+            time: (self.clock)(),
+            cutoff: oldest.and_time(chrono::NaiveTime::MIN).and_utc(),
+            records,
+        };
+        let note = self.purge_key.as_ref().map(|key| statement.sign(key));
+        let mut line = statement.to_json_line(note.as_deref());
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.names.purges_path())?;
+        file.write_all(&line)?;
+        file.sync_data()
     }
 
     fn encode(&mut self, batch: &Batch<'_>) {
@@ -241,6 +319,38 @@ impl FileSink {
             record.write_json(&mut self.buf);
             self.buf.push(b'\n');
         }
+    }
+}
+
+/// The last line of a file that is a chained record (a torn or foreign
+/// line after it is passed over), among its last mebibyte.
+fn last_chained_record(path: &Path) -> io::Result<Option<crate::AuditRecord>> {
+    const TAIL: u64 = 1 << 20;
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::with_capacity((len - start) as usize);
+    file.read_to_end(&mut tail)?;
+    Ok(tail.split(|&b| b == b'\n').rev().find_map(|line| {
+        serde_json::from_slice::<crate::AuditRecord>(line)
+            .ok()
+            .filter(|r| r.chain().is_some() && r.seq().is_some() && r.hash().is_some())
+    }))
+}
+
+/// How many lines a file holds (a last line without its newline counts).
+fn count_lines(path: &Path) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut block = vec![0u8; 1 << 20];
+    let (mut lines, mut last) = (0_u64, b'\n');
+    loop {
+        let read = file.read(&mut block)?;
+        if read == 0 {
+            return Ok(lines + u64::from(last != b'\n'));
+        }
+        lines += block[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = block[read - 1];
     }
 }
 
@@ -452,6 +562,23 @@ impl FileSinkBuilder {
         Self { fsync, ..self }
     }
 
+    /// Signs the statement each retention purge writes (see
+    /// [`FileSink`]'s "Retention and hash chains") with `key`, as
+    /// checkpoints are: an auditor holding the public key can then tell
+    /// files deleted by retention from files deleted by anyone else.
+    /// [`AuditLayerBuilder::checkpoint_key`](crate::AuditLayerBuilder::checkpoint_key)
+    /// sets it for the file sink the layer builder adds.
+    pub fn purge_key(self, key: SigningKey) -> Self {
+        self.purge_key_shared(Arc::new(key))
+    }
+
+    pub(crate) fn purge_key_shared(self, key: Arc<SigningKey>) -> Self {
+        Self {
+            purge_key: Some(key),
+            ..self
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn clock(self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
         Self {
@@ -482,6 +609,7 @@ impl FileSinkBuilder {
             names,
             retention_days: self.retention_days,
             fsync: self.fsync,
+            purge_key: self.purge_key,
             clock: self.clock,
             current: None,
             repair: None,
@@ -504,6 +632,9 @@ impl std::fmt::Debug for FileSinkBuilder {
             .finish_non_exhaustive()
     }
 }
+
+/// The extension of the file of purge statements beside the daily files.
+pub(crate) const PURGES_EXTENSION: &str = "purges";
 
 /// The daily file names of one sink: `{prefix}.{YYYY-MM-DD}[.{suffix}]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -540,6 +671,11 @@ impl FileNames {
 
     fn path(&self, date: NaiveDate) -> PathBuf {
         self.dir.join(self.name(date))
+    }
+
+    /// Where retention states what it deleted: `{prefix}.purges`.
+    fn purges_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.{PURGES_EXTENSION}", self.prefix))
     }
 
     /// The date of a file name of exactly this pattern.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::AuditRecord;
 
+pub(crate) use self::file::PURGES_EXTENSION;
 pub use self::file::{FileSink, FileSinkBuilder};
 pub use self::from_fn::{from_fn, FromFn};
 pub use self::writer::WriterSink;

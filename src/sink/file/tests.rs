@@ -325,3 +325,159 @@ fn a_directory_that_cannot_be_created_fails_the_build() {
         "{err}"
     );
 }
+
+mod purges {
+    use super::*;
+    use crate::chain::checkpoint::SigningKey;
+    use crate::chain::{Break, Chain, Linker};
+    use crate::verify::{verify_files, verify_files_with, Verifier};
+
+    /// Writes `n` records of the sink's chain, linked as its worker does.
+    fn write_chained(sink: &mut FileSink, linker: &mut Linker, n: usize) {
+        let records: Vec<_> = (0..n)
+            .map(|i| {
+                let mut record = AuditRecord::builder("invoice.sent").detail("n", i).build();
+                linker.link(&mut record);
+                Arc::new(record)
+            })
+            .collect();
+        sink.write(&Batch::new(&records)).unwrap();
+    }
+
+    /// Three days of five records each, with one day of retention: the
+    /// third day's first write deletes the first day's file.
+    fn three_days(dir: &Path, key: Option<SigningKey>) -> TestClock {
+        let clock = TestClock::at(2026, 3, 1, 12);
+        let c = clock.clone();
+        let mut builder = FileSink::builder(dir.join("audit.jsonl"))
+            .retention_days(1)
+            .clock(move || c.now());
+        if let Some(key) = key {
+            builder = builder.purge_key(key);
+        }
+        let mut sink = builder.build().unwrap();
+        let mut linker = Linker::new(Chain::new("api-1/file"));
+        for _ in 0..3 {
+            write_chained(&mut sink, &mut linker, 5);
+            clock.advance_hours(24);
+        }
+        clock
+    }
+
+    #[test]
+    fn files_deleted_by_retention_leave_a_chain_that_verifies_from_the_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        three_days(dir.path(), None);
+        assert_eq!(
+            listing(dir.path()),
+            [
+                "audit.2026-03-02.jsonl",
+                "audit.2026-03-03.jsonl",
+                "audit.purges"
+            ]
+        );
+        let statements = fs::read_to_string(dir.path().join("audit.purges")).unwrap();
+        assert_eq!(statements.lines().count(), 1, "{statements}");
+        let (statement, note) =
+            PurgeStatement::from_json_line(statements.trim_end().as_bytes()).unwrap();
+        assert_eq!(
+            (
+                statement.chain.as_str(),
+                statement.below_seq,
+                statement.records,
+                note
+            ),
+            ("api-1/file", 6, 5, None)
+        );
+        assert_eq!(statement.cutoff.to_rfc3339(), "2026-03-02T00:00:00+00:00");
+
+        let v = verify_files(dir.path()).unwrap();
+        assert!(v.is_intact(), "{v:?}");
+        assert_eq!(v.chained(), 10);
+        assert_eq!(v.chains[0].purged_below, Some(6), "{v:?}");
+        assert_eq!(v.chains[0].first_seq, Some(6), "{v:?}");
+        // One day's file read alone finds its statement beside it too.
+        let v = verify_files(dir.path().join("audit.2026-03-02.jsonl")).unwrap();
+        assert!(v.is_intact(), "{v:?}");
+
+        // The same deletion done by hand, without a statement, is caught.
+        fs::remove_file(dir.path().join("audit.2026-03-02.jsonl")).unwrap();
+        let v = verify_files(dir.path()).unwrap();
+        assert!(!v.is_intact(), "{v:?}");
+        assert_eq!(v.chains[0].breaks, [Break::Deleted { from: 6, to: 10 }]);
+    }
+
+    #[test]
+    fn a_forged_or_unsigned_statement_explains_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate("audit.example").unwrap();
+        let public = key.public_key();
+        three_days(
+            dir.path(),
+            Some(SigningKey::parse(&key.to_secret_text()).unwrap()),
+        );
+        let purges = dir.path().join("audit.purges");
+        let signed = fs::read_to_string(&purges).unwrap();
+        let v = verify_files_with(Verifier::new().keys([public.clone()]), dir.path()).unwrap();
+        assert!(v.is_intact() && v.unreadable.is_empty(), "{v:?}");
+        assert_eq!(v.chains[0].purged_below, Some(6), "{v:?}");
+
+        // Signed by a key the auditor does not hold.
+        let other = SigningKey::generate("audit.example").unwrap().public_key();
+        let v = verify_files_with(Verifier::new().keys([other]), dir.path()).unwrap();
+        assert!(!v.is_intact(), "{v:?}");
+        assert_eq!(v.unreadable.len(), 1, "{v:?}");
+        assert_eq!(v.chains[0].breaks, [Break::Deleted { from: 1, to: 5 }]);
+
+        // Unsigned (the note removed), with keys given.
+        let (statement, _) = PurgeStatement::from_json_line(signed.trim_end().as_bytes()).unwrap();
+        let mut line = statement.to_json_line(None);
+        line.push(b'\n');
+        fs::write(&purges, &line).unwrap();
+        let v = verify_files_with(Verifier::new().keys([public]), dir.path()).unwrap();
+        assert!(!v.is_intact(), "{v:?}");
+        assert!(v.unreadable[0].error.contains("not signed"), "{v:?}");
+
+        // Another head, without keys: the first record kept does not
+        // follow it, so the prefix stays deleted and the record is named.
+        let mut forged = statement.clone();
+        forged.head = [7; 32];
+        let mut line = forged.to_json_line(None);
+        line.push(b'\n');
+        fs::write(&purges, &line).unwrap();
+        let v = verify_files(dir.path()).unwrap();
+        assert!(!v.is_intact(), "{v:?}");
+        assert_eq!(
+            v.chains[0].breaks,
+            [
+                Break::Modified { seq: 6 },
+                Break::Deleted { from: 1, to: 5 }
+            ]
+        );
+
+        // A line that is no statement is named, not skipped.
+        fs::write(&purges, "{\"chain\":1}\n").unwrap();
+        let v = verify_files(dir.path()).unwrap();
+        assert_eq!(v.unreadable.len(), 1, "{v:?}");
+        assert!(v.unreadable[0].place.ends_with("audit.purges:1"), "{v:?}");
+    }
+
+    #[test]
+    fn nothing_is_deleted_while_the_statement_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the statements file should be.
+        fs::create_dir(dir.path().join("audit.purges")).unwrap();
+        three_days(dir.path(), None);
+        assert_eq!(
+            listing(dir.path()),
+            [
+                "audit.2026-03-01.jsonl",
+                "audit.2026-03-02.jsonl",
+                "audit.2026-03-03.jsonl",
+                "audit.purges"
+            ]
+        );
+        let v = verify_files(dir.path().join("audit.2026-03-01.jsonl")).unwrap();
+        assert!(v.is_intact(), "{v:?}");
+    }
+}
