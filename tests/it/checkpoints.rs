@@ -500,3 +500,57 @@ async fn a_databases_checkpoints_verify_and_are_served_by_the_query_api() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// The layer's own file sink (from the configuration) states what its
+/// retention deletes, signed with the checkpoint key: an auditor holding
+/// the public key accepts the purge, one holding another key does not.
+#[cfg(feature = "config")]
+#[test]
+fn the_configured_file_sink_signs_its_purge_statements_with_the_checkpoint_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let signer = key("audit.example");
+    // Two runs' files, as if eleven and ten days old (retention keeps the
+    // newest day before today whatever its age: a clock may have jumped).
+    for age in [11, 10] {
+        run(&logs, same(&signer), 20);
+        let today = chrono::Utc::now().date_naive();
+        let old = today - chrono::Days::new(age);
+        std::fs::rename(
+            logs.join(format!("audit.{today}.jsonl")),
+            logs.join(format!("audit.{old}.jsonl")),
+        )
+        .unwrap();
+    }
+    let key_file = dir.path().join("audit.key");
+    std::fs::write(&key_file, signer.to_secret_text()).unwrap();
+
+    let mut config = fabric_audit::AuditConfig::default();
+    config.log_file = logs.join("audit.jsonl");
+    config.log_retention_days = fabric_audit::Retention::days(1).unwrap();
+    config.checkpoint_key_file = Some(key_file);
+    #[cfg(feature = "sqlite")]
+    {
+        config.database_url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    }
+    let (dispatch, audit) = pipeline(AuditLayer::builder().instance("api-1").config(&config));
+    tracing::dispatcher::with_default(&dispatch, || audit!(action = "invoice.sent"));
+    assert!(audit.shutdown_blocking().is_lossless());
+
+    let statements = std::fs::read_to_string(logs.join("audit.purges")).unwrap();
+    assert_eq!(statements.lines().count(), 1, "{statements}");
+    let v = verify_files_with(Verifier::new().keys([signer.public_key()]), &logs).unwrap();
+    assert!(v.is_intact() && v.unreadable.is_empty(), "{v:?}");
+    assert!(
+        v.chains[0].purged_below.is_some_and(|below| below > 20),
+        "{v:?}"
+    );
+    let v = verify_files_with(
+        Verifier::new().keys([key("audit.example").public_key()]),
+        &logs,
+    )
+    .unwrap();
+    assert_eq!(v.unreadable.len(), 1, "{v:?}");
+    assert!(v.unreadable[0].place.contains("purge statement"), "{v:?}");
+    assert!(!v.is_intact(), "{v:?}");
+}
