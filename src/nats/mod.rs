@@ -11,6 +11,8 @@
 mod ack;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod collect;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod commit;
 mod sink;
 mod stream;
 
