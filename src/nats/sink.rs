@@ -10,7 +10,6 @@ use bytes::Bytes;
 use tokio::runtime::Runtime;
 
 use super::ack::Acks;
-
 use super::NatsStream;
 use crate::sink::{Batch, ChainHead, Sink, SinkError};
 use crate::{Error, Result};
