@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer::pull, AckKind, Message};
 use futures_util::StreamExt;
 
+use super::commit::Imports;
 use super::NatsStream;
-use crate::sink::Batch;
 use crate::{AuditRecord, DatabaseSink, Error, Result};
 
 /// Reads the stream with a durable pull consumer and writes its records
@@ -49,6 +49,7 @@ pub struct NatsCollector {
     database: String,
     durable: String,
     batch: usize,
+    imports: usize,
     linger: Duration,
     ack_wait: Duration,
     every: Duration,
@@ -60,6 +61,7 @@ pub struct NatsCollector {
 /// |---|---|
 /// | [`durable`](Self::durable) | `fabric-audit-collect` |
 /// | [`batch_size`](Self::batch_size) | 1 000 records per transaction |
+/// | [`imports`](Self::imports) | 2 batches written at a time, each on a connection of its own |
 /// | [`linger`](Self::linger) | 100 ms: the longest a partial batch waits |
 /// | [`ack_wait`](Self::ack_wait) | 30 s before an unacknowledged record is delivered again |
 /// | [`progress_every`](Self::progress_every) | 5 s |
@@ -93,6 +95,7 @@ impl NatsCollector {
             database: database_url.into(),
             durable: "fabric-audit-collect".to_owned(),
             batch: 1000,
+            imports: 2,
             linger: Duration::from_millis(100),
             ack_wait: Duration::from_secs(30),
             every: Duration::from_secs(5),
@@ -125,7 +128,11 @@ impl NatsCollector {
                     durable_name: Some(self.durable.clone()),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: self.ack_wait,
-                    max_ack_pending: (self.batch * 4).try_into().unwrap_or(i64::MAX),
+                    // The batches being written, the one filling, and
+                    // room for the next pull.
+                    max_ack_pending: (self.batch * (self.imports + 3))
+                        .try_into()
+                        .unwrap_or(i64::MAX),
                     ..Default::default()
                 },
             )
@@ -145,35 +152,48 @@ impl NatsCollector {
             .await
             .map_err(|e| Error::unavailable(format!("cannot read nats consumer: {e}")))?;
         // Building connects, on a runtime of the sink's own: not on ours.
-        let database = self.database.clone();
-        let sink = tokio::task::spawn_blocking(move || DatabaseSink::builder(database).build())
-            .await
-            .map_err(|e| Error::database(format!("database sink failed to start: {e}")))??;
-        let mut sink = Some(sink);
+        // The first sink purges past the retention; the others only write.
+        let (database, imports) = (self.database.clone(), self.imports);
+        let sinks = tokio::task::spawn_blocking(move || {
+            (0..imports)
+                .map(|i| match i {
+                    0 => DatabaseSink::builder(&database).build(),
+                    _ => DatabaseSink::builder(&database).keep_forever().build(),
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::database(format!("database sink failed to start: {e}")))??;
+        let mut imports = Imports::new(sinks);
         let result = self
             .collect(
                 &client,
                 &consumer,
                 &mut messages,
-                &mut sink,
+                &mut imports,
                 shutdown,
                 &mut progress,
             )
             .await;
-        // The sink owns a runtime, which may not be dropped on ours.
-        if let Some(sink) = sink.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(sink)).await;
-        }
+        // Each sink owns a runtime, which may not be dropped on ours.
+        let sinks = imports.into_sinks();
+        let _ = tokio::task::spawn_blocking(move || drop(sinks)).await;
         result
     }
 
     /// The collecting loop of [`run`](Self::run).
+    ///
+    /// A full batch is handed to a database sink on a blocking thread
+    /// while the next one is received and parsed: the messages' delivery
+    /// and parsing overlap the database's work, and with two sinks or more
+    /// one batch's statements overlap another's commit. A batch's messages
+    /// are acknowledged once its import has committed.
     async fn collect(
         &self,
         client: &async_nats::Client,
         consumer: &jetstream::consumer::Consumer<pull::Config>,
         messages: &mut pull::Stream,
-        sink: &mut Option<DatabaseSink>,
+        imports: &mut Imports,
         shutdown: impl Future<Output = ()>,
         progress: &mut impl FnMut(&Progress),
     ) -> Result<Progress> {
@@ -182,8 +202,9 @@ impl NatsCollector {
         let mut tick = tokio::time::interval(self.every);
         let (mut last, mut last_count) = (Instant::now(), 0u64);
         let mut deadline = None;
+        let mut lag = None;
         tokio::pin!(shutdown);
-        loop {
+        'collect: loop {
             let linger = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -193,11 +214,31 @@ impl NatsCollector {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                ended = imports.next(), if !imports.is_empty() => {
+                    if imports.settle(ended, &mut total, &mut shutdown).await? {
+                        break;
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {
                     let done = total.stored + total.present;
                     total.rate = (done - last_count) as f64 / last.elapsed().as_secs_f64();
                     (last, last_count) = (Instant::now(), done);
-                    if let Ok(info) = consumer.get_info().await {
+                    // The lag is asked for alongside the work, not in its
+                    // way; progress is reported with the answer.
+                    if lag.is_none() {
+                        lag = Some(Box::pin(consumer.get_info()));
+                    }
+                    continue;
+                }
+                info = async {
+                    match lag.as_mut() {
+                        Some(query) => query.await,
+                        None => std::future::pending().await,
+                    }
+                }, if lag.is_some() => {
+                    lag = None;
+                    if let Ok(info) = info {
                         total.lag = info.num_pending + info.num_ack_pending as u64;
                     }
                     progress(&total);
@@ -225,13 +266,26 @@ impl NatsCollector {
                 },
             }
             deadline = None;
-            if !commit(sink, &mut held, &mut total, &mut shutdown).await? {
-                break;
+            if held.is_empty() {
+                continue;
             }
+            // Every sink busy: the first to end takes this batch.
+            while imports.all_busy() {
+                let ended = imports.next().await;
+                if imports.settle(ended, &mut total, &mut shutdown).await? {
+                    break 'collect;
+                }
+            }
+            imports.start(&mut held)?;
         }
-        // Ctrl-C: commit what is held, unless the database is down (the
-        // records are then delivered again to the next collector).
-        commit(sink, &mut held, &mut total, &mut std::future::ready(())).await?;
+        // Ctrl-C: finish the imports under way and commit what is held,
+        // each tried once: with the database down, the records are
+        // delivered again to the next collector.
+        imports.finish(&mut total).await?;
+        if !held.is_empty() {
+            imports.start(&mut held)?;
+            imports.finish(&mut total).await?;
+        }
         client
             .flush()
             .await
@@ -256,59 +310,6 @@ async fn parse(message: &Message, total: &mut Progress) -> Option<AuditRecord> {
     }
 }
 
-/// Imports and acknowledges the held messages, retrying a failing
-/// database with backoff until `stop` completes. Returns whether
-/// collection goes on (`false`: stopped with the batch unacknowledged).
-async fn commit(
-    sink: &mut Option<DatabaseSink>,
-    held: &mut Vec<(Message, Arc<AuditRecord>)>,
-    total: &mut Progress,
-    stop: &mut (impl Future<Output = ()> + Unpin),
-) -> Result<bool> {
-    if held.is_empty() {
-        return Ok(true);
-    }
-    let records: Vec<Arc<AuditRecord>> = held.iter().map(|(_, r)| Arc::clone(r)).collect();
-    let records = Arc::new(records);
-    let mut backoff = Duration::from_millis(100);
-    let imported = loop {
-        let mut db = sink
-            .take()
-            .ok_or_else(|| Error::database("no database sink"))?;
-        let batch = Arc::clone(&records);
-        let (db, result) = tokio::task::spawn_blocking(move || {
-            let result = db.import(&Batch::new(&batch));
-            (db, result)
-        })
-        .await
-        .map_err(|e| Error::database(format!("database writer failed: {e}")))?;
-        *sink = Some(db);
-        match result {
-            Ok(imported) => break imported,
-            Err(e) => {
-                tracing::warn!(target: "fabric_audit", "collect: {e}; retrying in {backoff:?}");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = &mut *stop => return Ok(false),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    };
-    for id in imported.conflicting.iter().chain(&imported.refused) {
-        tracing::warn!(target: "fabric_audit", "collect: record {id} not stored (refused, or stored with other content)");
-    }
-    total.stored += imported.stored as u64;
-    total.present += imported.present as u64;
-    total.not_stored += (imported.conflicting.len() + imported.refused.len()) as u64;
-    for (message, _) in held.drain(..) {
-        if let Err(e) = message.ack().await {
-            tracing::warn!(target: "fabric_audit", "cannot acknowledge nats message: {e}");
-        }
-    }
-    Ok(true)
-}
-
 impl NatsCollectorBuilder {
     /// The durable consumer's name: collectors with the same name share
     /// the stream's records; another name reads them all again.
@@ -320,6 +321,15 @@ impl NatsCollectorBuilder {
     /// The most records per transaction (at least 1).
     pub fn batch_size(mut self, records: usize) -> Self {
         self.0.batch = records;
+        self
+    }
+
+    /// The most batches written at a time (at least 1), each by a database
+    /// sink on a connection of its own: while one batch commits, the next
+    /// one's statements run. The first sink also purges past the
+    /// retention (30 days); the others only write.
+    pub fn imports(mut self, batches: usize) -> Self {
+        self.0.imports = batches;
         self
     }
 
@@ -348,14 +358,14 @@ impl NatsCollectorBuilder {
     /// # Errors
     ///
     /// Bad stream settings (see [`NatsSinkBuilder::build`](crate::NatsSinkBuilder::build)),
-    /// a zero batch size, ack wait or progress interval, or a durable name
+    /// a zero batch size, number of imports, ack wait or progress interval, or a durable name
     /// with characters a consumer name cannot hold.
     pub fn build(self) -> Result<NatsCollector> {
         let c = self.0;
         c.target.validate()?;
-        if c.batch == 0 || c.ack_wait.is_zero() || c.every.is_zero() {
+        if c.batch == 0 || c.imports == 0 || c.ack_wait.is_zero() || c.every.is_zero() {
             return Err(Error::invalid(
-                "collect: batch size, ack wait and progress interval must be above zero",
+                "collect: batch size, imports, ack wait and progress interval must be above zero",
             ));
         }
         let name_ok = !c.durable.is_empty()

@@ -8,8 +8,11 @@
 //! duplicate window) and collected with an idempotent insert acknowledged
 //! only after the commit, so the table holds every record exactly once.
 
+mod ack;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod collect;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod commit;
 mod sink;
 mod stream;
 

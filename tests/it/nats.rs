@@ -303,8 +303,11 @@ async fn a_late_collector_catches_up_and_keeps_every_field() {
     assert!(report.is_lossless(), "{report}");
     let db = crate::db::postgres();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Seven batches, three written at a time: each acknowledged after
+    // its own commit, whatever order they end in.
     let collector = NatsCollector::builder(t, &db.url)
         .batch_size(300)
+        .imports(3)
         .progress_every(Duration::from_millis(200))
         .build()
         .unwrap();

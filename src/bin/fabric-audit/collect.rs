@@ -20,6 +20,9 @@ pub(crate) struct Collect {
     /// Records per transaction.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Batches written at a time, each on a database connection of its own.
+    #[arg(long, default_value_t = 2)]
+    imports: usize,
     /// Seconds before a record delivered to a collector that died is
     /// delivered again (when the consumer is created).
     #[arg(long, default_value_t = 30)]
@@ -45,6 +48,7 @@ pub(crate) async fn run(args: Collect, config: &AuditConfig, url: String) -> any
     let collector = NatsCollector::builder(target, url)
         .durable(args.durable)
         .batch_size(args.batch)
+        .imports(args.imports)
         .ack_wait(Duration::from_secs(args.ack_wait))
         .progress_every(Duration::from_secs(args.progress.max(1)))
         .build()?;
