@@ -187,21 +187,39 @@ fn timed_out(timeout: Duration) -> Error {
     ))
 }
 
-/// A page of at most `size` records from up to `size + 1` rows, newest
-/// first: one more row means another page.
-fn page_of(rows: Vec<EventRow>, size: usize) -> Result<Page> {
+/// A page's rows, not yet made records: what the query API writes out
+/// straight (see `EventRow::write_json`).
+#[derive(Debug)]
+pub(crate) struct RowPage {
+    pub(crate) rows: Vec<EventRow>,
+    pub(crate) next_cursor: Option<Cursor>,
+}
+
+impl RowPage {
+    /// The records of the page.
+    fn into_page(self) -> Result<Page> {
+        let items = self
+            .rows
+            .into_iter()
+            .map(EventRow::into_record)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            next_cursor: self.next_cursor,
+        })
+    }
+}
+
+/// A page of at most `size` rows from up to `size + 1`, newest first: one
+/// more row means another page.
+fn page_of(mut rows: Vec<EventRow>, size: usize) -> Result<RowPage> {
     let more = rows.len() > size;
-    let items = rows
-        .into_iter()
-        .take(size)
-        .map(|r| r.into_record())
-        .collect::<Result<Vec<_>>>()?;
-    let next_cursor = if more {
-        items.last().map(Cursor::after)
-    } else {
-        None
+    rows.truncate(size);
+    let next_cursor = match rows.last() {
+        Some(last) if more => Some(last.cursor()?),
+        _ => None,
     };
-    Ok(Page { items, next_cursor })
+    Ok(RowPage { rows, next_cursor })
 }
 
 /// A pool of [`POOL_SIZE`] connections; they are opened on first use.
@@ -319,6 +337,14 @@ impl Store {
     /// ([`Error::is_unavailable`]), failed, or holds a row this crate did
     /// not write.
     pub async fn get(&self, id: Uuid) -> Result<Option<AuditRecord>> {
+        self.get_row(id)
+            .await?
+            .map(EventRow::into_record)
+            .transpose()
+    }
+
+    /// The row of the record with this id.
+    pub(crate) async fn get_row(&self, id: Uuid) -> Result<Option<EventRow>> {
         match self.get_stored(id).await {
             // A fresh database whose tables no sink has made yet holds
             // nothing: not an error for a reader.
@@ -327,18 +353,16 @@ impl Store {
         }
     }
 
-    async fn get_stored(&self, id: Uuid) -> Result<Option<AuditRecord>> {
+    async fn get_stored(&self, id: Uuid) -> Result<Option<EventRow>> {
         let id = id.hyphenated().to_string();
-        let row: Option<EventRow> = with_pooled!(self, c => async {
+        Ok(with_pooled!(self, c => async {
             audit_events::table
                 .filter(audit_events::id.eq(&id))
                 .select(EventRow::as_select())
                 .first(c)
                 .await
                 .optional()
-        });
-        row.map(|r| r.into_record())
-            .transpose()
+        }))
     }
 
     /// Verifies the hash chains of the stored records (see
@@ -495,16 +519,21 @@ impl Store {
     ///
     /// As for [`get`](Self::get).
     pub async fn query(&self, query: &AuditQuery) -> Result<Page> {
+        self.query_rows(query).await?.into_page()
+    }
+
+    /// The rows of [`query`](Self::query)'s page.
+    pub(crate) async fn query_rows(&self, query: &AuditQuery) -> Result<RowPage> {
         match self.query_stored(query).await {
-            Err(e) if e.is_no_tables() => Ok(Page {
-                items: Vec::new(),
+            Err(e) if e.is_no_tables() => Ok(RowPage {
+                rows: Vec::new(),
                 next_cursor: None,
             }),
             result => result,
         }
     }
 
-    async fn query_stored(&self, query: &AuditQuery) -> Result<Page> {
+    async fn query_stored(&self, query: &AuditQuery) -> Result<RowPage> {
         let size = query.page_size() as usize;
         let limit = size as i64 + 1;
         if let Some(page) = self.merged_page(query, limit).await? {
