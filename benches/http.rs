@@ -16,7 +16,9 @@
 //! layer's own cost on top of the database's: what issue 14's targets
 //! bound, 150 µs for `newest`, 30 µs for `get`), the ratio, and the CPU
 //! time the process spent per call (all threads: the runtime's, SQLite's
-//! blocking threads, the audit worker's).
+//! blocking threads, the audit worker's). Then, as the machine's load
+//! drifts between benches, it times 3 000 rounds of one router call and
+//! one store call and prints the medians and the median difference.
 
 mod support;
 
@@ -120,6 +122,34 @@ fn timed(b: &mut Bencher<'_>, cpu: &CpuTally, mut run: impl FnMut()) {
     });
 }
 
+/// Rounds of one router call then one store call, timed each: the
+/// machine's load, which drifts between criterion's benches, weighs on both
+/// calls of a round alike.
+const PAIRS: usize = 3000;
+
+/// The median router time, store time and per-round difference, in µs.
+fn pairs(rounds: usize, mut router: impl FnMut(), mut store: impl FnMut()) -> (f64, f64, f64) {
+    let mut times: Vec<(f64, f64)> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            router();
+            let middle = Instant::now();
+            store();
+            let end = Instant::now();
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            (us(middle - start), us(end - middle))
+        })
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let differences = times.iter().map(|(r, s)| r - s).collect();
+    let stores = times.iter().map(|(_, s)| *s).collect();
+    let routers = times.drain(..).map(|(r, _)| r).collect();
+    (median(routers), median(stores), median(differences))
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("audit.db").display());
@@ -152,35 +182,35 @@ fn main() {
         .measurement_time(Duration::from_secs(5))
         .configure_from_args();
     let tallies: Vec<(CpuTally, CpuTally)> = SHAPES.iter().map(|_| Default::default()).collect();
+    let mut paired = Vec::new();
     for ((name, path), (router_cpu, store_cpu)) in SHAPES.iter().zip(&tallies) {
         let uri = path.replace("{id}", &id.to_string());
         let mut group = c.benchmark_group(format!("http_{name}"));
-        group.bench_function("router", |b| {
-            timed(b, router_cpu, || {
-                rt.block_on(async {
-                    let request = Request::get(uri.as_str())
-                        .header("authorization", "Bearer t")
-                        .header("user-agent", "bench/1.0")
-                        .body(Body::empty())
-                        .unwrap();
-                    let response = app.clone().oneshot(request).await.unwrap();
-                    assert!(response.status().is_success());
-                    let body = response.into_body().collect().await.unwrap().to_bytes();
-                    assert!(body.len() > 100);
-                })
+        let call_router = || {
+            rt.block_on(async {
+                let request = Request::get(uri.as_str())
+                    .header("authorization", "Bearer t")
+                    .header("user-agent", "bench/1.0")
+                    .body(Body::empty())
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                assert!(response.status().is_success());
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert!(body.len() > 100);
             })
-        });
-        group.bench_function("store", |b| {
-            timed(b, store_cpu, || {
-                rt.block_on(async {
-                    match *name {
-                        "newest" => assert_eq!(store.query(&newest).await.unwrap().items.len(), 50),
-                        "prefix" => assert_eq!(store.query(&prefix).await.unwrap().items.len(), 50),
-                        _ => assert!(store.get(id).await.unwrap().is_some()),
-                    }
-                })
+        };
+        let call_store = || {
+            rt.block_on(async {
+                match *name {
+                    "newest" => assert_eq!(store.query(&newest).await.unwrap().items.len(), 50),
+                    "prefix" => assert_eq!(store.query(&prefix).await.unwrap().items.len(), 50),
+                    _ => assert!(store.get(id).await.unwrap().is_some()),
+                }
             })
-        });
+        };
+        group.bench_function("router", |b| timed(b, router_cpu, call_router));
+        group.bench_function("store", |b| timed(b, store_cpu, call_store));
+        paired.push((*name, pairs(PAIRS, call_router, call_store)));
         group.finish();
     }
     c.final_summary();
@@ -209,6 +239,12 @@ fn main() {
             router / store,
             cpu(router_cpu),
             cpu(store_cpu),
+        );
+    }
+    for (name, (router, store, difference)) in paired {
+        println!(
+            "http {name}, {PAIRS} paired rounds, medians: router {router:.1} µs, store {store:.1} µs, \
+             router - store (per round) = {difference:.1} µs"
         );
     }
 }
