@@ -5,6 +5,7 @@ pub(crate) mod backend;
 mod classify;
 mod ddl;
 mod import;
+mod limit;
 mod merge;
 mod migrate;
 mod purge;

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::backend::Backend;
 use super::classify;
+use super::limit::limited;
 use super::merge;
 use super::query::{ActionFilter, AuditQuery, Cursor, Page, Total};
 use super::row::EventRow;
@@ -359,7 +360,9 @@ impl Store {
             audit_events::table
                 .filter(audit_events::id.eq(&id))
                 .select(EventRow::as_select())
-                .first(c)
+                // The primary key: one row at most, without a LIMIT (see
+                // `limit`).
+                .get_result(c)
                 .await
                 .optional()
         }))
@@ -546,7 +549,7 @@ impl Store {
                     let q = audit_events::table.select(EventRow::as_select()).into_boxed();
                     let q = filtered!(q, query, common);
                     let q = keyset!(q, query, audit_events::timestamp_us, audit_events::id);
-                    q.limit(limit).load(c).await
+                    limited(q, limit).load(c).await
                 }
                 Some(flag) => {
                     let q = audit_event_flags::table
@@ -556,7 +559,7 @@ impl Store {
                         .into_boxed();
                     let q = filtered!(q, query, common);
                     let q = keyset!(q, query, audit_event_flags::timestamp_us, audit_event_flags::event_id);
-                    q.limit(limit).load(c).await
+                    limited(q, limit).load(c).await
                 }
             }
         });
@@ -681,7 +684,7 @@ impl Store {
                     let q = audit_events::table.select(audit_events::timestamp_us).into_boxed();
                     let q = filtered!(q, query, common);
                     let q = keyset!(q, query, audit_events::timestamp_us, audit_events::id);
-                    if q.offset(cap).limit(1).first::<i64>(c).await.optional()?.is_some() {
+                    if limited(q, 1).offset(cap).get_result::<i64>(c).await.optional()?.is_some() {
                         return Ok((cap, true));
                     }
                     let q = filtered!(audit_events::table.into_boxed(), query, common);
@@ -697,7 +700,7 @@ impl Store {
                         .into_boxed();
                     let q = filtered!(q, query, common);
                     let q = keyset!(q, query, audit_event_flags::timestamp_us, audit_event_flags::event_id);
-                    if q.offset(cap).limit(1).first::<i64>(c).await.optional()?.is_some() {
+                    if limited(q, 1).offset(cap).get_result::<i64>(c).await.optional()?.is_some() {
                         return Ok((cap, true));
                     }
                     let q = audit_event_flags::table
@@ -732,15 +735,13 @@ impl Store {
             return Ok(false);
         };
         let found: Vec<i64> = with_pooled!(self, c => async {
-            audit_events::table
+            let range = audit_events::table
                 .select(audit_events::timestamp_us)
                 .filter(audit_events::action.ge(&low))
                 .filter(audit_events::action.lt(&high))
                 // In index order: the database reads COMMON entries and stops.
-                .order(audit_events::action)
-                .limit(COMMON)
-                .load(c)
-                .await
+                .order(audit_events::action);
+            limited(range, COMMON).load(c).await
         });
         Ok(found.len() as i64 >= COMMON)
     }
