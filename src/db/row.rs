@@ -1,5 +1,6 @@
 //! Records as rows, and rows as records.
 
+#[cfg(feature = "http")]
 mod json;
 
 use std::borrow::Cow;

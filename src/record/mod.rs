@@ -11,7 +11,7 @@ pub(crate) mod fields;
 pub(crate) mod json;
 pub(crate) mod json_line;
 pub(crate) mod time;
-#[cfg(db)]
+#[cfg(all(db, feature = "http"))]
 pub(crate) mod written;
 
 use std::fmt;
