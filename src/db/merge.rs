@@ -20,7 +20,7 @@
 //! rows are read by id afterwards.
 //!
 //! The statements are text from this file's fixed fragments, every value
-//! bound, and are safe for the connections' statement caches: one
+//! bound (a `LIMIT` in SQLite's text: see [`super::limit`]), and are safe for the connections' statement caches: one
 //! prepared statement per number of arms and set of filters.
 
 use diesel::backend::Backend;
@@ -29,6 +29,7 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, HasSqlType, Text};
 use diesel::QueryResult;
 
+use super::limit::{write_limit, LimitStyle};
 use super::query::{AuditQuery, Cursor};
 use super::stored;
 
@@ -63,6 +64,8 @@ enum Piece {
     Sql(&'static str),
     Text(String),
     Int(i64),
+    /// ` LIMIT n`, as the backend takes it (see [`super::limit`]).
+    Limit(i64),
 }
 
 /// A statement of fixed SQL fragments and bound values, whose rows have
@@ -95,6 +98,11 @@ impl<ST> Statement<ST> {
         self.pieces.push(Piece::Int(value));
         self
     }
+
+    fn limit(&mut self, value: i64) -> &mut Self {
+        self.pieces.push(Piece::Limit(value));
+        self
+    }
 }
 
 impl<ST> QueryId for Statement<ST> {
@@ -108,7 +116,7 @@ impl<ST: 'static> Query for Statement<ST> {
 
 impl<ST, DB> QueryFragment<DB> for Statement<ST>
 where
-    DB: Backend + HasSqlType<Text> + HasSqlType<BigInt>,
+    DB: Backend + HasSqlType<Text> + HasSqlType<BigInt> + LimitStyle,
     String: ToSql<Text, DB>,
     i64: ToSql<BigInt, DB>,
 {
@@ -120,6 +128,7 @@ where
                 Piece::Sql(sql) => out.push_sql(sql),
                 Piece::Text(value) => out.push_bind_param::<Text, String>(value)?,
                 Piece::Int(value) => out.push_bind_param::<BigInt, i64>(value)?,
+                Piece::Limit(value) => write_limit(&mut out, value)?,
             }
         }
         Ok(())
@@ -190,14 +199,14 @@ pub(crate) fn newest_in_range(
          SELECT timestamp_us, id, action FROM audit_events WHERE 1 = 1",
     );
     arm_filters(&mut s, query);
-    s.sql(" ORDER BY timestamp_us DESC, id DESC LIMIT ")
-        .int(scan)
+    s.sql(" ORDER BY timestamp_us DESC, id DESC")
+        .limit(scan)
         .sql(") newest WHERE action >= ")
         .text(low)
         .sql(" AND action < ")
         .text(high)
-        .sql(" ORDER BY timestamp_us DESC, id DESC LIMIT ")
-        .int(limit);
+        .sql(" ORDER BY timestamp_us DESC, id DESC")
+        .limit(limit);
     s
 }
 
@@ -225,12 +234,12 @@ pub(crate) fn merged_ids(
             .text(action.as_str());
         arm_filters(&mut s, query);
         if bounded {
-            s.sql(" ORDER BY timestamp_us DESC, id DESC LIMIT ")
-                .int(limit)
+            s.sql(" ORDER BY timestamp_us DESC, id DESC")
+                .limit(limit)
                 .sql(")");
         }
     }
-    s.sql(" ORDER BY timestamp_us DESC, id DESC LIMIT ").int(limit);
+    s.sql(" ORDER BY timestamp_us DESC, id DESC").limit(limit);
     s
 }
 
@@ -280,6 +289,7 @@ mod tests {
             .map(|p| match p {
                 Piece::Sql(sql) => *sql,
                 Piece::Text(_) | Piece::Int(_) => "?",
+                Piece::Limit(_) => " LIMIT ?",
             })
             .collect()
     }

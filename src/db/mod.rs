@@ -5,6 +5,7 @@ pub(crate) mod backend;
 mod classify;
 mod ddl;
 mod import;
+mod limit;
 mod merge;
 mod migrate;
 mod purge;
@@ -18,6 +19,10 @@ mod write;
 
 #[cfg(feature = "http")]
 pub(crate) use self::query::{parse_pairs, with_parameters, Given};
+#[cfg(feature = "http")]
+pub(crate) use self::row::EventRow;
+#[cfg(feature = "http")]
+pub(crate) use self::store::RowPage;
 pub use self::import::{ImportedFile, RecordFile};
 pub use self::query::{AuditQuery, Cursor, Page, Total};
 pub use self::migrate::{migrate, schema_sql};

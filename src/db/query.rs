@@ -345,15 +345,6 @@ pub struct Cursor {
     pub(crate) id: Uuid,
 }
 
-impl Cursor {
-    pub(crate) fn after(record: &AuditRecord) -> Self {
-        Self {
-            timestamp_us: record.timestamp_micros(),
-            id: record.id(),
-        }
-    }
-}
-
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:x}-{}", self.timestamp_us, self.id.simple())

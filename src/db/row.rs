@@ -1,5 +1,8 @@
 //! Records as rows, and rows as records.
 
+#[cfg(feature = "http")]
+mod json;
+
 use std::borrow::Cow;
 
 use diesel::prelude::*;
@@ -315,6 +318,21 @@ impl EventRow {
             seq,
         };
         Ok(parts.into_record())
+    }
+
+    /// Where a page that ends with this row ends.
+    ///
+    /// # Errors
+    ///
+    /// A bad id, as for [`into_record`](Self::into_record).
+    pub(crate) fn cursor(&self) -> crate::Result<super::query::Cursor> {
+        let id = uuid::Uuid::parse_str(&self.id).map_err(|e| {
+            crate::Error::database(format!("row {:?}: bad id", self.id)).because(e)
+        })?;
+        Ok(super::query::Cursor {
+            timestamp_us: self.timestamp_us,
+            id,
+        })
     }
 
     /// The row's id.

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::backend::Backend;
 use super::classify;
+use super::limit::limited;
 use super::merge;
 use super::query::{ActionFilter, AuditQuery, Cursor, Page, Total};
 use super::row::EventRow;
@@ -190,21 +191,39 @@ fn timed_out(timeout: Duration) -> Error {
     ))
 }
 
-/// A page of at most `size` records from up to `size + 1` rows, newest
-/// first: one more row means another page.
-fn page_of(rows: Vec<EventRow>, size: usize) -> Result<Page> {
+/// A page's rows, not yet made records: what the query API writes out
+/// straight (see `EventRow::write_json`).
+#[derive(Debug)]
+pub(crate) struct RowPage {
+    pub(crate) rows: Vec<EventRow>,
+    pub(crate) next_cursor: Option<Cursor>,
+}
+
+impl RowPage {
+    /// The records of the page.
+    fn into_page(self) -> Result<Page> {
+        let items = self
+            .rows
+            .into_iter()
+            .map(EventRow::into_record)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            next_cursor: self.next_cursor,
+        })
+    }
+}
+
+/// A page of at most `size` rows from up to `size + 1`, newest first: one
+/// more row means another page.
+fn page_of(mut rows: Vec<EventRow>, size: usize) -> Result<RowPage> {
     let more = rows.len() > size;
-    let items = rows
-        .into_iter()
-        .take(size)
-        .map(|r| r.into_record())
-        .collect::<Result<Vec<_>>>()?;
-    let next_cursor = if more {
-        items.last().map(Cursor::after)
-    } else {
-        None
+    rows.truncate(size);
+    let next_cursor = match rows.last() {
+        Some(last) if more => Some(last.cursor()?),
+        _ => None,
     };
-    Ok(Page { items, next_cursor })
+    Ok(RowPage { rows, next_cursor })
 }
 
 /// A pool of [`POOL_SIZE`] connections; they are opened on first use.
@@ -322,6 +341,14 @@ impl Store {
     /// ([`Error::is_unavailable`]), failed, or holds a row this crate did
     /// not write.
     pub async fn get(&self, id: Uuid) -> Result<Option<AuditRecord>> {
+        self.get_row(id)
+            .await?
+            .map(EventRow::into_record)
+            .transpose()
+    }
+
+    /// The row of the record with this id.
+    pub(crate) async fn get_row(&self, id: Uuid) -> Result<Option<EventRow>> {
         match self.get_stored(id).await {
             // A fresh database whose tables no sink has made yet holds
             // nothing: not an error for a reader.
@@ -330,18 +357,18 @@ impl Store {
         }
     }
 
-    async fn get_stored(&self, id: Uuid) -> Result<Option<AuditRecord>> {
+    async fn get_stored(&self, id: Uuid) -> Result<Option<EventRow>> {
         let id = id.hyphenated().to_string();
-        let row: Option<EventRow> = with_pooled!(self, c => async {
+        Ok(with_pooled!(self, c => async {
             audit_events::table
                 .filter(audit_events::id.eq(&id))
                 .select(EventRow::as_select())
-                .first(c)
+                // The primary key: one row at most, without a LIMIT (see
+                // `limit`).
+                .get_result(c)
                 .await
                 .optional()
-        });
-        row.map(|r| r.into_record())
-            .transpose()
+        }))
     }
 
     /// Verifies the hash chains of the stored records (see
@@ -520,16 +547,21 @@ impl Store {
     ///
     /// As for [`get`](Self::get).
     pub async fn query(&self, query: &AuditQuery) -> Result<Page> {
+        self.query_rows(query).await?.into_page()
+    }
+
+    /// The rows of [`query`](Self::query)'s page.
+    pub(crate) async fn query_rows(&self, query: &AuditQuery) -> Result<RowPage> {
         match self.query_stored(query).await {
-            Err(e) if e.is_no_tables() => Ok(Page {
-                items: Vec::new(),
+            Err(e) if e.is_no_tables() => Ok(RowPage {
+                rows: Vec::new(),
                 next_cursor: None,
             }),
             result => result,
         }
     }
 
-    async fn query_stored(&self, query: &AuditQuery) -> Result<Page> {
+    async fn query_stored(&self, query: &AuditQuery) -> Result<RowPage> {
         let size = query.page_size() as usize;
         let limit = size as i64 + 1;
         if let Some(page) = self.merged_page(query, limit).await? {
@@ -542,7 +574,7 @@ impl Store {
                     let q = audit_events::table.select(EventRow::as_select()).into_boxed();
                     let q = filtered!(q, query, common);
                     let q = keyset!(q, query, audit_events::timestamp_us, audit_events::id);
-                    q.limit(limit).load(c).await
+                    limited(q, limit).load(c).await
                 }
                 Some(flag) => {
                     let q = audit_event_flags::table
@@ -552,7 +584,7 @@ impl Store {
                         .into_boxed();
                     let q = filtered!(q, query, common);
                     let q = keyset!(q, query, audit_event_flags::timestamp_us, audit_event_flags::event_id);
-                    q.limit(limit).load(c).await
+                    limited(q, limit).load(c).await
                 }
             }
         });
@@ -677,7 +709,7 @@ impl Store {
                     let q = audit_events::table.select(audit_events::timestamp_us).into_boxed();
                     let q = filtered!(q, query, common);
                     let q = keyset!(q, query, audit_events::timestamp_us, audit_events::id);
-                    if q.offset(cap).limit(1).first::<i64>(c).await.optional()?.is_some() {
+                    if limited(q, 1).offset(cap).get_result::<i64>(c).await.optional()?.is_some() {
                         return Ok((cap, true));
                     }
                     let q = filtered!(audit_events::table.into_boxed(), query, common);
@@ -693,7 +725,7 @@ impl Store {
                         .into_boxed();
                     let q = filtered!(q, query, common);
                     let q = keyset!(q, query, audit_event_flags::timestamp_us, audit_event_flags::event_id);
-                    if q.offset(cap).limit(1).first::<i64>(c).await.optional()?.is_some() {
+                    if limited(q, 1).offset(cap).get_result::<i64>(c).await.optional()?.is_some() {
                         return Ok((cap, true));
                     }
                     let q = audit_event_flags::table
@@ -728,15 +760,13 @@ impl Store {
             return Ok(false);
         };
         let found: Vec<i64> = with_pooled!(self, c => async {
-            audit_events::table
+            let range = audit_events::table
                 .select(audit_events::timestamp_us)
                 .filter(audit_events::action.ge(&low))
                 .filter(audit_events::action.lt(&high))
                 // In index order: the database reads COMMON entries and stops.
-                .order(audit_events::action)
-                .limit(COMMON)
-                .load(c)
-                .await
+                .order(audit_events::action);
+            limited(range, COMMON).load(c).await
         });
         Ok(found.len() as i64 >= COMMON)
     }

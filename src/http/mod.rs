@@ -13,6 +13,7 @@
 //! rate-limited.
 
 mod auth;
+mod body;
 mod context;
 mod denied;
 mod error;
@@ -30,8 +31,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 
+use self::body::JsonBody;
 use self::denied::{Denial, DeniedBudget};
 use self::error::ApiError;
 use crate::{audit, Store};
@@ -147,7 +149,7 @@ async fn list<A: Authorizer>(
     State(api): State<Arc<Api<A>>>,
     Extension(Authorized(caller)): Extension<Authorized>,
     RawQuery(query): RawQuery,
-) -> Result<Json<PageBody>, ApiError> {
+) -> Result<JsonBody, ApiError> {
     let params = params::parse(query.as_deref())?;
     page(&api, &caller, params).await
 }
@@ -159,7 +161,7 @@ async fn checkpoints<A: Authorizer>(
     State(api): State<Arc<Api<A>>>,
     Extension(Authorized(caller)): Extension<Authorized>,
     RawQuery(query): RawQuery,
-) -> Result<Json<PageBody>, ApiError> {
+) -> Result<JsonBody, ApiError> {
     let mut params = params::parse(query.as_deref())?;
     let q = &params.query;
     let other = [
@@ -184,7 +186,7 @@ async fn page<A: Authorizer>(
     api: &Api<A>,
     caller: &Caller,
     params: params::ListParams,
-) -> Result<Json<PageBody>, ApiError> {
+) -> Result<JsonBody, ApiError> {
     let params::ListParams {
         query,
         given,
@@ -202,44 +204,26 @@ async fn page<A: Authorizer>(
         };
     }
     crate::db::with_parameters!(audit_read!());
-    let page = api.store.query(&query).await?;
+    let page = api.store.query_rows(&query).await?;
     let total = match count {
         true => Some(api.store.count(&query).await?),
         false => None,
     };
-    Ok(Json(PageBody {
-        items: page.items,
-        next_cursor: page.next_cursor.map(|c| c.to_string()),
-        total: total.map(|t| t.count),
-        total_is_lower_bound: total.map(|t| t.is_lower_bound),
-    }))
-}
-
-/// The list's answer; a struct, so that each record keeps its field order.
-#[derive(serde::Serialize)]
-struct PageBody {
-    items: Vec<crate::AuditRecord>,
-    next_cursor: Option<String>,
-    /// With `count=true`: the matching records, up to the store's cap.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total: Option<u64>,
-    /// With `count=true`: whether more than `total` match.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total_is_lower_bound: Option<bool>,
+    Ok(JsonBody::page(page, total)?)
 }
 
 async fn get_one<A: Authorizer>(
     State(api): State<Arc<Api<A>>>,
     Extension(Authorized(caller)): Extension<Authorized>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<crate::AuditRecord>, ApiError> {
+) -> Result<JsonBody, ApiError> {
     let uuid = id
         .ok()
         .and_then(|Path(id)| uuid::Uuid::try_parse(&id).ok())
         .ok_or_else(|| ApiError::bad_request("the id is not a UUID"))?;
     audit!(action = "audit.read", actor = &caller, "filter.id" = %uuid);
-    match api.store.get(uuid).await? {
-        Some(record) => Ok(Json(record)),
+    match api.store.get_row(uuid).await? {
+        Some(row) => Ok(JsonBody::record(row)?),
         None => Err(ApiError::not_found()),
     }
 }

@@ -121,7 +121,7 @@ impl AuditRecord {
 }
 
 /// Writes `s` as a JSON string, escaping as serde_json does.
-pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -148,7 +148,7 @@ pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Whether any of the eight bytes is `"`, `\` or a control character
 /// below 0x20 (bytes of 0x80 and above never are).
-fn needs_escape(chunk: u64) -> bool {
+pub(super) fn needs_escape(chunk: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;

@@ -9,8 +9,10 @@ pub(crate) mod builder;
 mod canonical;
 pub(crate) mod fields;
 pub(crate) mod json;
-mod json_line;
+pub(crate) mod json_line;
 pub(crate) mod time;
+#[cfg(all(db, feature = "http"))]
+pub(crate) mod written;
 
 use std::fmt;
 

@@ -8,6 +8,7 @@ use fabric_audit::{audit, AuditLayer, AuditQuery, AuditRecord, Batch, DatabaseSi
 
 use crate::support::{pipeline, User};
 
+mod answers;
 mod count;
 mod errors;
 mod hostile;
