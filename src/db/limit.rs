@@ -6,7 +6,9 @@
 //! the page query again took about a sixth of the process's CPU per page
 //! in `benches/http.rs`. So on SQLite the limit is written into the
 //! statement's text (the statement cache then keeps one statement per page
-//! size, a handful). Elsewhere it stays a bound parameter: PostgreSQL's
+//! size): the first 16 distinct limits of the process, after which a new
+//! one is bound again, so that the caches stay bounded whatever limits
+//! clients ask for. Elsewhere it stays a bound parameter: PostgreSQL's
 //! generic plans (see `store::postgres_setup`) are made for one.
 
 use diesel::backend::Backend;
@@ -42,12 +44,40 @@ where
     i64: ToSql<BigInt, DB>,
 {
     out.push_sql(" LIMIT ");
-    if DB::IN_TEXT {
+    if DB::IN_TEXT && in_text(*limit) {
         out.push_sql(&limit.to_string());
         Ok(())
     } else {
         out.push_bind_param::<BigInt, i64>(limit)
     }
+}
+
+/// How many distinct limits are written into statements' text: each is
+/// another statement in every connection's cache, for every query shape,
+/// and a client picking a new `limit` (1 to 1 000) per request must not
+/// make the caches grow by as many.
+const TEXT_LIMITS: usize = 16;
+
+/// Whether `limit` is one of the first [`TEXT_LIMITS`] distinct limits
+/// this process wrote into a statement's text (the usual page sizes and
+/// what the store derives from them come first); any other is bound.
+/// Once true for a value, always true, so every pass over one query
+/// writes it the same way.
+fn in_text(limit: i64) -> bool {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    // 0: a free slot (a limit is never 0 here; one that is is bound).
+    static SEEN: [AtomicI64; TEXT_LIMITS] = [const { AtomicI64::new(0) }; TEXT_LIMITS];
+    if limit == 0 {
+        return false;
+    }
+    for slot in &SEEN {
+        match slot.compare_exchange(0, limit, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(seen) if seen == limit => return true,
+            Err(_) => {}
+        }
+    }
+    false
 }
 
 /// `query LIMIT n [OFFSET m]`, the limit written as the backend takes it
@@ -119,11 +149,33 @@ mod tests {
                 .filter(audit_events::action.eq("a"));
             limited(rows, 51).offset(7)
         };
+        // Written into the text unless other tests of this process took
+        // every slot first (see `in_text`).
         let sqlite = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query()).to_string();
-        assert!(sqlite.contains("LIMIT 51 OFFSET ?"), "{sqlite}");
+        let want = if in_text(51) { "LIMIT 51 OFFSET ?" } else { "LIMIT ? OFFSET ?" };
+        assert!(sqlite.contains(want), "{sqlite}");
         let pg = diesel::debug_query::<diesel::pg::Pg, _>(&query()).to_string();
         assert!(pg.contains("LIMIT $2 OFFSET $3"), "{pg}");
         let again = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&limited(query(), 5)).to_string();
-        assert!(again.contains("LIMIT 5"), "{again}");
+        let want = if in_text(5) { "LIMIT 5" } else { "LIMIT ?" };
+        assert!(again.contains(want), "{again}");
+    }
+}
+
+#[cfg(test)]
+mod bounded {
+    use super::*;
+
+    /// However many limits are asked for, at most `TEXT_LIMITS` are ever
+    /// written into text, and each value is written the same way every
+    /// time (other tests of this process may have taken some slots).
+    #[test]
+    fn only_a_bounded_set_of_limits_is_written_into_text() {
+        let first: Vec<bool> = (1..=10_000).map(in_text).collect();
+        let written = first.iter().filter(|&&t| t).count();
+        assert!((1..=TEXT_LIMITS).contains(&written), "{written}");
+        let again: Vec<bool> = (1..=10_000).map(in_text).collect();
+        assert_eq!(first, again);
+        assert!(!in_text(0));
     }
 }
