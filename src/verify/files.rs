@@ -133,13 +133,18 @@ enum Line {
 /// A chunk's lines, and the chunk's buffer for the next read.
 type Done = (u64, Vec<Line>, Vec<u8>);
 
+/// A chunk to read, and the lines of one already followed: the worker
+/// drops those records (freeing memory on the thread that allocated it,
+/// mostly, which the allocator handles best) and fills the vector again.
+type Job = (u64, Vec<u8>, Vec<Line>);
+
 fn check_file(path: &Path, verifier: &mut Verifier) -> Result<()> {
     let cannot = |e| Error::io(format!("cannot read {}", path.display()), e);
     let mut file = File::open(path).map_err(cannot)?;
     let workers = std::thread::available_parallelism()
         .map_or(1, NonZeroUsize::get)
         .min(MAX_WORKERS);
-    let (jobs, queued) = mpsc::sync_channel::<(u64, Vec<u8>)>(workers);
+    let (jobs, queued) = mpsc::sync_channel::<Job>(workers);
     let queued = Mutex::new(queued);
     std::thread::scope(|scope| {
         // Dropped when this closure returns, however: the workers then end.
@@ -152,8 +157,11 @@ fn check_file(path: &Path, verifier: &mut Verifier) -> Result<()> {
                 loop {
                     // The lock is held while waiting: the others wait for it.
                     let job = queued.lock().ok().and_then(|rx| rx.recv().ok());
-                    let Some((n, chunk)) = job else { return };
-                    let lines = read_lines(&chunk, &mut buf);
+                    let Some((n, chunk, mut lines)) = job else {
+                        return;
+                    };
+                    lines.clear();
+                    read_lines(&chunk, &mut buf, &mut lines);
                     if finished.send((n, lines, chunk)).is_err() {
                         return;
                     }
@@ -166,6 +174,7 @@ fn check_file(path: &Path, verifier: &mut Verifier) -> Result<()> {
         let (mut sent, mut followed) = (0_u64, 0_u64);
         let mut waiting: BTreeMap<u64, Vec<Line>> = BTreeMap::new();
         let mut spare: Vec<Vec<u8>> = Vec::new();
+        let mut followed_lines: Vec<Vec<Line>> = Vec::new();
         let mut carry = Vec::new();
         let mut at_end = false;
         let mut number = 0_u64;
@@ -175,7 +184,8 @@ fn check_file(path: &Path, verifier: &mut Verifier) -> Result<()> {
                 match next_chunk(&mut file, &mut carry, chunk).map_err(cannot)? {
                     Some(chunk) => {
                         // The workers end only when `jobs` is dropped.
-                        let _ = jobs.send((sent, chunk));
+                        let lines = followed_lines.pop().unwrap_or_default();
+                        let _ = jobs.send((sent, chunk, lines));
                         sent += 1;
                     }
                     None => at_end = true,
@@ -197,19 +207,20 @@ fn check_file(path: &Path, verifier: &mut Verifier) -> Result<()> {
                 waiting.insert(n, lines);
             };
             followed += 1;
-            for line in lines {
+            for line in &lines {
                 number += 1;
                 match line {
                     Line::Record {
                         record,
                         reformatted,
                         hashed,
-                    } => verifier.check_read(&record, reformatted, hashed),
+                    } => verifier.check_read(record, *reformatted, *hashed),
                     Line::Unreadable(error) => {
                         verifier.unreadable(format!("{}:{number}", path.display()), error);
                     }
                 }
             }
+            followed_lines.push(lines);
         }
     })
 }
@@ -242,9 +253,8 @@ fn next_chunk(
 
 /// Reads a chunk's lines into records, each checked against its line and
 /// hashed after the line before it when both are of one chain.
-fn read_lines(chunk: &[u8], buf: &mut Vec<u8>) -> Vec<Line> {
+fn read_lines(chunk: &[u8], buf: &mut Vec<u8>, lines: &mut Vec<Line>) {
     let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
-    let mut lines = Vec::with_capacity(chunk.len() / 256 + 1);
     // The chain and stored hash of the line before.
     let mut before: Option<(String, chain::Hash)> = None;
     for text in body.split(|&b| b == b'\n') {
@@ -285,7 +295,6 @@ fn read_lines(chunk: &[u8], buf: &mut Vec<u8>) -> Vec<Line> {
             hashed,
         });
     }
-    lines
 }
 
 #[cfg(test)]
