@@ -238,7 +238,6 @@ impl Verifier {
     /// With keys, the statement counts only when `note` is it, signed by
     /// one of them; otherwise it is listed as unreadable and the records
     /// stay missing.
-    #[cfg(db)]
     pub(crate) fn purge_statement(
         &mut self,
         statement: &checkpoint::PurgeStatement,

@@ -104,8 +104,10 @@ pub(crate) fn parse_object(text: &str) -> serde_json::Result<Vec<(String, serde_
 /// A JSON object read in its order (serde_json's `Map` sorts its keys unless
 /// a crate-wide feature is on), so that a record read back equals the one
 /// written.
+#[cfg(any(db, test))]
 struct OrderedMap(Vec<(String, serde_json::Value)>);
 
+#[cfg(any(db, test))]
 impl<'de> Deserialize<'de> for OrderedMap {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
