@@ -290,18 +290,9 @@ impl Verifier {
         self.check_stored(record, reformatted, None);
     }
 
-    /// Checks a record read and partly checked on another thread
-    /// (`files::Read`): whether its line was the one the sink wrote, and
-    /// its hash if it was computed there.
-    fn check_read(
-        &mut self,
-        record: &AuditRecord,
-        reformatted: bool,
-        hashed: Option<chain::Hashed>,
-    ) {
-        self.check_stored(record, reformatted, hashed);
-    }
-
+    /// Checks a record: `reformatted` when its line is not the one the
+    /// sink wrote for it, `hashed` when its hash was computed ahead (by a
+    /// worker of `files`).
     fn check_stored(
         &mut self,
         record: &AuditRecord,

@@ -214,7 +214,7 @@ fn check_file(path: &Path, verifier: &mut Verifier) -> Result<()> {
                         record,
                         reformatted,
                         hashed,
-                    } => verifier.check_read(record, *reformatted, *hashed),
+                    } => verifier.check_stored(record, *reformatted, *hashed),
                     Line::Unreadable(error) => {
                         verifier.unreadable(format!("{}:{number}", path.display()), error);
                     }
