@@ -44,7 +44,8 @@ type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// deletes them, the sink appends a *purge statement* to `{prefix}.purges`
 /// beside the files (`logs/audit.purges`; synced): the chain, the `seq` of
 /// the first record kept, the hash of the last record deleted, the time,
-/// the cutoff and how many lines were deleted, signed with the
+/// the cutoff and how many of the chain's records were deleted (from the
+/// first `seq` the files held to the last), signed with the
 /// [`purge_key`](FileSinkBuilder::purge_key) if there is one. `verify`
 /// reads the statements and accepts a missing prefix that one of them
 /// covers and that the first record kept follows. When the statement
@@ -290,10 +291,23 @@ impl FileSink {
         ) else {
             return Ok(());
         };
-        let mut records = 0;
-        for (_, path) in expired {
-            records += count_lines(path)?;
+        // How many of the chain's records the files hold: from the seq of
+        // the first one to the last, read from the start of the oldest file
+        // that has one (reading the files whole would hold up the writes
+        // behind this, on the worker thread, for a large day).
+        // Files that begin with another chain's records (an instance
+        // renamed) are read whole, the rare case.
+        let mut first = None;
+        'find: for within in [Some(1 << 20), None] {
+            for (_, path) in expired {
+                first = first_of_chain(path, chain, within)?;
+                if first.is_some() {
+                    break 'find;
+                }
+            }
         }
+        // The newest file holds at least `last`.
+        let records = seq.saturating_sub(first.unwrap_or(seq)) + 1;
         let statement = PurgeStatement {
             chain: chain.to_owned(),
             below_seq: seq + 1,
@@ -339,19 +353,19 @@ fn last_chained_record(path: &Path) -> io::Result<Option<crate::AuditRecord>> {
     }))
 }
 
-/// How many lines a file holds (a last line without its newline counts).
-fn count_lines(path: &Path) -> io::Result<u64> {
-    let mut file = File::open(path)?;
-    let mut block = vec![0u8; 1 << 20];
-    let (mut lines, mut last) = (0_u64, b'\n');
-    loop {
-        let read = file.read(&mut block)?;
-        if read == 0 {
-            return Ok(lines + u64::from(last != b'\n'));
-        }
-        lines += block[..read].iter().filter(|&&b| b == b'\n').count() as u64;
-        last = block[read - 1];
-    }
+/// The `seq` of the first record of `chain` in a file, among its first
+/// `within` bytes if given.
+fn first_of_chain(path: &Path, chain: &str, within: Option<u64>) -> io::Result<Option<u64>> {
+    let mut head = Vec::new();
+    File::open(path)?
+        .take(within.unwrap_or(u64::MAX))
+        .read_to_end(&mut head)?;
+    Ok(head.split(|&b| b == b'\n').find_map(|line| {
+        serde_json::from_slice::<crate::AuditRecord>(line)
+            .ok()
+            .filter(|r| r.chain() == Some(chain))
+            .and_then(|r| r.seq())
+    }))
 }
 
 /// The offset just past the last newline of the file's first `len`

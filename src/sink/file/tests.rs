@@ -408,6 +408,36 @@ mod purges {
     }
 
     #[test]
+    fn each_purge_states_the_records_it_deleted_from_the_files_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = three_days(dir.path(), None);
+        // A fourth day: its first write deletes the second day's file.
+        let c = clock.clone();
+        let mut sink = FileSink::builder(dir.path().join("audit.jsonl"))
+            .retention_days(1)
+            .clock(move || c.now())
+            .build()
+            .unwrap();
+        let mut linker = Linker::new(Chain::resume("api-1/file", 15, {
+            let last = fs::read_to_string(dir.path().join("audit.2026-03-03.jsonl")).unwrap();
+            let last: AuditRecord = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+            crate::chain::from_hex(last.hash().unwrap()).unwrap()
+        }));
+        write_chained(&mut sink, &mut linker, 2);
+        let statements = fs::read_to_string(dir.path().join("audit.purges")).unwrap();
+        let read: Vec<(u64, u64)> = statements
+            .lines()
+            .map(|l| PurgeStatement::from_json_line(l.as_bytes()).unwrap().0)
+            .map(|s| (s.below_seq, s.records))
+            .collect();
+        assert_eq!(read, [(6, 5), (11, 5)]);
+        let v = verify_files(dir.path()).unwrap();
+        assert!(v.is_intact(), "{v:?}");
+        assert_eq!(v.chains[0].purged_below, Some(11), "{v:?}");
+        assert_eq!(v.chained(), 7);
+    }
+
+    #[test]
     fn a_forged_or_unsigned_statement_explains_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::generate("audit.example").unwrap();
