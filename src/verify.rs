@@ -470,12 +470,7 @@ impl Followed {
         else {
             return;
         };
-        let stored = record.hash().and_then(chain::from_hex);
-        if stored != Some(chain::hash_record(&head, record, buf)) {
-            self.verifier.note(Break::Modified { seq });
-            return;
-        }
-        self.anchor = Some((seq, head));
+        self.anchor_at(record, seq, head, buf);
     }
 
     /// Anchors the chain's first record read on the head a purge statement
@@ -493,12 +488,19 @@ impl Followed {
         let Some(&(_, head)) = cuts.iter().find(|&&(below, _)| below == seq) else {
             return;
         };
+        self.anchor_at(record, seq, head, buf);
+    }
+
+    /// Anchors the chain at its first record read, `seq`, if that record
+    /// follows `head` (the hash of the record before it, which is gone);
+    /// names it modified otherwise.
+    fn anchor_at(&mut self, record: &AuditRecord, seq: u64, head: chain::Hash, buf: &mut Vec<u8>) {
         let stored = record.hash().and_then(chain::from_hex);
-        if stored != Some(chain::hash_record(&head, record, buf)) {
+        if stored == Some(chain::hash_record(&head, record, buf)) {
+            self.anchor = Some((seq, head));
+        } else {
             self.verifier.note(Break::Modified { seq });
-            return;
         }
-        self.anchor = Some((seq, head));
     }
 
     /// Takes the chain's missing prefix (`deleted: 1..first − 1`) out of
