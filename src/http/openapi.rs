@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 /// The path the document is served at.
 pub(crate) const PATH: &str = "/api/v1/audit/openapi.json";
 
+/// A UUID as the API writes it (hyphenated; any case is read).
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
 /// The document, as served.
 pub(crate) fn document() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
@@ -198,8 +202,12 @@ fn build() -> Value {
             "/api/v1/audit/{id}": {"get": {
                 "operationId": "getAuditRecord",
                 "summary": "One record by its id.",
+                // A pattern as well as the format: `checkpoints` and
+                // `openapi.json` (the concrete paths beside this one) are
+                // never ids, which some clients only learn from a pattern.
                 "parameters": [{"name": "id", "in": "path", "required": true,
-                                "schema": {"type": "string", "format": "uuid"}}],
+                                "schema": {"type": "string", "format": "uuid",
+                                           "pattern": UUID_PATTERN}}],
                 "responses": guarded_responses(get_ok.as_object().cloned().unwrap_or_default())
             }},
             PATH: {"get": {
