@@ -8,7 +8,7 @@
 //! which retries.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -354,18 +354,25 @@ fn last_chained_record(path: &Path) -> io::Result<Option<crate::AuditRecord>> {
 }
 
 /// The `seq` of the first record of `chain` in a file, among its first
-/// `within` bytes if given.
+/// `within` bytes if given; read a line at a time.
 fn first_of_chain(path: &Path, chain: &str, within: Option<u64>) -> io::Result<Option<u64>> {
-    let mut head = Vec::new();
-    File::open(path)?
-        .take(within.unwrap_or(u64::MAX))
-        .read_to_end(&mut head)?;
-    Ok(head.split(|&b| b == b'\n').find_map(|line| {
-        serde_json::from_slice::<crate::AuditRecord>(line)
+    let file = File::open(path)?.take(within.unwrap_or(u64::MAX));
+    let mut reader = io::BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let seq = serde_json::from_slice::<crate::AuditRecord>(text)
             .ok()
             .filter(|r| r.chain() == Some(chain))
-            .and_then(|r| r.seq())
-    }))
+            .and_then(|r| r.seq());
+        if seq.is_some() {
+            return Ok(seq);
+        }
+    }
 }
 
 /// The offset just past the last newline of the file's first `len`

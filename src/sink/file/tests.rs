@@ -438,6 +438,46 @@ mod purges {
     }
 
     #[test]
+    fn a_chain_that_begins_past_the_first_mebibyte_of_its_file_is_counted_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = TestClock::at(2026, 3, 1, 12);
+        let c = clock.clone();
+        let mut sink = FileSink::builder(dir.path().join("audit.jsonl"))
+            .retention_days(1)
+            .clock(move || c.now())
+            .build()
+            .unwrap();
+        // An instance renamed that day: 1.2 MB of its old chain first.
+        let mut old = Linker::new(Chain::new("api-0/file"));
+        let big: Vec<_> = (0..3)
+            .map(|_| {
+                let mut record = AuditRecord::builder("invoice.sent")
+                    .detail("notes", "x".repeat(400_000))
+                    .build();
+                old.link(&mut record);
+                Arc::new(record)
+            })
+            .collect();
+        sink.write(&Batch::new(&big)).unwrap();
+        let mut linker = Linker::new(Chain::new("api-1/file"));
+        for _ in 0..3 {
+            write_chained(&mut sink, &mut linker, 3);
+            clock.advance_hours(24);
+        }
+        let statements = fs::read_to_string(dir.path().join("audit.purges")).unwrap();
+        let (statement, _) =
+            PurgeStatement::from_json_line(statements.trim_end().as_bytes()).unwrap();
+        assert_eq!(
+            (
+                statement.chain.as_str(),
+                statement.below_seq,
+                statement.records
+            ),
+            ("api-1/file", 4, 3)
+        );
+    }
+
+    #[test]
     fn a_forged_or_unsigned_statement_explains_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::generate("audit.example").unwrap();
