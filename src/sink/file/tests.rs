@@ -412,12 +412,7 @@ mod purges {
         let dir = tempfile::tempdir().unwrap();
         let clock = three_days(dir.path(), None);
         // A fourth day: its first write deletes the second day's file.
-        let c = clock.clone();
-        let mut sink = FileSink::builder(dir.path().join("audit.jsonl"))
-            .retention_days(1)
-            .clock(move || c.now())
-            .build()
-            .unwrap();
+        let mut sink = sink(dir.path(), &clock, 1);
         let mut linker = Linker::new(Chain::resume("api-1/file", 15, {
             let last = fs::read_to_string(dir.path().join("audit.2026-03-03.jsonl")).unwrap();
             let last: AuditRecord = serde_json::from_str(last.lines().last().unwrap()).unwrap();
@@ -441,12 +436,7 @@ mod purges {
     fn a_chain_that_begins_past_the_first_mebibyte_of_its_file_is_counted_too() {
         let dir = tempfile::tempdir().unwrap();
         let clock = TestClock::at(2026, 3, 1, 12);
-        let c = clock.clone();
-        let mut sink = FileSink::builder(dir.path().join("audit.jsonl"))
-            .retention_days(1)
-            .clock(move || c.now())
-            .build()
-            .unwrap();
+        let mut sink = sink(dir.path(), &clock, 1);
         // An instance renamed that day: 1.2 MB of its old chain first.
         let mut old = Linker::new(Chain::new("api-0/file"));
         let big: Vec<_> = (0..3)
