@@ -4,8 +4,11 @@
 //! Two passes over each file, both streaming: [`RecordFile::check`] parses
 //! every line and keeps nothing, so a file with a bad line is refused
 //! before anything of it is written; [`DatabaseSink::import_file`] reads it
-//! again and writes it in large transactions. Memory is a few transactions'
-//! records, whatever the file's size.
+//! again and writes it in large transactions. A file whose records are out
+//! of order is first sorted by id through temporary files (`sort`), so
+//! that the rows go into the indexes in order. Memory is a few
+//! transactions' records (or, while sorting, one run of 32 MiB), whatever
+//! the file's size.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,6 +20,8 @@ use uuid::Uuid;
 
 use crate::sink::Batch;
 use crate::{AuditRecord, DatabaseSink, Error, Result};
+
+mod sort;
 
 /// The longest line read, in bytes: a record is far smaller (the database
 /// sink keeps at most 8 MiB of detail), and a file without newlines must
@@ -37,9 +42,15 @@ const BYTES_PER_TRANSACTION: usize = 4 << 20;
 /// The import's SQLite connection keeps up to 32 MiB of pages (the
 /// default is 2 MiB): a transaction of thousands of records touches pages
 /// all over the indexes, and every page read back from the file costs a
-/// system call. Journal and sync settings stay the sink's (WAL, NORMAL):
-/// an import is as crash-safe as the sink's writes.
-const SQLITE_PRAGMAS: &str = "PRAGMA cache_size = -32768;";
+/// system call. And it lets the write-ahead log grow to 25 000 pages
+/// (about 100 MB) before copying it into the database (the default is
+/// 1 000: after nearly every transaction), so that a page changed by many
+/// transactions is copied, and synced, once: 1.3x the rows per second
+/// (200 000 records, 6.7 k → 8.6 k rows/s on the bench's machine). Journal
+/// and sync settings stay the sink's (WAL, NORMAL): an import is as
+/// crash-safe as the sink's writes, and transactions stay short, so a
+/// sink writing into the same database waits no longer than before.
+const SQLITE_PRAGMAS: &str = "PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 25000;";
 
 /// A JSON-lines file of audit records whose every line parsed: the only
 /// kind of file [`DatabaseSink::import_file`] takes.
@@ -73,6 +84,10 @@ pub struct RecordFile {
     /// The bytes checked: what the import reads, even if the file has
     /// grown since (a file sink's file of today).
     bytes: u64,
+    /// Whether its records come in id order once each transaction's share
+    /// is sorted (a file sink's file, give or take a few lines). If not
+    /// (files merged by `cat`, or shuffled), the import sorts them first.
+    in_order: bool,
 }
 
 impl RecordFile {
@@ -90,15 +105,16 @@ impl RecordFile {
     pub fn check(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let mut lines = Lines::open(path, u64::MAX)?;
-        let mut records = 0;
+        let (mut records, mut order) = (0, Order::default());
         while let Some((at, line)) = lines.next()? {
-            parse(path, at, line)?;
+            order.push(parse(path, at, line)?.id(), line.len());
             records += 1;
         }
         Ok(Self {
             path: path.to_owned(),
             records,
             bytes: lines.read,
+            in_order: order.finish(),
         })
     }
 
@@ -138,7 +154,12 @@ impl DatabaseSink {
     ///
     /// The file is read again, up to where it was checked, by a thread of
     /// its own while the records are written: memory stays at a few
-    /// transactions' records, whatever the file's size.
+    /// transactions' records, whatever the file's size. A file whose
+    /// records are out of id (time) order, as several instances' files
+    /// joined into one, is first sorted through anonymous temporary files
+    /// in `TMPDIR`, which take about the file's size until the import ends;
+    /// written in order, the rows fill each index page after page.
+    /// Copies of one id keep their order in the file: the first is stored.
     ///
     /// A failure midway (the database gone) leaves the transactions
     /// committed before it stored: records are stored by id, so importing
@@ -205,6 +226,54 @@ impl DatabaseSink {
     }
 }
 
+/// Whether a chunk of `rows` records with `bytes` of lines is full.
+fn chunk_full(rows: usize, bytes: usize) -> bool {
+    rows == ROWS_PER_TRANSACTION || bytes >= BYTES_PER_TRANSACTION
+}
+
+/// Follows the ids of a file's records, cut into chunks as
+/// [`read_chunks`] cuts them, to tell whether sorting each chunk puts the
+/// whole file in id order: no chunk holds an id below one of an earlier
+/// chunk.
+#[derive(Default)]
+struct Order {
+    rows: usize,
+    bytes: usize,
+    /// The lowest and highest id of the chunk being read.
+    chunk: Option<(Uuid, Uuid)>,
+    /// The highest id of the chunks before it.
+    before: Option<Uuid>,
+    broken: bool,
+}
+
+impl Order {
+    fn push(&mut self, id: Uuid, line: usize) {
+        self.chunk = Some(match self.chunk {
+            Some((low, high)) => (low.min(id), high.max(id)),
+            None => (id, id),
+        });
+        self.rows += 1;
+        self.bytes += line;
+        if chunk_full(self.rows, self.bytes) {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some((low, high)) = self.chunk.take() {
+            self.broken |= self.before.is_some_and(|before| low < before);
+            self.before = Some(self.before.map_or(high, |before| before.max(high)));
+        }
+        (self.rows, self.bytes) = (0, 0);
+    }
+
+    /// Whether the file is in order.
+    fn finish(mut self) -> bool {
+        self.close();
+        !self.broken
+    }
+}
+
 /// Records of one transaction, with their lines.
 struct Chunk {
     records: Vec<Arc<AuditRecord>>,
@@ -234,7 +303,12 @@ impl Chunk {
 /// Reads the checked part of `file` into chunks for the writer, until the
 /// end, a bad line, or the writer hanging up.
 fn read_chunks(file: &RecordFile, chunks: mpsc::SyncSender<Result<Chunk>>) {
-    let mut lines = match Lines::open(&file.path, file.bytes) {
+    let source = if file.in_order {
+        Lines::open(&file.path, file.bytes).map(|lines| Box::new(lines) as Box<dyn LineSource>)
+    } else {
+        sort::Sorted::sort(file).map(|sorted| Box::new(sorted) as Box<dyn LineSource>)
+    };
+    let mut lines = match source {
         Ok(lines) => lines,
         Err(e) => return drop(chunks.send(Err(e))),
     };
@@ -245,7 +319,7 @@ fn read_chunks(file: &RecordFile, chunks: mpsc::SyncSender<Result<Chunk>>) {
         };
         let mut bytes = 0;
         let end = loop {
-            match lines.next() {
+            match lines.next_line() {
                 Ok(Some((at, line))) => match parse(&file.path, at, line) {
                     Ok(record) => {
                         bytes += line.len();
@@ -257,7 +331,7 @@ fn read_chunks(file: &RecordFile, chunks: mpsc::SyncSender<Result<Chunk>>) {
                 Ok(None) => break Some(Ok(())),
                 Err(e) => break Some(Err(changed(e))),
             }
-            if chunk.records.len() == ROWS_PER_TRANSACTION || bytes >= BYTES_PER_TRANSACTION {
+            if chunk_full(chunk.records.len(), bytes) {
                 break None;
             }
         };
@@ -288,6 +362,19 @@ fn parse(path: &Path, at: u64, line: &str) -> Result<AuditRecord> {
 
 fn bad_line(path: &Path, at: u64, error: impl std::fmt::Display) -> Error {
     Error::invalid(format!("{}:{at}: {error}", path.display()))
+}
+
+/// Where the import reads its lines: the file, or its sorted runs.
+trait LineSource {
+    /// The next line that is not blank, without its line end, and its
+    /// number in the file (from 1); `None` at the end.
+    fn next_line(&mut self) -> Result<Option<(u64, &str)>>;
+}
+
+impl LineSource for Lines {
+    fn next_line(&mut self) -> Result<Option<(u64, &str)>> {
+        self.next()
+    }
 }
 
 /// A file's non-blank lines, one at a time, in one reused buffer.
@@ -343,5 +430,33 @@ impl Lines {
         let line = std::str::from_utf8(&self.buf[..len])
             .map_err(|e| bad_line(&self.path, self.at, format!("not UTF-8: {e}")))?;
         Ok(Some((self.at, line)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sorting each chunk puts the file in order unless a chunk holds an
+    /// id below one of an earlier chunk.
+    #[test]
+    fn order_is_broken_only_by_an_id_below_an_earlier_chunks() {
+        // Two records per chunk.
+        let half = BYTES_PER_TRANSACTION / 2;
+        let in_order = |ids: &[u128]| {
+            let mut order = Order::default();
+            for &n in ids {
+                order.push(Uuid::from_u128(n), half);
+            }
+            order.finish()
+        };
+        assert!(in_order(&[]));
+        assert!(in_order(&[2, 1, 4, 3, 6, 5]), "out of order within chunks only");
+        assert!(in_order(&[1, 2, 2, 3]), "equal ids across chunks");
+        assert!(in_order(&[1, 2, 3]), "a last chunk of one");
+        assert!(!in_order(&[1, 3, 2, 4]));
+        assert!(!in_order(&[5, 6, 1, 2, 7, 8]));
+        assert!(!in_order(&[1, 9, 3, 4, 5]));
+        assert!(!in_order(&[3, 4, 1]), "the last chunk counts");
     }
 }

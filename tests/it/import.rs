@@ -35,6 +35,19 @@ impl Setup {
         (out.status.code(), text(&out.stdout), text(&out.stderr))
     }
 
+    /// The ids of `audit_events` in the order the rows were inserted.
+    fn ids_in_insertion_order(&self) -> Vec<String> {
+        use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl};
+        diesel::table! { audit_events (rowid) { rowid -> BigInt, id -> Text, } }
+        let path = self.url.trim_start_matches("sqlite://");
+        let mut conn = diesel::SqliteConnection::establish(path).unwrap();
+        audit_events::table
+            .select(audit_events::id)
+            .order(audit_events::rowid.asc())
+            .load(&mut conn)
+            .unwrap()
+    }
+
     /// The rows of `audit_events`.
     fn rows(&self) -> i64 {
         use diesel::{Connection, QueryDsl, RunQueryDsl};
@@ -92,6 +105,48 @@ fn a_second_import_stores_nothing_and_names_a_conflicts_line() {
     let at = 20_321; // a line number, from 1
     all[at - 1] = all[at - 1].replace("post.created", "post.edited");
     let id = &all[at - 1][7..43];
+    let edited = setup.write("edited.jsonl", all.concat());
+    let (code, out, err) = setup.import(&[&edited]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(out, summary(N, 1, 0, N - 1, 1));
+    let want = format!(
+        "error: {}:{at}: record {id} is stored with other content: not imported\n",
+        edited.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert_eq!(setup.rows(), N as i64);
+}
+
+/// A file out of order (several instances' files joined, here a fixed
+/// scramble) is sorted before it is written: the rows go in in id order
+/// across transactions, a second import stores nothing, and an edited
+/// record is still named by its own line in the file.
+#[test]
+fn a_shuffled_file_is_written_in_id_order_and_conflicts_keep_their_lines() {
+    const N: usize = 20_500;
+    let setup = Setup::new();
+    let ordered = lines(N);
+    // 7 919 is prime and divides neither 2, 5 nor 41: a permutation of N.
+    let mut all: Vec<String> = (0..N).map(|i| ordered[i * 7919 % N].clone()).collect();
+    let file = setup.write("shuffled.jsonl", all.concat());
+    assert_eq!(
+        setup.import(&[&file]),
+        (Some(0), summary(N, 1, N, 0, 0), String::new())
+    );
+    let stored = setup.ids_in_insertion_order();
+    let mut sorted = stored.clone();
+    sorted.sort();
+    assert_eq!(stored.len(), N);
+    assert!(stored == sorted, "rows were not written in id order");
+    assert_eq!(
+        setup.import(&[&file]),
+        (Some(0), summary(N, 1, 0, N, 0), String::new())
+    );
+
+    let at = 321; // a line number, from 1; sorted, the record is elsewhere
+    all[at - 1] = all[at - 1].replace("post.created", "post.edited");
+    let id = all[at - 1][7..43].to_owned();
+    assert_ne!(stored[at - 1], id);
     let edited = setup.write("edited.jsonl", all.concat());
     let (code, out, err) = setup.import(&[&edited]);
     assert_eq!(code, Some(1), "{err}");
@@ -259,9 +314,25 @@ fn an_import_holds_far_less_than_its_file_in_memory() {
     }
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size > 200 << 20, "{size}");
+    assert_import_holds_less_than_half(&setup, &path, size, RECORDS);
+    // The same records newest first: the import sorts them through
+    // temporary files, in runs of bounded size.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let reversed: Vec<&str> = text.lines().rev().collect();
+    std::fs::write(&path, reversed.join("\n")).unwrap();
+    let setup = Setup::new();
+    assert_import_holds_less_than_half(&setup, &path, size, RECORDS);
+    let ids = setup.ids_in_insertion_order();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "rows not written in id order"
+    );
+}
+
+fn assert_import_holds_less_than_half(setup: &Setup, path: &Path, size: u64, records: usize) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
         .args(["import", "--database-url", &setup.url])
-        .arg(&path)
+        .arg(path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -269,7 +340,7 @@ fn an_import_holds_far_less_than_its_file_in_memory() {
     let peak = peak_kb(&mut child) * 1024;
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), summary(RECORDS, 1, RECORDS, 0, 0));
+    assert_eq!(text(&out.stdout), summary(records, 1, records, 0, 0));
     assert!(peak > 0, "VmHWM was read");
     assert!(
         peak < size / 2,
