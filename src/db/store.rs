@@ -605,27 +605,17 @@ impl Store {
         }
         let dialect = self.dialect();
         // A common prefix fills a page from the newest records of the
-        // other filters; reading that many costs about what listing a
-        // prefix's many actions would.
-        let scan = limit * 4;
+        // other filters.
+        let scan = dialect.scan(query, limit);
         let rows: Option<Vec<EventRow>> = with_pooled!(self, c => async {
             let mut ids: Vec<(i64, String)> =
                 merge::newest_in_range(query, &low, &high, limit, scan).load(c).await?;
             if (ids.len() as i64) < limit {
-                let mut actions: Vec<String> = Vec::new();
-                if dialect == merge::Dialect::Mysql {
-                    while actions.len() <= merge::MAX_ARMS {
-                        let after = actions.last().map(String::as_str);
-                        let next: Vec<String> =
-                            merge::next_action(after, &low, &high).load(c).await?;
-                        match next.into_iter().next() {
-                            Some(action) => actions.push(action),
-                            None => break,
-                        }
-                    }
+                let actions: Vec<String> = if dialect == merge::Dialect::Mysql {
+                    merge::distinct_actions(&low, &high).load(c).await?
                 } else {
-                    actions = merge::actions_in(&low, &high).load(c).await?;
-                }
+                    merge::actions_in(&low, &high).load(c).await?
+                };
                 if actions.len() > merge::MAX_ARMS {
                     return Ok(None);
                 }
