@@ -7,13 +7,13 @@
 //! So the store tries the walk, bounded: [`newest_in_range`] checks the
 //! prefix on the newest few pages' worth of records of the other filters
 //! ([`Dialect::scan`]), which hold a page when the prefix is common (the
-//! page is exact then). Otherwise, a prefix covers few
-//! distinct actions, and each action's entries in the index
-//! `(action, timestamp_us, id)` are already newest first. So the store
-//! lists the actions under the prefix ([`actions_in`], [`distinct_actions`]
-//! on MariaDB: a skip scan, one index seek per action), then merges their ranges ([`merged_ids`]): a
-//! `UNION ALL` of one arm per action, each reading its range backwards
-//! from the cursor, under one `ORDER BY … LIMIT`. SQLite and PostgreSQL
+//! page is exact then). Otherwise, a prefix covers few distinct actions,
+//! and each action's entries in the index `(action, timestamp_us, id)` are
+//! already newest first. So the store lists the actions under the prefix
+//! ([`actions_in`], a skip scan: one index seek per action; [`next_action`]
+//! on MariaDB), then merges their ranges ([`merged_ids`]): a `UNION ALL`
+//! of one arm per action, each reading its range backwards from the
+//! cursor, under one `ORDER BY … LIMIT`. SQLite and PostgreSQL
 //! merge the arms (a compound merge, a Merge Append), reading about a page
 //! of index entries in all; MariaDB, which cannot, reads at most a page
 //! per arm (see [`Dialect`]). Both yield (time, id) pairs only; the page's
@@ -54,7 +54,7 @@ pub(crate) enum Dialect {
     Postgres,
     /// Bounded arms as for PostgreSQL: MariaDB sorts a `UNION ALL` only
     /// after reading every arm, which the arms' limits bound. It lists the
-    /// actions with `DISTINCT` ([`distinct_actions`]).
+    /// actions a step at a time ([`next_action`]).
     Mysql,
 }
 
@@ -166,7 +166,7 @@ where
 /// [`MAX_ARMS`] + 1 of them: a skip scan of the action index, one seek
 /// per action (SQLite and PostgreSQL read `DISTINCT` as a scan of the
 /// whole range, hence the recursive form). Not for MariaDB: see
-/// [`distinct_actions`].
+/// [`next_action`].
 pub(crate) fn actions_in(low: &str, high: &str) -> Statement<Text> {
     let mut s = Statement::new();
     s.sql(
@@ -190,20 +190,20 @@ pub(crate) fn actions_in(low: &str, high: &str) -> Statement<Text> {
     s
 }
 
-/// The distinct stored actions in `[low, high)`, in order, at most
-/// [`MAX_ARMS`] + 1 of them, for MariaDB: it reads `DISTINCT` over an
-/// index prefix as a skip scan (a seek per action: "Using index for
-/// group-by"), for the driver's prepared statements too, so the list is
-/// one round trip; the recursive form re-read the range from its start
-/// on every step (a correlated bound is no range to MariaDB).
-pub(crate) fn distinct_actions(low: &str, high: &str) -> Statement<Text> {
+/// The first stored action in `[low, high)` after `after`, if any: one
+/// step of the skip scan, for MariaDB. Its recursive form re-read the
+/// range from its start on every step, and its skip scan for `DISTINCT`
+/// (which it uses from its command line) was not chosen for the driver's
+/// prepared statements: 20 ms for 20 000 entries under a prefix.
+pub(crate) fn next_action(after: Option<&str>, low: &str, high: &str) -> Statement<Text> {
     let mut s = Statement::new();
-    s.sql("SELECT DISTINCT action FROM audit_events WHERE action >= ")
-        .text(low)
-        .sql(" AND action < ")
+    match after {
+        Some(after) => s.sql("SELECT action FROM audit_events WHERE action > ").text(after),
+        None => s.sql("SELECT action FROM audit_events WHERE action >= ").text(low),
+    };
+    s.sql(" AND action < ")
         .text(high)
-        .sql(" ORDER BY action")
-        .limit(MAX_ARMS as i64 + 1);
+        .sql(" ORDER BY action LIMIT 1");
     s
 }
 
@@ -336,7 +336,7 @@ mod tests {
             .count();
         assert_eq!(texts, 3);
         assert!(!sql(&actions_in(hostile, hostile)).contains(hostile));
-        assert!(!sql(&distinct_actions(hostile, hostile)).contains(hostile));
+        assert!(!sql(&next_action(Some(hostile), hostile, hostile)).contains(hostile));
         let probe = newest_in_range(&query, hostile, hostile, 51, 408);
         assert!(!sql(&probe).contains(hostile));
     }

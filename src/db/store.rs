@@ -611,11 +611,20 @@ impl Store {
             let mut ids: Vec<(i64, String)> =
                 merge::newest_in_range(query, &low, &high, limit, scan).load(c).await?;
             if (ids.len() as i64) < limit {
-                let actions: Vec<String> = if dialect == merge::Dialect::Mysql {
-                    merge::distinct_actions(&low, &high).load(c).await?
+                let mut actions: Vec<String> = Vec::new();
+                if dialect == merge::Dialect::Mysql {
+                    while actions.len() <= merge::MAX_ARMS {
+                        let after = actions.last().map(String::as_str);
+                        let next: Vec<String> =
+                            merge::next_action(after, &low, &high).load(c).await?;
+                        match next.into_iter().next() {
+                            Some(action) => actions.push(action),
+                            None => break,
+                        }
+                    }
                 } else {
-                    merge::actions_in(&low, &high).load(c).await?
-                };
+                    actions = merge::actions_in(&low, &high).load(c).await?;
+                }
                 if actions.len() > merge::MAX_ARMS {
                     return Ok(None);
                 }
