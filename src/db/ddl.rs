@@ -53,6 +53,7 @@ pub(crate) const MYSQL: &[Step] = steps!("mysql":
     "2026-12-02-000001_add_hash_chains",
     "2026-12-02-000002_index_actor_actions",
     "2026-12-02-000003_add_purge_statements",
+    "2026-12-02-000004_cover_action_in_time_index",
 );
 
 /// The columns the sink writes and the store reads, per table.

@@ -605,9 +605,8 @@ impl Store {
         }
         let dialect = self.dialect();
         // A common prefix fills a page from the newest records of the
-        // other filters; reading that many costs about what listing a
-        // prefix's many actions would.
-        let scan = limit * 4;
+        // other filters.
+        let scan = dialect.scan(query, limit);
         let rows: Option<Vec<EventRow>> = with_pooled!(self, c => async {
             let mut ids: Vec<(i64, String)> =
                 merge::newest_in_range(query, &low, &high, limit, scan).load(c).await?;
@@ -664,8 +663,8 @@ impl Store {
     /// aside): exact up to the store's count cap (10 000 unless set with
     /// [`StoreBuilder::count_cap`]); beyond it the cap, marked as a lower
     /// bound. No call counts more than the cap: the database first looks
-    /// for a match past the cap (reading at most cap + 1 entries in the
-    /// order the page query reads them), and counts exactly only when
+    /// for a match past the cap (reading at most cap + 1 matches, in
+    /// whatever order its indexes give them), and counts exactly only when
     /// there is none.
     ///
     /// # Errors
@@ -702,17 +701,23 @@ impl Store {
             cursor: None,
             ..query.clone()
         };
-        let common = self.is_common_prefix(query).await?;
+        // A count reads every match up to the cap in any order, so the
+        // action index's range (the matches and nothing else) serves a
+        // prefix, however common: walking the time index instead (as pages
+        // of a common prefix do) read every record down to the cap's match,
+        // half the table for a 2 % prefix, and all of it twice for a prefix
+        // of fewer records than the cap. Without an ORDER BY the database
+        // picks the index that holds the fewest entries to read.
         let (count, is_lower_bound) = with_pooled!(self, c => async {
             match &query.has_flag {
                 None => {
                     let q = audit_events::table.select(audit_events::timestamp_us).into_boxed();
-                    let q = filtered!(q, query, common);
-                    let q = keyset!(q, query, audit_events::timestamp_us, audit_events::id);
+                    let q = filtered!(q, query, false);
+                    let q = window!(q, query, audit_events::timestamp_us);
                     if limited(q, 1).offset(cap).get_result::<i64>(c).await.optional()?.is_some() {
                         return Ok((cap, true));
                     }
-                    let q = filtered!(audit_events::table.into_boxed(), query, common);
+                    let q = filtered!(audit_events::table.into_boxed(), query, false);
                     let q = window!(q, query, audit_events::timestamp_us);
                     q.count().get_result::<i64>(c).await.map(|n| (n, false))
                 }
@@ -723,8 +728,8 @@ impl Store {
                         .select(audit_event_flags::timestamp_us)
                         .filter(audit_event_flags::flag.eq(flag.clone()))
                         .into_boxed();
-                    let q = filtered!(q, query, common);
-                    let q = keyset!(q, query, audit_event_flags::timestamp_us, audit_event_flags::event_id);
+                    let q = filtered!(q, query, false);
+                    let q = window!(q, query, audit_event_flags::timestamp_us);
                     if limited(q, 1).offset(cap).get_result::<i64>(c).await.optional()?.is_some() {
                         return Ok((cap, true));
                     }
@@ -732,7 +737,7 @@ impl Store {
                         .inner_join(audit_events::table.on(audit_events::id.eq(audit_event_flags::event_id)))
                         .filter(audit_event_flags::flag.eq(flag))
                         .into_boxed();
-                    let q = filtered!(q, query, common);
+                    let q = filtered!(q, query, false);
                     let q = window!(q, query, audit_event_flags::timestamp_us);
                     q.count().get_result::<i64>(c).await.map(|n| (n, false))
                 }
@@ -753,7 +758,8 @@ impl Store {
     /// combined (measured in `benches/query.rs`), so the store looks: it
     /// counts the range, up to a cap, in the covering action index. Pages
     /// use it only where the merge does not serve them (with `has_flag`,
-    /// or over more than [`merge::MAX_ARMS`] actions); counts always.
+    /// or over more than [`merge::MAX_ARMS`] actions); counts never (see
+    /// [`count`](Self::count)).
     async fn is_common_prefix(&self, query: &AuditQuery) -> Result<bool> {
         const COMMON: i64 = 2000;
         let Some(ActionFilter::Range(low, high)) = query.action_filter() else {

@@ -196,6 +196,11 @@ async fn prefix_queries_match_the_reference(db: TestDb) {
         let got = walk(&store, query.clone().limit(limit).unwrap()).await;
         assert_eq!(ids(&got), ids(&want), "{query:?} by {limit}");
         assert_eq!(got, want, "whole records: {query:?}");
+        // The count of the same filters, common prefixes included: exact,
+        // below the default cap of 10 000.
+        let total = store.count(&query).await.unwrap();
+        assert_eq!(total.count, want.len() as u64, "count: {query:?}");
+        assert!(!total.is_lower_bound, "count: {query:?}");
     }
     // The 0.03 % prefix is one record; the domain with more actions than
     // a merge takes gives every record too.
