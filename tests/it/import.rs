@@ -90,7 +90,7 @@ fn summary(read: usize, files: usize, stored: usize, present: usize, not: usize)
 fn a_second_import_stores_nothing_and_names_a_conflicts_line() {
     const N: usize = 20_500;
     let setup = Setup::new();
-    let mut all = lines(N);
+    let all = lines(N);
     let file = setup.write("big.jsonl", all.concat());
     assert_eq!(
         setup.import(&[&file]),
@@ -102,19 +102,27 @@ fn a_second_import_stores_nothing_and_names_a_conflicts_line() {
     );
     assert_eq!(setup.rows(), N as i64);
 
-    let at = 20_321; // a line number, from 1
+    assert_an_edited_line_is_named(&setup, all, 20_321);
+}
+
+/// Edits the record on line `at` (from 1) of the `all` lines already
+/// imported and imports them again: nothing is stored, and the conflict is
+/// named by the file and that line.
+fn assert_an_edited_line_is_named(setup: &Setup, mut all: Vec<String>, at: usize) -> String {
+    let n = all.len();
     all[at - 1] = all[at - 1].replace("post.created", "post.edited");
-    let id = &all[at - 1][7..43];
+    let id = all[at - 1][7..43].to_owned();
     let edited = setup.write("edited.jsonl", all.concat());
     let (code, out, err) = setup.import(&[&edited]);
     assert_eq!(code, Some(1), "{err}");
-    assert_eq!(out, summary(N, 1, 0, N - 1, 1));
+    assert_eq!(out, summary(n, 1, 0, n - 1, 1));
     let want = format!(
         "error: {}:{at}: record {id} is stored with other content: not imported\n",
         edited.display()
     );
     assert!(err.starts_with(&want), "{err}");
-    assert_eq!(setup.rows(), N as i64);
+    assert_eq!(setup.rows(), n as i64);
+    id
 }
 
 /// A file out of order (several instances' files joined, here a fixed
@@ -127,7 +135,7 @@ fn a_shuffled_file_is_written_in_id_order_and_conflicts_keep_their_lines() {
     let setup = Setup::new();
     let ordered = lines(N);
     // 7 919 is prime and divides neither 2, 5 nor 41: a permutation of N.
-    let mut all: Vec<String> = (0..N).map(|i| ordered[i * 7919 % N].clone()).collect();
+    let all: Vec<String> = (0..N).map(|i| ordered[i * 7919 % N].clone()).collect();
     let file = setup.write("shuffled.jsonl", all.concat());
     assert_eq!(
         setup.import(&[&file]),
@@ -143,20 +151,9 @@ fn a_shuffled_file_is_written_in_id_order_and_conflicts_keep_their_lines() {
         (Some(0), summary(N, 1, 0, N, 0), String::new())
     );
 
-    let at = 321; // a line number, from 1; sorted, the record is elsewhere
-    all[at - 1] = all[at - 1].replace("post.created", "post.edited");
-    let id = all[at - 1][7..43].to_owned();
-    assert_ne!(stored[at - 1], id);
-    let edited = setup.write("edited.jsonl", all.concat());
-    let (code, out, err) = setup.import(&[&edited]);
-    assert_eq!(code, Some(1), "{err}");
-    assert_eq!(out, summary(N, 1, 0, N - 1, 1));
-    let want = format!(
-        "error: {}:{at}: record {id} is stored with other content: not imported\n",
-        edited.display()
-    );
-    assert!(err.starts_with(&want), "{err}");
-    assert_eq!(setup.rows(), N as i64);
+    // Sorted, the record on line 321 went in at another place.
+    let id = assert_an_edited_line_is_named(&setup, all, 321);
+    assert_ne!(stored[321 - 1], id);
 }
 
 /// A bad line anywhere in any file: nothing is written, from that file or
