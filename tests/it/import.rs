@@ -156,6 +156,30 @@ fn a_shuffled_file_is_written_in_id_order_and_conflicts_keep_their_lines() {
     assert_ne!(stored[321 - 1], id);
 }
 
+/// An out-of-order file whose sort cannot get temporary files (`TMPDIR`
+/// gone, as a full disk would fail it) is refused with one line naming the
+/// file and `TMPDIR`, before anything of it is written.
+#[test]
+fn a_sort_without_temporary_files_writes_nothing_and_says_why() {
+    let setup = Setup::new();
+    let ordered = lines(20_500);
+    let reversed: Vec<String> = ordered.into_iter().rev().collect();
+    let file = setup.write("reversed.jsonl", reversed.concat());
+    let out = Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+        .args(["import", "--database-url", &setup.url])
+        .arg(&file)
+        .env_remove("FABRIC_AUDIT_DATABASE_URL")
+        .env("TMPDIR", setup.dir.path().join("no-such-dir"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let want = format!("cannot sort {} in temporary files", file.display());
+    assert!(err.contains(&want) && err.contains("TMPDIR"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(setup.rows(), 0);
+}
+
 /// A bad line anywhere in any file: nothing is written, from that file or
 /// the others, and one line on stderr names the file and the line.
 #[test]
