@@ -38,6 +38,10 @@ use crate::{Error, Result, Retention};
 /// | `nats_stream` | `AUDIT` | the JetStream stream |
 /// | `nats_max_age_secs`, `nats_max_bytes`, `nats_duplicate_window_secs` | 604800, 10 GiB, 1800 | the stream's limits |
 /// | `nats_user` + `nats_password`, `nats_token`, `nats_creds_file` | none | NATS credentials (never printed) |
+/// | `checkpoint_key_file` | none | the key that signs each chain's checkpoints (`fabric-audit keygen`) |
+/// | `checkpoint_copy` | none | a file every checkpoint record is appended to as well |
+/// | `checkpoint_copy_database_url` | none | a database every checkpoint record is written to as well (password never printed) |
+/// | `checkpoint_every_records`, `checkpoint_every_secs` | 10000, 60 | how often each chain is checkpointed (on when a key or a copy is set) |
 ///
 /// Environment variables `FABRIC_AUDIT_<KEY>` (`FABRIC_AUDIT_QUEUE_MAXSIZE`,
 /// `FABRIC_AUDIT_DB_RETENTION_DAYS=forever`) override the file. Unknown
@@ -134,6 +138,11 @@ pub struct AuditConfig {
     /// A file every checkpoint record is appended to as well, apart from
     /// the sinks' stores; setting it turns checkpoints on.
     pub checkpoint_copy: Option<PathBuf>,
+    /// A database every checkpoint record is written to as well (its
+    /// `audit_events` table; another server than `database_url`'s): a
+    /// `sqlite://…`, `postgres://…` or `mysql://…` URL. Setting it turns
+    /// checkpoints on; not with `checkpoint_copy`.
+    pub checkpoint_copy_database_url: Option<String>,
     /// A checkpoint after at most this many records (1 to 1 000 000 000).
     pub checkpoint_every_records: u64,
     /// And at least every this many seconds while records come (1 to
@@ -205,6 +214,10 @@ impl std::fmt::Debug for AuditConfig {
             .field("nats_creds_file", &self.nats_creds_file)
             .field("checkpoint_key_file", &self.checkpoint_key_file)
             .field("checkpoint_copy", &self.checkpoint_copy)
+            .field(
+                "checkpoint_copy_database_url",
+                &self.checkpoint_copy_database_url.as_deref().map(redact_url),
+            )
             .field("checkpoint_every_records", &self.checkpoint_every_records)
             .field("checkpoint_every_secs", &self.checkpoint_every_secs)
             .finish()
@@ -243,6 +256,7 @@ impl Default for AuditConfig {
             nats_creds_file: None,
             checkpoint_key_file: None,
             checkpoint_copy: None,
+            checkpoint_copy_database_url: None,
             checkpoint_every_records: 10_000,
             checkpoint_every_secs: 60,
         }
@@ -320,6 +334,11 @@ impl AuditConfig {
                     "configuration: `audit.{key}` must be from 1 to {most}; not {value}"
                 )));
             }
+        }
+        if self.checkpoint_copy.is_some() && self.checkpoint_copy_database_url.is_some() {
+            return Err(Error::config(
+                "configuration: set one of `audit.checkpoint_copy` and `audit.checkpoint_copy_database_url`, not both",
+            ));
         }
         if self.queue_maxsize == 0 {
             return Err(Error::config(
@@ -457,6 +476,7 @@ mod tests {
     fn debug_shows_no_secret() {
         let config = AuditConfig {
             database_url: "postgres://app:hunter2@db/audit?password=hunter3".into(),
+            checkpoint_copy_database_url: Some("postgres://copy:hunter5@other/audit".into()),
             tokens: vec![TokenConfig {
                 name: "ops".into(),
                 token: Some("hunter4".into()),
@@ -466,7 +486,7 @@ mod tests {
             ..AuditConfig::default()
         };
         let text = format!("{config:?}");
-        for secret in ["hunter2", "hunter3", "hunter4"] {
+        for secret in ["hunter2", "hunter3", "hunter4", "hunter5"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(text.contains("postgres://app:***@db/audit"), "{text}");

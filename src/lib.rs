@@ -134,7 +134,7 @@ pub use crate::nats::{NatsCollector, NatsCollectorBuilder, Progress};
 pub use crate::nats::{NatsSink, NatsSinkBuilder, NatsStream};
 pub use crate::principal::Principal;
 pub use crate::record::{AuditRecord, DetailValue, RecordBuilder};
-pub use crate::report::{Report, SinkReport};
+pub use crate::report::{CopyReport, Report, SinkReport};
 pub use crate::retention::Retention;
 pub use crate::sink::{Batch, ChainHead, FileSink, FileSinkBuilder, Sink, SinkError, WriterSink};
 

@@ -16,6 +16,7 @@ pub struct Report {
     pub(crate) invalid: u64,
     pub(crate) unseen: u64,
     pub(crate) sinks: Vec<SinkReport>,
+    pub(crate) checkpoint_copy: Option<CopyReport>,
 }
 
 impl Report {
@@ -49,6 +50,16 @@ impl Report {
         self.sinks.iter().find(|s| s.name == name)
     }
 
+    /// What became of the copies of the chains' checkpoints, when they are
+    /// copied to a store apart
+    /// ([`checkpoint_copy`](crate::AuditLayerBuilder::checkpoint_copy),
+    /// [`checkpoint_copy_sink`](crate::AuditLayerBuilder::checkpoint_copy_sink)).
+    /// Copies are not records: they are not in `emitted`, and a failed
+    /// copy is a missing witness, not a lost record.
+    pub fn checkpoint_copy(&self) -> Option<&CopyReport> {
+        self.checkpoint_copy.as_ref()
+    }
+
     /// Whether every emitted record reached every sink.
     pub fn is_lossless(&self) -> bool {
         self.sinks.iter().all(|s| s.written == self.emitted)
@@ -76,6 +87,16 @@ impl fmt::Display for Report {
             )?;
             if s.pending > 0 {
                 write!(f, ", pending {}", s.pending)?;
+            }
+        }
+        if let Some(c) = &self.checkpoint_copy {
+            write!(
+                f,
+                "; checkpoint copies: written {}, failed {}",
+                c.written, c.failed
+            )?;
+            if c.pending > 0 {
+                write!(f, ", pending {}", c.pending)?;
             }
         }
         Ok(())
@@ -143,5 +164,33 @@ impl SinkReport {
     /// The last error the sink reported.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
+    }
+}
+
+/// What became of the copies of the chains' checkpoints
+/// ([`Report::checkpoint_copy`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyReport {
+    pub(crate) written: u64,
+    pub(crate) failed: u64,
+    pub(crate) pending: u64,
+}
+
+impl CopyReport {
+    /// Checkpoint records copied.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Copies given up: refused by the copy's store, still failing when
+    /// the workers finished, or the oldest of too many pending.
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    /// Copies waiting for the copy's store (it failed at their
+    /// checkpoint): tried again with the next checkpoint.
+    pub fn pending(&self) -> u64 {
+        self.pending
     }
 }

@@ -78,12 +78,14 @@ enum Command {
         /// that ever signed): checkpoints must then be signed by one.
         #[arg(long, value_name = "FILE")]
         keys: Option<PathBuf>,
-        /// Copies of checkpoint records kept elsewhere (the
-        /// `checkpoint_copy` file, or `query --json` output of
-        /// `fabric_audit.checkpoint` records): the chains must still hold
-        /// each, unchanged.
-        #[arg(long, value_name = "FILE")]
-        checkpoints: Option<PathBuf>,
+        /// Copies of checkpoint records kept elsewhere: the
+        /// `checkpoint_copy` file (or `query --json` output of
+        /// `fabric_audit.checkpoint` records), a directory of such files
+        /// (a file sink's, every `*.jsonl` in it), or the URL of the
+        /// `checkpoint_copy_database_url` database. The chains must still
+        /// hold each, unchanged.
+        #[arg(long, value_name = "FILE|DIR|URL")]
+        checkpoints: Option<String>,
         /// The result as one JSON object.
         #[arg(long)]
         json: bool,
@@ -455,7 +457,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             checkpoints,
             json,
         } => {
-            let verifier = verifier(keys.as_deref(), checkpoints.as_deref())?;
+            let copies = match checkpoints {
+                Some(source) => checkpoint_copies(&source).await?,
+                None => Vec::new(),
+            };
+            let verifier = verifier(keys.as_deref(), &copies)?;
             let verification = match files {
                 Some(path) => {
                     blocking(move || fabric_audit::verify::verify_files_with(verifier, path))
@@ -479,10 +485,56 @@ async fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A verifier holding the keys and checkpoint copies of these files.
+/// The checkpoint copies at `source`: a file of JSON lines, a directory
+/// of them, or a database (its checkpoint records).
+async fn checkpoint_copies(source: &str) -> anyhow::Result<Vec<AuditRecord>> {
+    if source.contains("://") || source.starts_with("sqlite:") {
+        let store = Store::builder(source).connect().await?;
+        let mut query = AuditQuery::new()
+            .action(fabric_audit::verify::CHECKPOINT_ACTION)
+            .limit(1000)?;
+        let mut copies = Vec::new();
+        loop {
+            let page = store.query(&query).await?;
+            copies.extend(page.items);
+            match page.next_cursor {
+                Some(cursor) => query = query.after(cursor),
+                None => return Ok(copies),
+            }
+        }
+    }
+    let path = Path::new(source);
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Usage(format!("cannot read {}: {e}", path.display())))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut copies = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Usage(format!("cannot read {}: {e}", file.display())))?;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let copy: AuditRecord = serde_json::from_str(line)
+                .map_err(|e| Usage(format!("{}:{}: {e}", file.display(), n + 1)))?;
+            copies.push(copy);
+        }
+    }
+    Ok(copies)
+}
+
+/// A verifier holding the signers' keys and the checkpoint copies.
 fn verifier(
     keys: Option<&Path>,
-    checkpoints: Option<&Path>,
+    copies: &[AuditRecord],
 ) -> anyhow::Result<fabric_audit::verify::Verifier> {
     // Large inputs show how far they are (on a terminal only).
     let bar = indicatif::ProgressBar::new_spinner()
@@ -502,18 +554,7 @@ fn verifier(
         }
         verifier = verifier.keys(keys);
     }
-    if let Some(path) = checkpoints {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Usage(format!("cannot read {}: {e}", path.display())))?;
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let copy: AuditRecord = serde_json::from_str(line)
-                .map_err(|e| Usage(format!("{}:{}: {e}", path.display(), n + 1)))?;
-            verifier.witness(&copy);
-        }
-    }
+    copies.iter().for_each(|copy| verifier.witness(copy));
     Ok(verifier)
 }
 

@@ -28,6 +28,7 @@
 //! connection) is abandoned: what it has not settled counts as failed, and
 //! it counts nothing more.
 
+pub(crate) mod copy;
 pub(crate) mod flush;
 mod metrics;
 mod pool;
@@ -75,11 +76,11 @@ pub(crate) struct Settings {
     pub(crate) max_record_bytes: usize,
     /// This instance's name in the sinks' chain names.
     pub(crate) instance: String,
-    /// Checkpoints of every chain, when they are on, and the file they
-    /// are copied to.
+    /// Checkpoints of every chain, when they are on, and where they are
+    /// copied to.
     pub(crate) checkpoints: Option<(
         Arc<crate::chain::checkpoint::Policy>,
-        Option<Arc<worker::CheckpointCopy>>,
+        Option<Arc<copy::CheckpointCopy>>,
     )>,
 }
 
@@ -205,6 +206,8 @@ pub(crate) struct Delivery {
     /// Set once shutdown has joined or abandoned the workers: later calls
     /// only read the counters.
     final_report: OnceLock<()>,
+    /// Where the chains' checkpoints are copied, for its counters.
+    checkpoint_copy: Option<Arc<copy::CheckpointCopy>>,
 }
 
 impl Delivery {
@@ -240,6 +243,10 @@ impl Delivery {
             shutdown_timeout: settings.shutdown_timeout,
             workers: Mutex::new(Vec::new()),
             final_report: OnceLock::new(),
+            checkpoint_copy: settings
+                .checkpoints
+                .as_ref()
+                .and_then(|(_, copy)| copy.clone()),
         });
         for (index, (queue, (name, sink))) in queues.into_iter().zip(sinks).enumerate() {
             let worker = Worker {
@@ -347,6 +354,7 @@ impl Delivery {
             invalid: self.invalid.load(Ordering::Relaxed),
             unseen: crate::__private::unseen_events(),
             sinks,
+            checkpoint_copy: self.checkpoint_copy.as_ref().map(|c| c.report()),
         }
     }
 

@@ -29,6 +29,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::copy::CheckpointCopy;
 use super::metrics::SinkMetrics;
 use super::pool::RecordPool;
 use super::queue::{Barrier, Item, SinkQueue};
@@ -98,6 +99,9 @@ pub(crate) struct Checkpointing {
 
 impl Checkpointing {
     pub(crate) fn new(policy: Arc<checkpoint::Policy>, copy: Option<Arc<CheckpointCopy>>) -> Self {
+        if let Some(copy) = &copy {
+            copy.acquire();
+        }
         Self {
             policy,
             copy,
@@ -109,39 +113,13 @@ impl Checkpointing {
     }
 }
 
-/// A file every worker appends its checkpoint records to (as JSON lines),
-/// kept apart from the sinks' stores.
-#[derive(Debug)]
-pub(crate) struct CheckpointCopy {
-    path: std::path::PathBuf,
-    file: std::sync::Mutex<std::fs::File>,
-}
-
-impl CheckpointCopy {
-    /// Opens (or creates) `path` for appending.
-    pub(crate) fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(Self {
-            path: path.to_owned(),
-            file: std::sync::Mutex::new(file),
-        })
-    }
-
-    /// Appends the record's line and waits until it is on disk.
-    fn append(&self, record: &AuditRecord) -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut line = Vec::with_capacity(1024);
-        record.write_json(&mut line);
-        line.push(b'\n');
-        let file = self
-            .file
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (&*file).write_all(&line)?;
-        file.sync_data()
+impl Drop for Checkpointing {
+    /// The worker is done (or never started): the last one closes the
+    /// copy.
+    fn drop(&mut self) {
+        if let Some(copy) = &self.copy {
+            copy.release();
+        }
     }
 }
 
@@ -412,16 +390,14 @@ impl Worker {
         cp.last_seq = record[0].seq().unwrap_or(cp.last_seq);
         cp.resumed = false;
         if let Some(copy) = &cp.copy {
-            if let Err(e) = copy.append(&record[0]) {
-                let error = crate::error::Chain(&e);
-                tracing::warn!(
-                    target: "fabric_audit",
-                    sink = self.queue.name.as_str(),
-                    path = %copy.path.display(),
-                    %error,
-                    "cannot copy a checkpoint"
-                );
-            }
+            // At shutdown, a copy failing for a moment is retried until
+            // the deadline: nothing comes after to take it along.
+            let until = if closing {
+                self.lifecycle.deadline()
+            } else {
+                None
+            };
+            copy.copy(&record[0], until);
         }
     }
 

@@ -10,7 +10,8 @@ use tracing_subscriber::Layer as _;
 
 use super::{AuditFilter, AuditLayer};
 use crate::chain::checkpoint::{self, SigningKey};
-use crate::delivery::worker::{CheckpointCopy, WorkerConfig};
+use crate::delivery::copy::{self, CheckpointCopy};
+use crate::delivery::worker::WorkerConfig;
 use crate::delivery::{Delivery, Overflow, Settings};
 use crate::sink::{FileSink, Sink};
 use crate::{AuditHandle, Error, Result, Retention};
@@ -82,7 +83,28 @@ pub struct AuditLayerBuilder {
 struct CheckpointSettings {
     key: Option<KeySource>,
     every: Option<(u64, Duration)>,
-    copy: Option<PathBuf>,
+    copy: Option<CopyTarget>,
+}
+
+/// Where the checkpoints are copied.
+enum CopyTarget {
+    File(PathBuf),
+    Sink(String, Box<dyn Sink + Send>),
+    /// A database URL, made a sink at `build`.
+    #[cfg(db)]
+    Database(String),
+}
+
+impl std::fmt::Debug for CopyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Sink(name, _) => f.debug_tuple("Sink").field(name).finish(),
+            // Never the URL: it may carry a password.
+            #[cfg(db)]
+            Self::Database(_) => f.write_str("Database"),
+        }
+    }
 }
 
 impl std::fmt::Debug for CheckpointSettings {
@@ -218,6 +240,10 @@ impl AuditLayerBuilder {
         }
         if let Some(path) = &config.checkpoint_copy {
             builder = builder.checkpoint_copy(path);
+        }
+        #[cfg(db)]
+        if let Some(url) = &config.checkpoint_copy_database_url {
+            builder = builder.checkpoint_copy_database(url);
         }
         if builder.checkpoints.key.is_some() || builder.checkpoints.copy.is_some() {
             builder = builder.checkpoint_every(
@@ -404,8 +430,58 @@ impl AuditLayerBuilder {
     /// Put it on another volume or machine (or ship it off the host), and
     /// not in a file sink's directory: `verify` reads every `*.jsonl` file
     /// there as the sink's records.
+    ///
+    /// One copy target at most: this replaces a
+    /// [`checkpoint_copy_sink`](Self::checkpoint_copy_sink) set before.
     pub fn checkpoint_copy(mut self, path: impl Into<PathBuf>) -> Self {
-        self.checkpoints.copy = Some(path.into());
+        self.checkpoints.copy = Some(CopyTarget::File(path.into()));
+        self
+    }
+
+    /// Also writes each checkpoint record, as it is, into `sink` (and
+    /// turns checkpoints on): as [`checkpoint_copy`](Self::checkpoint_copy),
+    /// into a store of any kind, for example a
+    /// [`DatabaseSink`](crate::DatabaseSink) on another server
+    /// ([`checkpoint_copy_database`](Self::checkpoint_copy_database)) or a
+    /// [`NatsSink`](crate::NatsSink). `name` is what warnings call it.
+    ///
+    /// `sink` gets only checkpoint records, each keeping the `chain`,
+    /// `seq` and `hash` of the chain it checkpoints (it is not asked for a
+    /// chain of its own), written on the checkpointing worker's thread as
+    /// each checkpoint is stored. A copy the sink fails to write is kept
+    /// and sent with the next checkpoint (at shutdown, retried until the
+    /// deadline); what becomes of the copies is in the report
+    /// ([`Report::checkpoint_copy`](crate::Report::checkpoint_copy)).
+    /// `fabric-audit verify --checkpoints` reads them back from a file, a
+    /// directory or a database.
+    ///
+    /// The copy's store must be apart from the sinks' (another database,
+    /// not the sink's own table): the copies would clash with the records
+    /// they copy. One copy target at most: this replaces a
+    /// [`checkpoint_copy`](Self::checkpoint_copy) set before.
+    pub fn checkpoint_copy_sink(
+        mut self,
+        name: impl Into<String>,
+        sink: impl Sink + Send + 'static,
+    ) -> Self {
+        self.checkpoints.copy = Some(CopyTarget::Sink(name.into(), Box::new(sink)));
+        self
+    }
+
+    /// Copies each checkpoint record into the `audit_events` table of the
+    /// database at `url` (a [`checkpoint_copy_sink`](Self::checkpoint_copy_sink)
+    /// named `checkpoint_copy`, which keeps its copies forever and applies
+    /// migrations as [`apply_migrations`](Self::apply_migrations) says;
+    /// the `checkpoint_copy_database_url` setting). It connects on the
+    /// first checkpoint; a database that cannot be reached keeps the
+    /// copies pending.
+    ///
+    /// # Errors
+    ///
+    /// At [`build`](Self::build): a URL of no known backend.
+    #[cfg(db)]
+    pub fn checkpoint_copy_database(mut self, url: impl Into<String>) -> Self {
+        self.checkpoints.copy = Some(CopyTarget::Database(url.into()));
         self
     }
 
@@ -501,15 +577,23 @@ impl AuditLayerBuilder {
         };
         let copy = match settings.copy {
             None => None,
-            Some(path) => Some(std::sync::Arc::new(CheckpointCopy::open(&path).map_err(
-                |e| {
-                    Error::io(
-                        format!("cannot open the checkpoint copy {}", path.display()),
-                        e,
-                    )
-                },
-            )?)),
+            Some(CopyTarget::File(path)) => {
+                Some(CheckpointCopy::file(&path).map_err(|e| copy::open_error(&path, e))?)
+            }
+            Some(CopyTarget::Sink(name, sink)) => Some(CheckpointCopy::sink(name, sink)),
+            #[cfg(db)]
+            Some(CopyTarget::Database(url)) => {
+                let sink = crate::DatabaseSink::builder(url)
+                    .keep_forever()
+                    .apply_migrations(self.apply_migrations)
+                    .build_lazy()?;
+                Some(CheckpointCopy::sink(
+                    "checkpoint_copy".to_owned(),
+                    Box::new(sink),
+                ))
+            }
         };
+        let copy = copy.map(std::sync::Arc::new);
         let policy = checkpoint::Policy {
             every_records,
             every,

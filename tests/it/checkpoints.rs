@@ -7,23 +7,38 @@ use std::time::Duration;
 
 use fabric_audit::checkpoint::{PublicKey, SigningKey};
 use fabric_audit::verify::{verify_files_with, Break, ChainReport, Verifier, CHECKPOINT_ACTION};
-use fabric_audit::{audit, AuditLayer, AuditRecord, Batch, ChainHead, FileSink, Sink, SinkError};
+use fabric_audit::{
+    audit, AuditLayer, AuditLayerBuilder, AuditRecord, Batch, ChainHead, FileSink, Report, Sink,
+    SinkError,
+};
 
-use crate::support::{pipeline, Collect};
+use crate::support::{broken, flaky, panicky, pipeline, Collect};
 
 /// One run of instance `api-1` with a file sink in `dir`, checkpointed
 /// every 100 records, signed by `key`, copied to `dir/../copy.jsonl`.
 fn run(dir: &Path, key: SigningKey, n: u64) {
+    let copy = copy_path(dir);
+    let report = run_copying(dir, key, n, |b| b.checkpoint_copy(copy));
+    let copies = report.checkpoint_copy().unwrap();
+    assert_eq!((copies.failed(), copies.pending()), (0, 0), "{report}");
+}
+
+/// As [`run`], with the checkpoints copied as `copy` says; the report.
+fn run_copying(
+    dir: &Path,
+    key: SigningKey,
+    n: u64,
+    copy: impl FnOnce(AuditLayerBuilder) -> AuditLayerBuilder,
+) -> Report {
     let file = FileSink::builder(dir.join("audit.jsonl")).build().unwrap();
-    let (dispatch, audit) = pipeline(
+    let (dispatch, audit) = pipeline(copy(
         AuditLayer::builder()
             .instance("api-1")
             .sink("file", file)
             .batch_size(16)
             .checkpoint_key(key)
-            .checkpoint_every(100, Duration::from_secs(3600))
-            .checkpoint_copy(copy_path(dir)),
-    );
+            .checkpoint_every(100, Duration::from_secs(3600)),
+    ));
     tracing::dispatcher::with_default(&dispatch, || {
         for i in 0..n {
             audit!(action = "invoice.sent", n = i);
@@ -33,6 +48,46 @@ fn run(dir: &Path, key: SigningKey, n: u64) {
     assert!(report.is_lossless(), "{report}");
     // Checkpoints are the chain's own: not counted as the user's records.
     assert_eq!(report.sink("file").unwrap().written(), n, "{report}");
+    report
+}
+
+/// The checkpoint records of the file sink's files in `dir`.
+fn stored_checkpoints(dir: &Path) -> Vec<AuditRecord> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<AuditRecord>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| r.action() == CHECKPOINT_ACTION)
+        .collect()
+}
+
+/// Cuts the file sink's only file right after its first checkpoint (a
+/// chain that verifies alone); the first `seq` cut away.
+fn cut_after_first_checkpoint(dir: &Path) -> u64 {
+    let file = std::fs::read_dir(dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.contains(CHECKPOINT_ACTION))
+        .unwrap();
+    std::fs::write(&file, lines[..=first].join("\n") + "\n").unwrap();
+    first as u64 + 2
 }
 
 fn copy_path(dir: &Path) -> std::path::PathBuf {
@@ -113,32 +168,13 @@ fn a_cut_tail_is_caught_by_the_checkpoint_copy_only() {
     let dir = root.path().join("logs");
     let k = key("k");
     run(&dir, same(&k), 150);
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(&file).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    // Cut right after the first checkpoint (a chain that verifies alone).
-    let first = lines
-        .iter()
-        .position(|l| l.contains(CHECKPOINT_ACTION))
-        .unwrap();
-    std::fs::write(&file, lines[..=first].join("\n") + "\n").unwrap();
+    let from = cut_after_first_checkpoint(&dir);
     let alone = verify(&dir, &[&k], false);
     assert_eq!(alone.breaks, []);
     assert_eq!(alone.unanchored, 0);
     let last = copies(&dir).last().unwrap().seq().unwrap();
     let with_copy = verify(&dir, &[&k], true);
-    assert_eq!(
-        with_copy.breaks,
-        [Break::Truncated {
-            from: first as u64 + 2,
-            to: last
-        }]
-    );
+    assert_eq!(with_copy.breaks, [Break::Truncated { from, to: last }]);
 }
 
 /// A sink of the user's that keeps a chain, collecting what it is given.
@@ -553,4 +589,173 @@ fn the_configured_file_sink_signs_its_purge_statements_with_the_checkpoint_key()
     assert_eq!(v.unreadable.len(), 1, "{v:?}");
     assert!(v.unreadable[0].place.contains("purge statement"), "{v:?}");
     assert!(!v.is_intact(), "{v:?}");
+}
+
+/// Checkpoints copied into a sink: each as it is, the one that failed for
+/// a moment sent along with the next, every copy counted.
+#[test]
+fn checkpoints_copied_into_a_sink_that_fails_for_a_moment_all_arrive() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    let copied = Collect::default();
+    let sink = flaky(1, copied.clone());
+    let report = run_copying(&dir, key("k"), 250, |b| {
+        b.checkpoint_copy_sink("other", sink)
+    });
+    // About 100, about 200, and at shutdown; the first failed once and
+    // went with the second.
+    let copies = report.checkpoint_copy().unwrap();
+    assert_eq!(
+        (copies.written(), copies.failed(), copies.pending()),
+        (3, 0, 0),
+        "{report}"
+    );
+    assert!(
+        report
+            .to_string()
+            .ends_with("; checkpoint copies: written 3, failed 0"),
+        "{report}"
+    );
+    let stored = stored_checkpoints(&dir);
+    let copied = copied.records();
+    assert_eq!(copied, stored);
+    assert_eq!(copied.len(), 3);
+}
+
+/// A copy's store that never takes one: the copies are retried at
+/// shutdown until its deadline, then counted failed; the records and the
+/// sink's own chain lose nothing.
+#[test]
+fn copies_a_sink_cannot_take_are_counted_failed_and_lose_no_record() {
+    let sinks: [(&str, Box<dyn Sink + Send>); 3] = [
+        ("down", Box::new(broken(true))),
+        ("refusing", Box::new(broken(false))),
+        ("panicking", Box::new(panicky())),
+    ];
+    for (name, sink) in sinks {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("logs");
+        let started = std::time::Instant::now();
+        let report = run_copying(&dir, key("k"), 250, |b| {
+            b.shutdown_timeout(Duration::from_millis(300))
+                .checkpoint_copy_sink(name, sink)
+        });
+        let copies = report.checkpoint_copy().unwrap();
+        assert_eq!(
+            (copies.written(), copies.failed(), copies.pending()),
+            (0, 3, 0),
+            "{name}: {report}"
+        );
+        // Shutdown still keeps its deadline (300 ms, and a short grace).
+        assert!(started.elapsed() < Duration::from_secs(10), "{name}");
+        assert_eq!(stored_checkpoints(&dir).len(), 3, "{name}");
+        let v = verify_files_with(Verifier::new(), &dir).unwrap();
+        assert!(v.is_intact(), "{name}: {v:?}");
+    }
+}
+
+/// Checkpoints copied into another database, on every backend: read back
+/// (by `verify --checkpoints URL`), they catch a tail cut from the file
+/// sink's chain that the chain alone cannot show.
+#[cfg(feature = "sqlite")]
+mod copied_into_a_database {
+    use super::*;
+    use crate::db::{on_every_backend, TestDb};
+
+    on_every_backend!(the_copies_in_another_database_witness_a_cut_tail);
+
+    async fn the_copies_in_another_database_witness_a_cut_tail(db: TestDb) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("logs");
+        let k = key("k");
+        let (run_dir, run_key, url) = (dir.clone(), same(&k), db.url.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            run_copying(&run_dir, run_key, 150, |b| b.checkpoint_copy_database(url))
+        })
+        .await
+        .unwrap();
+        let copies = report.checkpoint_copy().unwrap();
+        assert_eq!((copies.written(), copies.failed()), (2, 0), "{report}");
+
+        let store = fabric_audit::Store::connect(&db.url).await.unwrap();
+        let query = fabric_audit::AuditQuery::new()
+            .action(CHECKPOINT_ACTION)
+            .limit(100)
+            .unwrap();
+        let mut copied = store.query(&query).await.unwrap().items;
+        copied.reverse();
+        let stored = stored_checkpoints(&dir);
+        assert_eq!(copied.len(), 2);
+        for (copy, original) in copied.iter().zip(&stored) {
+            assert_eq!(copy.id(), original.id());
+            assert_eq!(copy.chain(), original.chain());
+            assert_eq!(copy.seq(), original.seq());
+            assert_eq!(copy.hash(), original.hash());
+        }
+
+        let from = cut_after_first_checkpoint(&dir);
+        let mut verifier = Verifier::new().keys([k.public_key()]);
+        copied.iter().for_each(|c| verifier.witness(c));
+        let v = verify_files_with(verifier, &dir).unwrap();
+        assert_eq!(
+            v.chains[0].breaks,
+            [Break::Truncated {
+                from,
+                to: stored[1].seq().unwrap()
+            }]
+        );
+
+        #[cfg(feature = "cli")]
+        {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+                .args(["verify", "--files"])
+                .arg(&dir)
+                .args(["--checkpoints", &db.url, "--json"])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            let json: serde_json::Value =
+                serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+            assert_eq!(
+                json["chains"][0]["breaks"][0]["kind"], "truncated",
+                "{json}"
+            );
+        }
+    }
+}
+
+/// Checkpoints copied into a file sink elsewhere: `verify --checkpoints`
+/// reads them from its directory.
+#[cfg(feature = "cli")]
+#[test]
+fn verify_reads_the_copies_from_a_file_sinks_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, copies) = (root.path().join("logs"), root.path().join("copies"));
+    let copy = FileSink::builder(copies.join("checkpoints.jsonl"))
+        .build()
+        .unwrap();
+    let report = run_copying(&dir, key("k"), 150, |b| {
+        b.checkpoint_copy_sink("copies", copy)
+    });
+    assert_eq!(report.checkpoint_copy().unwrap().written(), 2, "{report}");
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+            .arg("verify")
+            .arg("--files")
+            .arg(&dir)
+            .arg("--checkpoints")
+            .arg(&copies)
+            .output()
+            .unwrap()
+    };
+    let intact = verify();
+    assert!(intact.status.success(), "{intact:?}");
+    let from = cut_after_first_checkpoint(&dir);
+    let cut = verify();
+    assert_eq!(cut.status.code(), Some(1), "{cut:?}");
+    let out = String::from_utf8_lossy(&cut.stdout);
+    assert!(
+        out.contains(&format!("truncated: seq {from}..152 gone")),
+        "{out}"
+    );
 }

@@ -109,6 +109,10 @@ fn errors_name_the_key() {
             "token `ops`",
         ),
         ("[audit\n", "audit.toml"),
+        (
+            "[audit]\ncheckpoint_copy = \"c.jsonl\"\ncheckpoint_copy_database_url = \"sqlite://c.db\"\n",
+            "`audit.checkpoint_copy_database_url`, not both",
+        ),
     ];
     for (text, needle) in cases {
         let (_dir, path) = write("audit.toml", text);
@@ -230,9 +234,10 @@ async fn the_builder_takes_a_config() {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let text = format!(
-            "[audit]\nlog_file = \"{}\"\ndatabase_url = \"sqlite://{}\"\nqueue_maxsize = 64\ndb_retention_days = \"forever\"\nlog_retention_days = 1\n",
+            "[audit]\nlog_file = \"{}\"\ndatabase_url = \"sqlite://{}\"\nqueue_maxsize = 64\ndb_retention_days = \"forever\"\nlog_retention_days = 1\ncheckpoint_copy_database_url = \"sqlite://{}\"\n",
             dir.path().join("audit.jsonl").display(),
-            dir.path().join("audit.db").display()
+            dir.path().join("audit.db").display(),
+            dir.path().join("copy.db").display()
         );
         let (_d, path) = write("audit.toml", &text);
         AuditConfig::load(Some(&path)).unwrap()
@@ -250,8 +255,22 @@ async fn the_builder_takes_a_config() {
         ["file", "database"]
     );
     let store = Store::connect(&config.database_url).await.unwrap();
-    assert_eq!(
-        store.query(&AuditQuery::new()).await.unwrap().items.len(),
-        1
+    let stored = store.query(&AuditQuery::new()).await.unwrap().items;
+    // The record and the database chain's checkpoint at shutdown.
+    assert_eq!(stored.len(), 2);
+    // Each sink's chain checkpointed at shutdown, both copied.
+    let copies = report.checkpoint_copy().unwrap();
+    assert_eq!((copies.written(), copies.failed()), (2, 0), "{report}");
+    let copy = Store::connect(config.checkpoint_copy_database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let copied = copy.query(&AuditQuery::new()).await.unwrap().items;
+    let mut chains: Vec<_> = copied.iter().filter_map(|r| r.chain()).collect();
+    chains.sort_unstable();
+    assert_eq!(chains.len(), 2, "{copied:?}");
+    assert!(
+        chains[0].ends_with("/database") && chains[1].ends_with("/file"),
+        "{chains:?}"
     );
+    assert!(copied.contains(&stored[0]), "{copied:?}");
 }
