@@ -99,6 +99,32 @@ struct Followed {
     /// purged prefix: its `seq` and the head it states (which its own
     /// hash is checked against).
     anchor: Option<(u64, chain::Hash)>,
+    /// Only the records of this `seq` range are read (a time window):
+    /// what lies outside is not judged.
+    window: Option<Window>,
+}
+
+/// The part of a chain a windowed verification reads.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    first: u64,
+    last: u64,
+    /// The record before `first` was read and its hash taken as the head
+    /// the window's first record follows.
+    anchored: bool,
+}
+
+impl Followed {
+    fn new(name: &str) -> Self {
+        Self {
+            verifier: chain::Verifier::new(name),
+            first_seq: None,
+            gaps: Vec::new(),
+            checkpoints: Checkpoints::default(),
+            anchor: None,
+            window: None,
+        }
+    }
 }
 
 /// A chain's checkpoints, as the verifier has met them.
@@ -272,6 +298,47 @@ impl Verifier {
         self.witnessed.retain(|name, _| name == chain);
     }
 
+    /// Verifies only records `first..=last` of `chain` (a time window's):
+    /// `before`, the stored record `first − 1` when there is one, is the
+    /// head the first is checked against (not judged itself); without it,
+    /// that one record is named deleted. Copies of checkpoints outside
+    /// the range are set aside. Call it before checking the chain's
+    /// records; after every window, [`windows_only`](Self::windows_only).
+    #[cfg(db)]
+    pub(crate) fn window(
+        &mut self,
+        chain: &str,
+        first: u64,
+        last: u64,
+        before: Option<&AuditRecord>,
+    ) {
+        let mut followed = Followed::new(chain);
+        let head = before
+            .filter(|b| first > 1 && b.seq() == Some(first - 1))
+            .and_then(|b| b.hash().and_then(chain::from_hex));
+        if let Some(head) = head {
+            followed.verifier =
+                chain::Verifier::anchored(chain::Chain::resume(chain, first - 1, head));
+        }
+        followed.window = Some(Window {
+            first,
+            last,
+            anchored: head.is_some(),
+        });
+        if let Some(copies) = self.witnessed.get_mut(chain) {
+            copies.retain(|&seq, _| (first..=last).contains(&seq));
+        }
+        self.chains.insert(chain.to_owned(), followed);
+    }
+
+    /// Sets aside the copies of checkpoints of chains with no window: no
+    /// record of theirs is in it.
+    #[cfg(db)]
+    pub(crate) fn windows_only(&mut self) {
+        let chains = &self.chains;
+        self.witnessed.retain(|name, _| chains.contains_key(name));
+    }
+
     /// Checks the next stored record. Records of different chains may come
     /// interleaved; each chain's must come in stored order.
     pub fn check(&mut self, record: &AuditRecord) {
@@ -313,17 +380,16 @@ impl Verifier {
         let reformatted = record.seq().filter(|_| reformatted);
         let followed = match self.chains.get_mut(name) {
             Some(followed) => followed,
-            None => self.chains.entry(name.to_owned()).or_insert(Followed {
-                verifier: chain::Verifier::new(name),
-                first_seq: None,
-                gaps: Vec::new(),
-                checkpoints: Checkpoints::default(),
-                anchor: None,
-            }),
+            None => self
+                .chains
+                .entry(name.to_owned())
+                .or_insert_with(|| Followed::new(name)),
         };
         let first = followed.first_seq.is_none();
         followed.first_seq = followed.first_seq.or(record.seq());
-        if first && record.action() == CHECKPOINT_ACTION {
+        if followed.window.is_some_and(|w| w.anchored) {
+            // Follows the record before the window, read as its anchor.
+        } else if first && record.action() == CHECKPOINT_ACTION {
             followed.anchor_on(record, &mut self.buf);
         } else if let Some(cuts) = self.purged.get(name).filter(|_| first) {
             followed.anchor_on_cut(record, cuts, &mut self.buf);
@@ -383,16 +449,7 @@ impl Verifier {
         // of their records: cut to nothing.
         for name in self.witnessed.keys() {
             if !self.chains.contains_key(name) {
-                self.chains.insert(
-                    name.clone(),
-                    Followed {
-                        verifier: chain::Verifier::new(name.as_str()),
-                        first_seq: None,
-                        gaps: Vec::new(),
-                        checkpoints: Checkpoints::default(),
-                        anchor: None,
-                    },
-                );
+                self.chains.insert(name.clone(), Followed::new(name));
             }
         }
         let mut witnessed = self.witnessed;
@@ -403,17 +460,23 @@ impl Verifier {
             .map(|(chain, mut followed)| {
                 let last_seq = Some(followed.verifier.head().seq()).filter(|&s| s > 0);
                 let head = last_seq.map(|_| chain::to_hex(followed.verifier.head().head()));
+                let window = followed.window;
                 if let Some((after, by)) = followed.checkpoints.overdue.take() {
-                    followed
-                        .verifier
-                        .note(Break::MissingCheckpoint { after, by });
+                    // A window ends before the next checkpoint it would see.
+                    if window.is_none() {
+                        followed
+                            .verifier
+                            .note(Break::MissingCheckpoint { after, by });
+                    }
                 }
-                // Copies of checkpoints past the stored end: a cut tail.
+                // Copies of checkpoints past the stored end: a cut tail
+                // (within the window, when there is one).
                 let beyond = witnessed
                     .remove(&chain)
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|(seq, copy)| !copy.found && *seq > last_seq.unwrap_or(0))
+                    .filter(|(seq, _)| window.is_none_or(|w| *seq <= w.last))
                     .map(|(seq, _)| seq)
                     .max();
                 if let Some(to) = beyond {
@@ -425,6 +488,13 @@ impl Verifier {
                 let purged_below = purged
                     .remove(&chain)
                     .and_then(|cuts| followed.explain_purge(&cuts));
+                // A window whose record before it is gone: that one record
+                // is missing, not the chain's whole prefix.
+                if let Some(w) = window.filter(|w| !w.anchored && w.first > 1) {
+                    if purged_below.is_none() && followed.first_seq == Some(w.first) {
+                        followed.verifier.replace_prefix(w.first - 1, w.first);
+                    }
+                }
                 let checkpoints = &followed.checkpoints;
                 let last_checkpoint = checkpoints.last.map(|(seq, _)| seq);
                 let (records, breaks) = followed.verifier.finish();
@@ -444,6 +514,7 @@ impl Verifier {
                         .saturating_sub(last_checkpoint.unwrap_or(0)),
                     closed: checkpoints.closed,
                     purged_below,
+                    window: window.map(|w| (w.first, w.last)),
                 }
             })
             .collect();
@@ -676,6 +747,14 @@ pub struct ChainReport {
     /// as a purge statement says (signed by a known key, when keys are
     /// given) and the checkpoint it cut at confirms: not a break.
     pub purged_below: Option<u64>,
+    /// When only a time window was verified
+    /// ([`Store::verify_between`](crate::Store::verify_between)): the
+    /// `seq` range of the chain's records in it (from the first to the
+    /// last record stamped in the window, and every record between).
+    /// Records outside are not judged: the first one read is checked
+    /// against the record before it, and the window's end may come before
+    /// a due checkpoint.
+    pub window: Option<(u64, u64)>,
 }
 
 /// A stored line or row that is not a record.

@@ -74,6 +74,16 @@ enum Command {
         /// Only this chain (`<instance>/<sink>`; databases).
         #[arg(long, conflicts_with = "files")]
         chain: Option<String>,
+        /// Only the records stamped from this time on (RFC 3339,
+        /// inclusive; databases): each chain's records from the first
+        /// stamped in the window to the last, checked against the record
+        /// before.
+        #[arg(long, value_name = "TIME", conflicts_with = "files")]
+        from: Option<String>,
+        /// Only the records stamped before this time (RFC 3339,
+        /// exclusive; databases).
+        #[arg(long, value_name = "TIME", conflicts_with = "files")]
+        to: Option<String>,
         /// Public keys of the checkpoints' signers, one per line (every key
         /// that ever signed): checkpoints must then be signed by one.
         #[arg(long, value_name = "FILE")]
@@ -287,6 +297,9 @@ fn print_verification(v: &fabric_audit::verify::Verification, json: bool) -> any
         if let Some(below) = chain.purged_below {
             span.push_str(&format!(" (purged below seq {below})"));
         }
+        if chain.window.is_some() {
+            span.push_str(" (the time window's)");
+        }
         let state = match chain.breaks.len() {
             0 => "intact".to_owned(),
             n => format!("{n} break(s)"),
@@ -453,10 +466,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             db,
             files,
             chain,
+            from,
+            to,
             keys,
             checkpoints,
             json,
         } => {
+            let (from, to) = (time_arg("--from", from)?, time_arg("--to", to)?);
             let copies = match checkpoints {
                 Some(source) => checkpoint_copies(&source).await?,
                 None => Vec::new(),
@@ -471,7 +487,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     let (config, url) = db.resolve()?;
                     store(&config, &url)
                         .await?
-                        .verify_with(verifier, chain.as_deref())
+                        .verify_between(verifier, chain.as_deref(), from, to)
                         .await?
                 }
             };
@@ -483,6 +499,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Keygen { name, out } => keygen(&name, &out)?,
     }
     Ok(())
+}
+
+/// `value` of flag `name` as a time (RFC 3339).
+fn time_arg(
+    name: &str,
+    value: Option<String>,
+) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let Some(value) = value else { return Ok(None) };
+    match chrono::DateTime::parse_from_rfc3339(&value) {
+        Ok(time) => Ok(Some(time.to_utc())),
+        Err(e) => Err(Usage(format!(
+            "{name} is not an RFC 3339 time such as 2026-12-01T00:00:00Z: {e}"
+        ))
+        .into()),
+    }
 }
 
 /// The checkpoint copies at `source`: a file of JSON lines, a directory

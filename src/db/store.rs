@@ -395,12 +395,42 @@ impl Store {
     /// As for [`verify`](Self::verify).
     pub async fn verify_with(
         &self,
+        verifier: crate::verify::Verifier,
+        chain: Option<&str>,
+    ) -> Result<crate::verify::Verification> {
+        self.verify_between(verifier, chain, None, None).await
+    }
+
+    /// As [`verify_with`](Self::verify_with), over the records stamped from
+    /// `from` (inclusive) to `to` (exclusive) only: for each chain, the
+    /// `seq` range from its first to its last record stamped in the window,
+    /// every record between included (records of concurrent requests can
+    /// be stamped a little out of `seq` order, so a window's edges are its
+    /// `seq` range, not its stamps). The window's first record is checked
+    /// against the stored record before it; what lies outside is not
+    /// judged, and copies of checkpoints outside are set aside. Each
+    /// chain's report says the range it covered
+    /// ([`ChainReport::window`](crate::verify::ChainReport::window)).
+    /// Without `from` and `to`, the whole chains.
+    ///
+    /// # Errors
+    ///
+    /// As for [`verify`](Self::verify).
+    pub async fn verify_between(
+        &self,
         mut verifier: crate::verify::Verifier,
         chain: Option<&str>,
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        to: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<crate::verify::Verification> {
         if let Some(chain) = chain {
             verifier.only_chain(chain);
         }
+        let (from_us, to_us) = (
+            from.map(|t| t.timestamp_micros()),
+            to.map(|t| t.timestamp_micros()),
+        );
+        let windowed = from_us.is_some() || to_us.is_some();
         // What retention purges removed, as they stated it.
         let statements: Result<Vec<super::write::PurgeRow>> = async {
             Ok(with_pooled!(self, c => async {
@@ -431,17 +461,66 @@ impl Store {
             };
             verifier.purge_statement(&statement, row.note.as_deref());
         }
-        let chains: Vec<String> = match chain {
-            Some(chain) => vec![chain.to_owned()],
-            None => with_pooled!(self, c => async {
-                audit_events::table
+        // Each chain with the `seq` range to read: all of it, or the
+        // window's.
+        let chains: Vec<(String, Option<(i64, i64)>)> = if windowed {
+            let ranges: Vec<(String, Option<i64>, Option<i64>)> = with_pooled!(self, c => async {
+                let mut rows = audit_events::table
                     .filter(audit_events::chain.is_not_null())
-                    .select(audit_events::chain.assume_not_null())
-                    .distinct()
+                    .filter(audit_events::timestamp_us.ge(from_us.unwrap_or(i64::MIN)))
+                    .filter(audit_events::timestamp_us.lt(to_us.unwrap_or(i64::MAX)))
+                    .group_by(audit_events::chain)
+                    .select((
+                        audit_events::chain.assume_not_null(),
+                        diesel::dsl::min(audit_events::seq),
+                        diesel::dsl::max(audit_events::seq),
+                    ))
                     .order(audit_events::chain)
-                    .load::<String>(c)
-                    .await
-            }),
+                    .into_boxed();
+                if let Some(chain) = chain {
+                    rows = rows.filter(audit_events::chain.eq(chain));
+                }
+                rows.load(c).await
+            });
+            let mut chains = Vec::with_capacity(ranges.len());
+            for (name, first, last) in ranges {
+                let (Some(first), Some(last)) = (first, last) else {
+                    continue;
+                };
+                let before: Vec<EventRow> = with_pooled!(self, c => async {
+                    audit_events::table
+                        .filter(audit_events::chain.eq(&name))
+                        .filter(audit_events::seq.eq(first - 1))
+                        .order(audit_events::id)
+                        .limit(1)
+                        .select(EventRow::as_select())
+                        .load(c)
+                        .await
+                });
+                let before = before.into_iter().next().and_then(|r| r.into_record().ok());
+                let (first_u, last_u) = (
+                    u64::try_from(first).unwrap_or(0),
+                    u64::try_from(last).unwrap_or(0),
+                );
+                verifier.window(&name, first_u, last_u, before.as_ref());
+                chains.push((name, Some((first, last))));
+            }
+            verifier.windows_only();
+            chains
+        } else {
+            let names: Vec<String> = match chain {
+                Some(chain) => vec![chain.to_owned()],
+                None => with_pooled!(self, c => async {
+                    audit_events::table
+                        .filter(audit_events::chain.is_not_null())
+                        .select(audit_events::chain.assume_not_null())
+                        .distinct()
+                        .order(audit_events::chain)
+                        .load::<String>(c)
+                        .await
+                }),
+            };
+            names.into_iter().map(|name| (name, None)).collect()
         };
         let feed = |verifier: &mut crate::verify::Verifier, rows: Vec<EventRow>| {
             for row in rows {
@@ -452,12 +531,14 @@ impl Store {
                 }
             }
         };
-        for name in &chains {
+        for (name, range) in &chains {
             // A row of the chain without a `seq` is named first.
             let stray: Vec<EventRow> = with_pooled!(self, c => async {
                 audit_events::table
                     .filter(audit_events::chain.eq(name))
                     .filter(audit_events::seq.is_null())
+                    .filter(audit_events::timestamp_us.ge(from_us.unwrap_or(i64::MIN)))
+                    .filter(audit_events::timestamp_us.lt(to_us.unwrap_or(i64::MAX)))
                     .select(EventRow::as_select())
                     .load(c)
                     .await
@@ -466,14 +547,16 @@ impl Store {
             // The next page is read while this one is checked: on two
             // cores that halves the time (the reading is the database's
             // work and the driver's, the checking parsing and hashing).
-            let mut pending = Some(self.spawn_chain_page(name, None));
+            let start = range.map(|(first, _)| (first, String::new()));
+            let last = range.map(|(_, last)| last);
+            let mut pending = Some(self.spawn_chain_page(name, start, last));
             while let Some(page) = pending.take() {
                 let rows = page
                     .await
                     .map_err(|e| Error::database("audit query failed").because(e))??;
                 if rows.len() as i64 == CHAIN_PAGE {
                     let after = rows.last().map(|r| (r.seq().unwrap_or(i64::MAX), r.id().to_owned()));
-                    pending = Some(self.spawn_chain_page(name, after));
+                    pending = Some(self.spawn_chain_page(name, after, last));
                 }
                 feed(&mut verifier, rows);
             }
@@ -482,6 +565,8 @@ impl Store {
             let unchained: i64 = with_pooled!(self, c => async {
                 audit_events::table
                     .filter(audit_events::chain.is_null())
+                    .filter(audit_events::timestamp_us.ge(from_us.unwrap_or(i64::MIN)))
+                    .filter(audit_events::timestamp_us.lt(to_us.unwrap_or(i64::MAX)))
                     .count()
                     .get_result(c)
                     .await
@@ -497,17 +582,27 @@ impl Store {
         &self,
         name: &str,
         after: Option<(i64, String)>,
+        last: Option<i64>,
     ) -> tokio::task::JoinHandle<Result<Vec<EventRow>>> {
         let (store, name) = (self.clone(), name.to_owned());
-        tokio::spawn(async move { store.chain_page(&name, after).await })
+        tokio::spawn(async move { store.chain_page(&name, after, last).await })
     }
 
-    async fn chain_page(&self, name: &str, after: Option<(i64, String)>) -> Result<Vec<EventRow>> {
+    /// A page of chain `name`'s rows in `seq` order, after `(seq, id)`
+    /// and up to `seq` `last`.
+    async fn chain_page(
+        &self,
+        name: &str,
+        after: Option<(i64, String)>,
+        last: Option<i64>,
+    ) -> Result<Vec<EventRow>> {
+        let last = last.unwrap_or(i64::MAX);
         Ok(match &after {
             None => with_pooled!(self, c => async {
                 audit_events::table
                     .filter(audit_events::chain.eq(name))
                     .filter(audit_events::seq.is_not_null())
+                    .filter(audit_events::seq.le(last))
                     .order((audit_events::seq, audit_events::id))
                     .limit(CHAIN_PAGE)
                     .select(EventRow::as_select())
@@ -521,6 +616,7 @@ impl Store {
                     // by: the `OR` alone is not one, and each page would
                     // scan the chain from its start.
                     .filter(audit_events::seq.ge(seq))
+                    .filter(audit_events::seq.le(last))
                     .filter(
                         audit_events::seq
                             .gt(seq)

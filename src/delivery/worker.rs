@@ -216,6 +216,10 @@ impl Worker {
             self.queue.record_error(&e, false);
             warn_failed(&self.queue.name, &e, "closing");
         }
+        // Done with the checkpoint copy (the last worker closes it) before
+        // this worker counts as finished: shutdown's wait, bounded by its
+        // deadline, covers the close, and its final report the copies.
+        self.checkpoints = None;
         self.metrics.publish(&self.queue, &self.lifecycle.intake);
     }
 

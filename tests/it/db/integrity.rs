@@ -17,6 +17,7 @@ on_every_backend!(
     an_import_keeps_the_producers_chain_fields,
     database_chains_verify_and_name_each_tampering,
     values_the_database_cuts_are_hashed_as_stored,
+    a_time_window_verifies_its_records_against_the_one_before,
 );
 
 /// A value longer than its column is cut when stored (and the detail says
@@ -253,6 +254,183 @@ async fn an_import_keeps_the_producers_chain_fields(db: TestDb) {
 /// Two instances write into one database, one restarts: each keeps a
 /// chain that verifies. Then the table is tampered with (its owner having
 /// lifted the append-only triggers): each change is named where it is.
+/// The statements that lift the triggers refusing updates and deletes.
+fn lift_triggers(db: &TestDb) {
+    let lift: &[&str] = if db.url.starts_with("postgres") {
+        &["ALTER TABLE audit_events DISABLE TRIGGER USER"]
+    } else if db.url.starts_with("mysql") {
+        &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+        ]
+    } else {
+        &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+            "DROP TRIGGER audit_events_no_overwrite",
+        ]
+    };
+    for sql in lift {
+        (db.sql)(sql).unwrap();
+    }
+}
+
+/// `verify --from --to`: three groups of records, the middle one's time
+/// window verified alone. What lies outside is not judged; inside, the
+/// first record is checked against the one before it.
+async fn a_time_window_verifies_its_records_against_the_one_before(db: TestDb) {
+    use fabric_audit::verify::{Verifier, CHECKPOINT_ACTION};
+    let (dispatch, audit) = crate::support::pipeline(
+        fabric_audit::AuditLayer::builder()
+            .instance("web-1")
+            .batch_size(4)
+            .checkpoint_every(10, std::time::Duration::from_secs(3600))
+            .sink("database", sink(&db.url).await),
+    );
+    let audit = Arc::new(audit);
+    let mut edges = Vec::new();
+    for group in 0..3 {
+        let dispatch = dispatch.clone();
+        tokio::task::spawn_blocking(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                for i in 0..25 {
+                    fabric_audit::audit!(action = "invoice.sent", group = group, n = i);
+                }
+            })
+        })
+        .await
+        .unwrap();
+        // Every record and checkpoint of the group stored, and stamped,
+        // before the edge.
+        audit.flush().await.unwrap();
+        edges.push(chrono::Utc::now());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let report = audit.shutdown().await;
+    assert!(report.is_lossless(), "{report}");
+    let store = Store::connect(&db.url).await.unwrap();
+    let whole = store.verify(None).await.unwrap();
+    assert!(whole.is_intact(), "{whole:?}");
+    let stored = walk(&store, AuditQuery::new()).await;
+    let seqs_of = |group: i64| -> Vec<u64> {
+        let mut seqs: Vec<u64> = stored
+            .iter()
+            .filter(|r| r.detail_value("group").map(|v| v.to_json()) == Some(group.into()))
+            .map(|r| r.seq().unwrap())
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    };
+    let (a, b) = (seqs_of(0), seqs_of(1));
+    // The window: from the first record stamped in it to the last, which
+    // is group 1 and the checkpoints written among it.
+    let inside: Vec<u64> = stored
+        .iter()
+        .filter(|r| (edges[0]..edges[1]).contains(&r.timestamp()))
+        .map(|r| r.seq().unwrap())
+        .collect();
+    let (first, last) = (*inside.iter().min().unwrap(), *inside.iter().max().unwrap());
+    assert!(a.last() < Some(&first) && first <= b[0] && last >= *b.last().unwrap());
+    assert_eq!(inside.len() as u64, last - first + 1);
+    let window = || async {
+        let mut verifier = Verifier::new();
+        // Copies of every checkpoint, also those outside the window.
+        stored
+            .iter()
+            .filter(|r| r.action() == CHECKPOINT_ACTION)
+            .for_each(|c| verifier.witness(c));
+        store
+            .verify_between(verifier, None, Some(edges[0]), Some(edges[1]))
+            .await
+            .unwrap()
+    };
+    let v = window().await;
+    assert!(v.is_intact(), "{v:?}");
+    let chain = &v.chains[0];
+    assert_eq!(chain.window, Some((first, last)), "{chain:?}");
+    assert_eq!((chain.first_seq, chain.last_seq), (Some(first), Some(last)));
+    assert_eq!(chain.records, last - first + 1);
+    assert!(chain.checkpoints >= 2, "{chain:?}");
+
+    lift_triggers(&db);
+    // Outside the window: a record changed before it, one deleted after.
+    // Inside: one changed.
+    for sql in [
+        format!(
+            "UPDATE audit_events SET action = 'invoice.void' WHERE seq = {}",
+            a[2]
+        ),
+        format!("DELETE FROM audit_events WHERE seq = {}", last + 3),
+        format!(
+            "UPDATE audit_events SET action = 'invoice.void' WHERE seq = {}",
+            first + 2
+        ),
+    ] {
+        (db.sql)(&sql).unwrap();
+    }
+    let v = window().await;
+    assert_eq!(v.chains[0].breaks, [Break::Modified { seq: first + 2 }]);
+    let whole = store.verify(None).await.unwrap();
+    assert_eq!(
+        whole.chains[0].breaks,
+        [
+            Break::Modified { seq: a[2] },
+            Break::Modified { seq: first + 2 },
+            Break::Deleted {
+                from: last + 3,
+                to: last + 3
+            }
+        ]
+    );
+    // The record before the window gone: that one is named, not the
+    // chain's whole prefix.
+    (db.sql)(&format!(
+        "DELETE FROM audit_events WHERE seq = {}",
+        first - 1
+    ))
+    .unwrap();
+    let v = window().await;
+    assert_eq!(
+        v.chains[0].breaks,
+        [
+            Break::Deleted {
+                from: first - 1,
+                to: first - 1
+            },
+            Break::Modified { seq: first + 2 }
+        ]
+    );
+
+    #[cfg(feature = "cli")]
+    {
+        let cli = |from: &str, to: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+                .args(["verify", "--database-url", &db.url, "--json"])
+                .args(["--from", from, "--to", to])
+                .output()
+                .unwrap()
+        };
+        let (from, to) = (edges[0].to_rfc3339(), edges[1].to_rfc3339());
+        let out = cli(&from, &to);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let json: serde_json::Value =
+            serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(
+            json["chains"][0]["window"],
+            serde_json::json!([first, last])
+        );
+        assert_eq!(json["chains"][0]["breaks"][1]["kind"], "modified", "{json}");
+        let bad = cli("yesterday", &to);
+        assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("--from is not an RFC 3339 time"),
+            "{stderr}"
+        );
+    }
+}
+
 async fn database_chains_verify_and_name_each_tampering(db: TestDb) {
     for (instance, from, n) in [("web-1", 0, 20), ("web-2", 0, 20), ("web-1", 20, 10)] {
         let (dispatch, audit) = crate::support::pipeline(
@@ -294,23 +472,7 @@ async fn database_chains_verify_and_name_each_tampering(db: TestDb) {
         ]
     );
 
-    let lift: &[&str] = if db.url.starts_with("postgres") {
-        &["ALTER TABLE audit_events DISABLE TRIGGER USER"]
-    } else if db.url.starts_with("mysql") {
-        &[
-            "DROP TRIGGER audit_events_no_update",
-            "DROP TRIGGER audit_events_no_delete",
-        ]
-    } else {
-        &[
-            "DROP TRIGGER audit_events_no_update",
-            "DROP TRIGGER audit_events_no_delete",
-            "DROP TRIGGER audit_events_no_overwrite",
-        ]
-    };
-    for sql in lift {
-        (db.sql)(sql).unwrap();
-    }
+    lift_triggers(&db);
     let forged_id = "ffffffff-ffff-7fff-bfff-ffffffffffff";
     for sql in [
         "UPDATE audit_events SET action = 'invoice.void' WHERE chain = 'web-2/database' AND seq = 5".to_owned(),
