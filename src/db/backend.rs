@@ -99,6 +99,10 @@ impl Backend {
                 let mut conn = diesel::SqliteConnection::establish(path)?;
                 conn.batch_execute(SQLITE_PRAGMAS)
                     .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                if role == Role::Write {
+                    conn.batch_execute(SQLITE_WRITER_PRAGMAS)
+                        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                }
                 if role == Role::Purge {
                     fabric_audit_purge_utils::register_impl(&conn, || 1)
                         .map_err(ConnectionError::CouldntSetupConfiguration)?;
@@ -260,6 +264,16 @@ mod timed {
 const SQLITE_PRAGMAS: &str =
     "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;";
 
+/// The sink's writing connection keeps up to 32 MiB of pages (the default
+/// is 2 MiB) and lets the write-ahead log grow to 10 000 pages (about
+/// 40 MB; the default is 1 000) before copying it into the database: on
+/// realistic rows (5 000 actors, 200 000 resources) each batch dirties
+/// pages all over the actor and resource indexes, and a page changed by
+/// several batches is then read once and written back once. 400 000 such
+/// rows in the sink's batches of 1 024: 5.6–5.9 k → 6.8–7.5 k rows/s.
+#[cfg(feature = "sqlite")]
+const SQLITE_WRITER_PRAGMAS: &str = "PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 10000;";
+
 /// A blocking connection to one of the backends.
 #[allow(clippy::large_enum_variant)] // one per sink, never moved on a hot path
 pub(crate) enum Conn {
@@ -291,6 +305,42 @@ pub(crate) use with_conn;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn the_sinks_sqlite_connection_keeps_more_pages_and_a_longer_log() {
+        use diesel::sql_types::BigInt;
+        use diesel::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct CacheSize {
+            #[diesel(sql_type = BigInt)]
+            cache_size: i64,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct WalAutocheckpoint {
+            #[diesel(sql_type = BigInt)]
+            wal_autocheckpoint: i64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let backend = Backend::parse(&url).unwrap();
+        let read = |role| {
+            #[allow(irrefutable_let_patterns)] // with only the sqlite feature
+            let Conn::Sqlite(mut conn) = backend.connect(role).unwrap() else {
+                unreachable!("a SQLite URL")
+            };
+            let cache = diesel::sql_query("PRAGMA cache_size")
+                .get_result::<CacheSize>(&mut conn)
+                .unwrap();
+            let wal = diesel::sql_query("PRAGMA wal_autocheckpoint")
+                .get_result::<WalAutocheckpoint>(&mut conn)
+                .unwrap();
+            (cache.cache_size, wal.wal_autocheckpoint)
+        };
+        assert_eq!(read(Role::Write), (-32768, 10_000));
+        // The others keep SQLite's defaults.
+        assert_eq!(read(Role::Purge), (-2000, 1000));
+    }
 
     #[test]
     fn urls_name_their_backend() {
