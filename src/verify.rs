@@ -112,6 +112,9 @@ struct Window {
     /// The record before `first` was read and its hash taken as the head
     /// the window's first record follows.
     anchored: bool,
+    /// The window reaches the chain's last stored record: its end is the
+    /// chain's, held to a due checkpoint as a whole chain's is.
+    ends_chain: bool,
 }
 
 impl Followed {
@@ -302,17 +305,27 @@ impl Verifier {
     /// `before`, the stored record `first − 1` when there is one, is the
     /// head the first is checked against (not judged itself); without it,
     /// that one record is named deleted. Copies of checkpoints outside
-    /// the range are set aside. Call it before checking the chain's
-    /// records; after every window, [`windows_only`](Self::windows_only).
+    /// the range are set aside. Unless the window `ends_chain`, a
+    /// checkpoint due after its end is not asked for (the next one may
+    /// follow just after it). Call it before checking the chain's records;
+    /// after every window, [`windows_only`](Self::windows_only).
+    ///
+    /// `checkpoint`, the chain's last checkpoint record before the window,
+    /// says by which `seq` the window's first checkpoint is due.
     #[cfg(db)]
     pub(crate) fn window(
         &mut self,
         chain: &str,
-        first: u64,
-        last: u64,
+        (first, last): (u64, u64),
+        ends_chain: bool,
         before: Option<&AuditRecord>,
+        checkpoint: Option<&AuditRecord>,
     ) {
         let mut followed = Followed::new(chain);
+        if let Some(checkpoint) = checkpoint.filter(|c| c.seq() < Some(first)) {
+            let due = Stated::read(checkpoint).and_then(|s| s.next_by);
+            followed.checkpoints.last = checkpoint.seq().map(|seq| (seq, due));
+        }
         let head = before
             .filter(|b| first > 1 && b.seq() == Some(first - 1))
             .and_then(|b| b.hash().and_then(chain::from_hex));
@@ -324,6 +337,7 @@ impl Verifier {
             first,
             last,
             anchored: head.is_some(),
+            ends_chain,
         });
         if let Some(copies) = self.witnessed.get_mut(chain) {
             copies.retain(|&seq, _| (first..=last).contains(&seq));
@@ -462,8 +476,9 @@ impl Verifier {
                 let head = last_seq.map(|_| chain::to_hex(followed.verifier.head().head()));
                 let window = followed.window;
                 if let Some((after, by)) = followed.checkpoints.overdue.take() {
-                    // A window ends before the next checkpoint it would see.
-                    if window.is_none() {
+                    // A window that ends before the chain does may end
+                    // just before the next checkpoint.
+                    if window.is_none_or(|w| w.ends_chain) {
                         followed
                             .verifier
                             .note(Break::MissingCheckpoint { after, by });

@@ -498,11 +498,34 @@ impl Store {
                         .await
                 });
                 let before = before.into_iter().next().and_then(|r| r.into_record().ok());
-                let (first_u, last_u) = (
+                let chain_last: Option<i64> = with_pooled!(self, c => async {
+                    audit_events::table
+                        .filter(audit_events::chain.eq(&name))
+                        .select(diesel::dsl::max(audit_events::seq))
+                        .get_result(c)
+                        .await
+                });
+                let range = (
                     u64::try_from(first).unwrap_or(0),
                     u64::try_from(last).unwrap_or(0),
                 );
-                verifier.window(&name, first_u, last_u, before.as_ref());
+                let ends_chain = chain_last.is_none_or(|end| end <= last);
+                // The last checkpoint before the window: by when the
+                // window's first is due (at most a checkpoint's interval
+                // of records back).
+                let checkpoint: Vec<EventRow> = with_pooled!(self, c => async {
+                    audit_events::table
+                        .filter(audit_events::chain.eq(&name))
+                        .filter(audit_events::seq.lt(first))
+                        .filter(audit_events::action.eq(crate::verify::CHECKPOINT_ACTION))
+                        .order((audit_events::seq.desc(), audit_events::id.desc()))
+                        .limit(1)
+                        .select(EventRow::as_select())
+                        .load(c)
+                        .await
+                });
+                let checkpoint = checkpoint.into_iter().next().and_then(|r| r.into_record().ok());
+                verifier.window(&name, range, ends_chain, before.as_ref(), checkpoint.as_ref());
                 chains.push((name, Some((first, last))));
             }
             verifier.windows_only();

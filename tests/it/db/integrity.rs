@@ -400,6 +400,29 @@ async fn a_time_window_verifies_its_records_against_the_one_before(db: TestDb) {
             Break::Modified { seq: first + 2 }
         ]
     );
+    // The checkpoints after the window deleted: a window reaching the
+    // chain's end asks for them as the whole chain does; the middle one
+    // does not (the next may follow just after it).
+    (db.sql)(&format!(
+        "DELETE FROM audit_events WHERE action = '{CHECKPOINT_ACTION}' AND seq > {}",
+        last + 3
+    ))
+    .unwrap();
+    let missing = |breaks: &[Break]| {
+        breaks
+            .iter()
+            .filter(|b| matches!(b, Break::MissingCheckpoint { .. }))
+            .count()
+    };
+    let whole = store.verify(None).await.unwrap();
+    assert_eq!(missing(&whole.chains[0].breaks), 1, "{whole:?}");
+    let tail = store
+        .verify_between(Verifier::new(), None, Some(edges[1]), None)
+        .await
+        .unwrap();
+    assert_eq!(tail.chains[0].window.unwrap().0, last + 1);
+    assert_eq!(missing(&tail.chains[0].breaks), 1, "{tail:?}");
+    assert_eq!(missing(&window().await.chains[0].breaks), 0);
 
     #[cfg(feature = "cli")]
     {
