@@ -583,6 +583,14 @@ impl AuditLayerBuilder {
             Some(CopyTarget::Sink(name, sink)) => Some(CheckpointCopy::sink(name, sink)),
             #[cfg(db)]
             Some(CopyTarget::Database(url)) => {
+                // Into the sink's own table the copies would be found
+                // stored already (the checkpoint records themselves): no
+                // witness at all.
+                if self.database.as_deref() == Some(url.as_str()) {
+                    return Err(Error::config(
+                        "`checkpoint_copy_database` must be another database than the sink's `database`",
+                    ));
+                }
                 let sink = crate::DatabaseSink::builder(url)
                     .keep_forever()
                     .apply_migrations(self.apply_migrations)

@@ -265,6 +265,20 @@ fn bad_checkpoint_settings_are_refused_at_build() {
     assert!(error.contains("checkpoint_every"), "{error}");
     let error = build(AuditLayer::builder().checkpoint_copy(dir.path().join("none/x.jsonl")));
     assert!(error.contains("checkpoint copy"), "{error}");
+    #[cfg(feature = "sqlite")]
+    {
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let same = AuditLayer::builder()
+            .database(&url)
+            .checkpoint_copy_database(&url);
+        let error = build(same);
+        assert!(
+            error.contains("another database than the sink's"),
+            "{error}"
+        );
+        let error = build(AuditLayer::builder().checkpoint_copy_database("redis://x"));
+        assert!(error.contains("unknown scheme"), "{error}");
+    }
     for bad in ["", "has space", "a+b", "é", "\0", &"x\n".repeat(10)] {
         assert!(SigningKey::generate(bad).is_err(), "{bad:?}");
     }
