@@ -517,9 +517,27 @@ fn time_arg(
 }
 
 /// The checkpoint copies at `source`: a file of JSON lines, a directory
-/// of them, or a database (its checkpoint records).
+/// of them, or a database (its checkpoint records). None at all is an
+/// error: a mistyped path or URL must not verify as if no copy was given.
 async fn checkpoint_copies(source: &str) -> anyhow::Result<Vec<AuditRecord>> {
-    if source.contains("://") || source.starts_with("sqlite:") {
+    let copies = read_checkpoint_copies(source).await?;
+    if copies.is_empty() {
+        let place = if is_url(source) {
+            "the --checkpoints database".to_owned()
+        } else {
+            source.to_owned()
+        };
+        bail!(Usage(format!("no checkpoint copies in {place}")));
+    }
+    Ok(copies)
+}
+
+fn is_url(source: &str) -> bool {
+    source.contains("://") || source.starts_with("sqlite:")
+}
+
+async fn read_checkpoint_copies(source: &str) -> anyhow::Result<Vec<AuditRecord>> {
+    if is_url(source) {
         let store = Store::builder(source).connect().await?;
         let mut query = AuditQuery::new()
             .action(fabric_audit::verify::CHECKPOINT_ACTION)

@@ -431,6 +431,13 @@ impl Store {
             to.map(|t| t.timestamp_micros()),
         );
         let windowed = from_us.is_some() || to_us.is_some();
+        if let (Some(from), Some(to)) = (from, to) {
+            if from >= to {
+                return Err(Error::invalid(format!(
+                    "the time window is empty: `from` ({from}) is not before `to` ({to})"
+                )));
+            }
+        }
         // What retention purges removed, as they stated it.
         let statements: Result<Vec<super::write::PurgeRow>> = async {
             Ok(with_pooled!(self, c => async {
@@ -487,45 +494,7 @@ impl Store {
                 let (Some(first), Some(last)) = (first, last) else {
                     continue;
                 };
-                let before: Vec<EventRow> = with_pooled!(self, c => async {
-                    audit_events::table
-                        .filter(audit_events::chain.eq(&name))
-                        .filter(audit_events::seq.eq(first - 1))
-                        .order(audit_events::id)
-                        .limit(1)
-                        .select(EventRow::as_select())
-                        .load(c)
-                        .await
-                });
-                let before = before.into_iter().next().and_then(|r| r.into_record().ok());
-                let chain_last: Option<i64> = with_pooled!(self, c => async {
-                    audit_events::table
-                        .filter(audit_events::chain.eq(&name))
-                        .select(diesel::dsl::max(audit_events::seq))
-                        .get_result(c)
-                        .await
-                });
-                let range = (
-                    u64::try_from(first).unwrap_or(0),
-                    u64::try_from(last).unwrap_or(0),
-                );
-                let ends_chain = chain_last.is_none_or(|end| end <= last);
-                // The last checkpoint before the window: by when the
-                // window's first is due (at most a checkpoint's interval
-                // of records back).
-                let checkpoint: Vec<EventRow> = with_pooled!(self, c => async {
-                    audit_events::table
-                        .filter(audit_events::chain.eq(&name))
-                        .filter(audit_events::seq.lt(first))
-                        .filter(audit_events::action.eq(crate::verify::CHECKPOINT_ACTION))
-                        .order((audit_events::seq.desc(), audit_events::id.desc()))
-                        .limit(1)
-                        .select(EventRow::as_select())
-                        .load(c)
-                        .await
-                });
-                let checkpoint = checkpoint.into_iter().next().and_then(|r| r.into_record().ok());
-                verifier.window(&name, range, ends_chain, before.as_ref(), checkpoint.as_ref());
+                self.open_window(&mut verifier, &name, (first, last)).await?;
                 chains.push((name, Some((first, last))));
             }
             verifier.windows_only();
@@ -597,6 +566,67 @@ impl Store {
             verifier.add_unchained(u64::try_from(unchained).unwrap_or(0));
         }
         Ok(verifier.finish())
+    }
+
+    /// Tells `verifier` to verify records `first..=last` of chain `name`
+    /// only: with the stored record before them (the head the first must
+    /// follow), the chain's last checkpoint before them (by when the
+    /// window's first is due) and whether the window reaches the chain's
+    /// end.
+    async fn open_window(
+        &self,
+        verifier: &mut crate::verify::Verifier,
+        name: &str,
+        (first, last): (i64, i64),
+    ) -> Result<()> {
+        // The first of a query's rows (by `seq`, then id) as a record; a
+        // row that is not one is named unreadable.
+        let one = |rows: Vec<EventRow>, verifier: &mut crate::verify::Verifier| {
+            let row = rows.into_iter().next()?;
+            let id = row.id().to_owned();
+            row.into_record()
+                .map_err(|error| verifier.unreadable(format!("row {id}"), crate::error::Chain(&error)))
+                .ok()
+        };
+        let before: Vec<EventRow> = with_pooled!(self, c => async {
+            audit_events::table
+                .filter(audit_events::chain.eq(name))
+                .filter(audit_events::seq.eq(first - 1))
+                .order(audit_events::id)
+                .limit(1)
+                .select(EventRow::as_select())
+                .load(c)
+                .await
+        });
+        let before = one(before, verifier);
+        // At most a checkpoint interval of records back (the whole prefix
+        // when the chain has no checkpoints).
+        let checkpoint: Vec<EventRow> = with_pooled!(self, c => async {
+            audit_events::table
+                .filter(audit_events::chain.eq(name))
+                .filter(audit_events::seq.lt(first))
+                .filter(audit_events::action.eq(crate::verify::CHECKPOINT_ACTION))
+                .order((audit_events::seq.desc(), audit_events::id.desc()))
+                .limit(1)
+                .select(EventRow::as_select())
+                .load(c)
+                .await
+        });
+        let checkpoint = one(checkpoint, verifier);
+        let chain_end: Option<i64> = with_pooled!(self, c => async {
+            audit_events::table
+                .filter(audit_events::chain.eq(name))
+                .select(diesel::dsl::max(audit_events::seq))
+                .get_result(c)
+                .await
+        });
+        let range = (
+            u64::try_from(first).unwrap_or(0),
+            u64::try_from(last).unwrap_or(0),
+        );
+        let ends_chain = chain_end.is_none_or(|end| end <= last);
+        verifier.window(name, range, ends_chain, before.as_ref(), checkpoint.as_ref());
+        Ok(())
     }
 
     /// Reads, in a task of its own, the next page of chain `name`'s rows

@@ -764,6 +764,26 @@ fn verify_reads_the_copies_from_a_file_sinks_directory() {
     };
     let intact = verify();
     assert!(intact.status.success(), "{intact:?}");
+    // A copy source that holds none (a mistyped path, an empty store) is
+    // an error, not a verification without copies.
+    let nowhere = root.path().join("no-copies");
+    std::fs::create_dir(&nowhere).unwrap();
+    for source in [nowhere.clone(), nowhere.join("empty.jsonl")] {
+        if source.extension().is_some() {
+            std::fs::write(&source, "\n").unwrap();
+        }
+        let none = std::process::Command::new(env!("CARGO_BIN_EXE_fabric-audit"))
+            .arg("verify")
+            .arg("--files")
+            .arg(&dir)
+            .arg("--checkpoints")
+            .arg(&source)
+            .output()
+            .unwrap();
+        assert_eq!(none.status.code(), Some(2), "{none:?}");
+        let stderr = String::from_utf8_lossy(&none.stderr);
+        assert!(stderr.contains("no checkpoint copies in"), "{stderr}");
+    }
     let from = cut_after_first_checkpoint(&dir);
     let cut = verify();
     assert_eq!(cut.status.code(), Some(1), "{cut:?}");

@@ -423,6 +423,12 @@ async fn a_time_window_verifies_its_records_against_the_one_before(db: TestDb) {
     assert_eq!(tail.chains[0].window.unwrap().0, last + 1);
     assert_eq!(missing(&tail.chains[0].breaks), 1, "{tail:?}");
     assert_eq!(missing(&window().await.chains[0].breaks), 0);
+    // A window that ends where it starts holds nothing: refused.
+    let error = store
+        .verify_between(Verifier::new(), None, Some(edges[1]), Some(edges[1]))
+        .await
+        .unwrap_err();
+    assert!(error.is_invalid_input(), "{error}");
 
     #[cfg(feature = "cli")]
     {
@@ -443,6 +449,12 @@ async fn a_time_window_verifies_its_records_against_the_one_before(db: TestDb) {
             serde_json::json!([first, last])
         );
         assert_eq!(json["chains"][0]["breaks"][1]["kind"], "modified", "{json}");
+        let empty = cli(&to, &from);
+        assert_eq!(empty.status.code(), Some(2), "{empty:?}");
+        assert!(
+            String::from_utf8_lossy(&empty.stderr).contains("the time window is empty"),
+            "{empty:?}"
+        );
         let bad = cli("yesterday", &to);
         assert_eq!(bad.status.code(), Some(2), "{bad:?}");
         let stderr = String::from_utf8_lossy(&bad.stderr);
